@@ -1,0 +1,36 @@
+# leadpipe: two commands set up a fresh machine.
+#   make run    set up what is missing, then run the whole pipeline with demo traffic
+#   make test   set up what is missing, then run every test
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/leadpipe
+DATA_DIR ?= ./data
+GOTESTFLAGS ?=
+
+.PHONY: all setup build run test vet fmt clean
+
+all: build
+
+# Idempotent: downloads only what the cache lacks, verifies every file.
+setup:
+	@scripts/setup.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/leadpipe
+
+run: setup build
+	$(BIN) serve --demo --data-dir $(DATA_DIR)
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# Every test: unit, integration against embedded NATS JetStream and the real
+# ClickHouse engine. Test packages that start an engine share one per package.
+test: setup vet
+	$(GO) test -race -timeout 30m -count=1 $(GOTESTFLAGS) ./...
+
+clean:
+	rm -rf bin

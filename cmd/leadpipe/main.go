@@ -1,0 +1,185 @@
+// Command leadpipe tells a B2B company which companies visit its website.
+//
+// One binary, subcommands for each way to run it; see `leadpipe help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/leadpipe/leadpipe/internal/chengine"
+	"github.com/leadpipe/leadpipe/internal/stack"
+)
+
+const usage = `leadpipe: which companies visit your website
+
+Usage: leadpipe <command> [flags]
+
+Commands:
+  serve      run every stage in one process (embedded NATS, managed ClickHouse)
+  collect    run the collector against external NATS
+  process    run a processor against external NATS and ClickHouse
+  query      run the query API against external NATS and ClickHouse
+  migrate    apply the ClickHouse schema migrations
+  sql        run SQL on leadpipe's ClickHouse database, print TSV
+  ip lookup  explain what leadpipe knows about IP addresses
+  version    print the version
+
+Every flag can also be set in the environment: --collector.addr is
+LEADPIPE_COLLECTOR_ADDR. Run 'leadpipe <command> -h' for a command's flags.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	// A managed ClickHouse engine is this executable re-run; it never returns.
+	chengine.MaybeRunChild()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd {
+	case "serve":
+		err = runStack(ctx, "serve", stack.All, args, stderr)
+	case "collect":
+		err = runStack(ctx, "collect", stack.Stages{Collector: true}, args, stderr)
+	case "process":
+		err = runStack(ctx, "process", stack.Stages{Processor: true}, args, stderr)
+	case "query":
+		err = runStack(ctx, "query", stack.Stages{API: true}, args, stderr)
+	case "migrate":
+		err = runMigrate(ctx, args, stderr)
+	case "sql":
+		err = runSQL(ctx, args, stdout, stderr)
+	case "ip":
+		if len(args) == 0 || args[0] != "lookup" {
+			fmt.Fprintln(stderr, "usage: leadpipe ip lookup IP...")
+			return 2
+		}
+		err = runIPLookup(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "leadpipe", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "leadpipe: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "leadpipe %s: %v\n", cmd, err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "leadpipe %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+// usageError is a mistake in the command line (exit status 2).
+type usageError struct{ error }
+
+// parseFlags parses args, then fills every flag not given on the command
+// line from its LEADPIPE_* environment variable: the one place where
+// environment overrides are applied.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		env := EnvName(f.Name)
+		if v, ok := os.LookupEnv(env); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = usageError{fmt.Errorf("%s (for --%s): %v", env, f.Name, e)}
+			}
+		}
+	})
+	return err
+}
+
+// EnvName is the environment variable for a flag: data-dir → LEADPIPE_DATA_DIR.
+func EnvName(flagName string) string {
+	return "LEADPIPE_" + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(flagName))
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Errorf("--log.level: %q is not debug, info, warn or error", level)}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runStack(ctx context.Context, name string, stages stack.Stages, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := stack.Config{Stages: stages}
+	cfg.RegisterFlags(fs)
+	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	s, err := stack.Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if s.CollectorAddr != "" {
+		log.Info("collector listening", "url", "http://"+s.CollectorAddr)
+	}
+	if s.APIAddr != "" {
+		log.Info("API listening", "url", "http://"+s.APIAddr, "owner_key", s.OwnerKeyPath)
+		if cfg.Demo {
+			fmt.Fprintf(stderr, "\nleadpipe is running with demo traffic.\n"+
+				"  Owner key:     %s\n"+
+				"  Company feed:  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/sites\n"+
+				"  Ctrl-C stops every part cleanly.\n\n", s.OwnerKeyPath, s.OwnerKeyPath, s.APIAddr)
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Wait() }()
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: draining the pipeline")
+		return s.Stop()
+	case err := <-errc:
+		s.Stop()
+		return err
+	}
+}

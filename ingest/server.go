@@ -1,0 +1,312 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/leadpipe/leadpipe/internal/bus"
+	"github.com/leadpipe/leadpipe/internal/tenant"
+)
+
+// Config is the collector's configuration.
+type Config struct {
+	// Addr is the listen address.
+	Addr string
+	// TrustedProxies is the raw --collector.trusted-proxies list.
+	TrustedProxies string
+	// MaxBodyBytes caps a hit's body; larger bodies get 413.
+	MaxBodyBytes int
+	// PublishTimeout bounds the wait for JetStream's acknowledgement.
+	PublishTimeout time.Duration
+
+	proxies []netip.Prefix
+}
+
+// RegisterFlags registers the collector.* flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "collector.addr", "127.0.0.1:8080", "collector listen address")
+	fs.StringVar(&c.TrustedProxies, "collector.trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
+	fs.IntVar(&c.MaxBodyBytes, "collector.max-body-bytes", 16<<10, "largest accepted hit body in bytes")
+	fs.DurationVar(&c.PublishTimeout, "collector.publish-timeout", 5*time.Second, "longest wait for JetStream to acknowledge a hit before answering 503")
+}
+
+// Validate refuses values that cannot work, naming the flag.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("--collector.addr: %q is not host:port", c.Addr)
+	}
+	proxies, err := ParseTrustedProxies(c.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	c.proxies = proxies
+	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 1<<20 {
+		return fmt.Errorf("--collector.max-body-bytes: %d is not between 1024 and 1048576", c.MaxBodyBytes)
+	}
+	if c.PublishTimeout <= 0 {
+		return fmt.Errorf("--collector.publish-timeout: must be positive")
+	}
+	return nil
+}
+
+// Sites tells whether a site exists.
+type Sites interface {
+	Site(id string) (tenant.Site, bool)
+}
+
+// Server is the collector.
+type Server struct {
+	cfg     Config
+	js      jetstream.JetStream
+	sites   Sites
+	ready   func(context.Context) error
+	log     *slog.Logger
+	metrics *metrics
+	srv     *fasthttp.Server
+	promh   fasthttp.RequestHandler
+}
+
+// New builds a collector. ready reports whether the whole pipeline can take
+// hits; /readyz answers from it.
+func New(cfg Config, js jetstream.JetStream, sites Sites, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, js: js, sites: sites, ready: ready, log: log, metrics: newMetrics(reg)}
+	s.promh = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	s.srv = &fasthttp.Server{
+		Handler:               s.handle,
+		Name:                  "leadpipe",
+		ReadTimeout:           10 * time.Second,
+		WriteTimeout:          10 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		MaxRequestBodySize:    cfg.MaxBodyBytes,
+		ReadBufferSize:        8 << 10, // also the limit on request line + headers
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		ErrorHandler:          s.handleReadError,
+		Logger:                slogPrinter{log},
+	}
+	return s
+}
+
+// Run serves until ctx ends, then stops accepting and waits for requests in
+// flight (each waits at most PublishTimeout for its ack).
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("collector: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout+5*time.Second)
+	defer cancel()
+	return s.srv.ShutdownWithContext(shutdownCtx)
+}
+
+// Handler exposes the request handler (tests, benchmarks).
+func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	switch string(ctx.Path()) {
+	case "/v1/hit":
+		switch {
+		case ctx.IsPost():
+			s.handleHit(ctx)
+		case ctx.IsOptions():
+			s.preflight(ctx)
+		default:
+			writeError(ctx, fasthttp.StatusMethodNotAllowed, "method: use POST")
+		}
+	case "/readyz":
+		if err := s.ready(ctx); err != nil {
+			writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+			return
+		}
+		ctx.SetContentType("text/plain")
+		ctx.SetBodyString("ready\n")
+	case "/metrics":
+		s.promh(ctx)
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, "path: not found")
+	}
+}
+
+// preflight answers CORS preflights for tracker posts sent as
+// application/json. Which origins may post is decided per site on the POST
+// itself, where the site is known.
+func (s *Server) preflight(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Response.Header
+	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 {
+		h.SetBytesV("Access-Control-Allow-Origin", origin)
+		h.Set("Vary", "Origin")
+	}
+	h.Set("Access-Control-Allow-Methods", "POST")
+	h.Set("Access-Control-Allow-Headers", "Content-Type")
+	h.Set("Access-Control-Max-Age", "86400")
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (s *Server) handleHit(ctx *fasthttp.RequestCtx) {
+	now := time.Now()
+	// fasthttp reuses the request's buffers once the handler returns;
+	// ParseHit copies every string it keeps.
+	hit, err := ParseHit(ctx.PostBody(), now)
+	if err != nil {
+		s.metrics.rejected.WithLabelValues("malformed").Inc()
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	site, ok := s.sites.Site(hit.Site)
+	if !ok {
+		s.metrics.rejected.WithLabelValues("unknown_site").Inc()
+		writeError(ctx, fasthttp.StatusForbidden, "site: unknown site")
+		return
+	}
+	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 {
+		if !originAllowed(string(origin), site.Domain) {
+			s.metrics.rejected.WithLabelValues("origin").Inc()
+			writeError(ctx, fasthttp.StatusForbidden, "origin: not allowed for this site")
+			return
+		}
+		ctx.Response.Header.SetBytesV("Access-Control-Allow-Origin", origin)
+		ctx.Response.Header.Set("Vary", "Origin")
+	}
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	hit.IP = VisitorIP(peer, ctx.Request.Header.Peek("X-Forwarded-For"), s.cfg.proxies).String()
+	hit.UserAgent = truncate(string(ctx.UserAgent()), 512)
+
+	// Not the request context: a shutdown must let in-flight publishes finish.
+	if err := s.publish(context.Background(), &hit); err != nil {
+		s.metrics.rejected.WithLabelValues("unavailable").Inc()
+		s.log.Warn("publishing hit failed", "site", hit.Site, "err", err)
+		ctx.Response.Header.Set("Retry-After", "5")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "queue: unavailable, retry later")
+		return
+	}
+	s.metrics.accepted.Inc()
+	ctx.SetStatusCode(fasthttp.StatusAccepted)
+	ctx.SetContentType("application/json")
+	ctx.SetBodyString(`{"id":"` + hit.ID + `"}`)
+}
+
+func (s *Server) publish(parent context.Context, hit *bus.Hit) error {
+	data, err := hit.Encode()
+	if err != nil {
+		return fmt.Errorf("encoding hit: %w", err)
+	}
+	msg := nats.NewMsg(bus.HitSubject(hit.Site))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, hit.MsgID())
+	ctx, cancel := context.WithTimeout(parent, s.cfg.PublishTimeout)
+	defer cancel()
+	start := time.Now()
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(bus.HitsStream))
+	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return err
+	}
+	if ack.Duplicate {
+		s.metrics.duplicates.Inc()
+	}
+	return nil
+}
+
+// originAllowed accepts the site's domain and its subdomains, over http or https.
+func originAllowed(origin, domain string) bool {
+	_, host, ok := strings.Cut(origin, "://")
+	if !ok {
+		return false
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(host)
+	return host == domain || strings.HasSuffix(host, "."+domain)
+}
+
+func (s *Server) handleReadError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		s.metrics.rejected.WithLabelValues("too_large").Inc()
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", s.cfg.MaxBodyBytes))
+		return
+	}
+	s.metrics.rejected.WithLabelValues("bad_request").Inc()
+	writeError(ctx, fasthttp.StatusBadRequest, "request: cannot be read")
+}
+
+func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(appendJSONError(nil, msg))
+}
+
+// appendJSONError writes {"error":"msg"} with msg escaped as a JSON string.
+func appendJSONError(b []byte, msg string) []byte {
+	b = append(b, `{"error":`...)
+	b = appendQuoted(b, msg)
+	return append(b, '}')
+}
+
+func appendQuoted(b []byte, s string) []byte {
+	b = append(b, '"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r < 0x20:
+			b = fmt.Appendf(b, `\u%04x`, r)
+		default:
+			b = append(b, string(r)...)
+		}
+	}
+	return append(b, '"')
+}
+
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, args ...any) {
+	p.log.Debug(fmt.Sprintf(format, args...))
+}
+
+type metrics struct {
+	accepted       prometheus.Counter
+	duplicates     prometheus.Counter
+	rejected       *prometheus.CounterVec
+	publishSeconds prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "leadpipe_collector_hits_accepted_total", Help: "Hits durably queued (answered 202).",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "leadpipe_collector_hits_duplicate_total", Help: "Accepted hits JetStream recognised as retries of an earlier hit.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadpipe_collector_hits_rejected_total", Help: "Hits refused, by reason.",
+		}, []string{"reason"}),
+		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "leadpipe_collector_publish_seconds", Help: "Time from publish to JetStream acknowledgement.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+	}
+	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable"} {
+		m.rejected.WithLabelValues(r)
+	}
+	reg.MustRegister(m.accepted, m.duplicates, m.rejected, m.publishSeconds)
+	return m
+}

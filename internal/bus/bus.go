@@ -1,0 +1,253 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the streams and buckets.
+const (
+	HitsStream    = "HITS"
+	HitsSubjects  = "hits.>"
+	SitesBucket   = "leadpipe_sites"
+	KeysBucket    = "leadpipe_keys"
+	SecretsBucket = "leadpipe_secrets"
+	SaltsBucket   = "leadpipe_salts"
+)
+
+// HitSubject is the subject a site's hits are published on.
+func HitSubject(site string) string { return "hits." + site }
+
+// Config is how to reach NATS and how the HITS stream is bounded.
+type Config struct {
+	// URL of an external NATS server or cluster; empty runs one embedded.
+	URL string
+	// Listen is the embedded server's client address.
+	Listen string
+	// Sync is the embedded server's store sync policy: "interval" (the
+	// server's default, fsync every 2 minutes) or "always" (fsync every write).
+	Sync string
+	// Replicas of the HITS stream (3 on a cluster).
+	Replicas int
+	// HitsMaxAge bounds how long an unprocessed hit (which carries the
+	// visitor IP) may wait in the stream.
+	HitsMaxAge time.Duration
+	// HitsMaxBytes bounds the stream's size; when full, new hits are refused
+	// (the collector answers 503) rather than old unprocessed ones discarded.
+	HitsMaxBytes int64
+	// DuplicateWindow is how long JetStream remembers hit ids to drop
+	// retried publishes.
+	DuplicateWindow time.Duration
+}
+
+// RegisterFlags registers the nats.* flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.URL, "nats.url", "", "external NATS URL(s), comma-separated (empty = embedded server)")
+	fs.StringVar(&c.Listen, "nats.listen", "127.0.0.1:4222", "embedded NATS server client address (port 0 = any free port)")
+	fs.StringVar(&c.Sync, "nats.sync", "interval", "embedded JetStream fsync policy: interval (server default, every 2m) or always")
+	fs.IntVar(&c.Replicas, "nats.replicas", 1, "replicas of the HITS stream (3 on a NATS cluster)")
+	fs.DurationVar(&c.HitsMaxAge, "nats.hits-max-age", 72*time.Hour, "longest time an unprocessed hit is kept in the HITS stream")
+	fs.Int64Var(&c.HitsMaxBytes, "nats.hits-max-bytes", 4<<30, "size limit of the HITS stream; when full the collector answers 503")
+	fs.DurationVar(&c.DuplicateWindow, "nats.duplicate-window", 10*time.Minute, "how long retried hits with the same id are recognised as duplicates")
+}
+
+// Validate refuses values that cannot work, naming the flag.
+func (c *Config) Validate() error {
+	if c.URL != "" {
+		if _, err := url.Parse(c.URL); err != nil {
+			return fmt.Errorf("--nats.url: %q: %v", c.URL, err)
+		}
+	} else if _, _, err := splitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--nats.listen: %q is not host:port", c.Listen)
+	}
+	if c.Sync != "interval" && c.Sync != "always" {
+		return fmt.Errorf("--nats.sync: %q is not one of interval, always", c.Sync)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("--nats.replicas: %d is not between 1 and 5", c.Replicas)
+	}
+	if c.HitsMaxAge < time.Minute {
+		return fmt.Errorf("--nats.hits-max-age: %v is shorter than a minute", c.HitsMaxAge)
+	}
+	if c.HitsMaxBytes < 1<<20 {
+		return fmt.Errorf("--nats.hits-max-bytes: %d is less than 1 MiB", c.HitsMaxBytes)
+	}
+	if c.DuplicateWindow < time.Second || c.DuplicateWindow > c.HitsMaxAge {
+		return fmt.Errorf("--nats.duplicate-window: %v must be between 1s and --nats.hits-max-age", c.DuplicateWindow)
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return host, port, nil
+}
+
+// Bus is a connection to JetStream, and the embedded server if it runs one.
+type Bus struct {
+	Conn *nats.Conn
+	JS   jetstream.JetStream
+	// Server is the embedded server, nil with an external one.
+	Server *server.Server
+	cfg    Config
+}
+
+// Open connects to the external NATS in cfg.URL, or starts an embedded
+// JetStream server storing under dataDir/nats, and makes sure the streams
+// and buckets exist with the configured limits.
+func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*Bus, error) {
+	b := &Bus{cfg: cfg}
+	var err error
+	if cfg.URL == "" {
+		host, port, _ := splitHostPort(cfg.Listen)
+		if port == 0 {
+			port = server.RANDOM_PORT
+		}
+		opts := &server.Options{
+			ServerName: "leadpipe",
+			Host:       host,
+			Port:       port,
+			JetStream:  true,
+			StoreDir:   filepath.Join(dataDir, "nats"),
+			NoSigs:     true,
+			// A power loss can lose acknowledged writes since the last fsync
+			// unless every write is synced: --nats.sync=always trades
+			// throughput for that (see the README's durability section).
+			SyncAlways:   cfg.Sync == "always",
+			MaxPayload:   1 << 20,
+			NoSystemAccount: true,
+		}
+		b.Server, err = server.NewServer(opts)
+		if err != nil {
+			return nil, fmt.Errorf("configuring embedded NATS: %w", err)
+		}
+		b.Server.SetLoggerV2(&natsLogger{log: log.With("component", "nats")}, false, false, false)
+		go b.Server.Start()
+		if !b.Server.ReadyForConnections(30 * time.Second) {
+			b.Server.Shutdown()
+			return nil, fmt.Errorf("--nats.listen=%s: embedded NATS server not ready within 30s (port in use?)", cfg.Listen)
+		}
+		b.Conn, err = nats.Connect("", nats.InProcessServer(b.Server), nats.Name("leadpipe"), nats.MaxReconnects(-1))
+		if err != nil {
+			b.Server.Shutdown()
+			return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
+		}
+		log.Info("embedded NATS JetStream started", "listen", b.Server.ClientURL(), "store", opts.StoreDir, "sync", cfg.Sync)
+	} else {
+		b.Conn, err = nats.Connect(cfg.URL, nats.Name("leadpipe"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false), nats.Timeout(5*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("--nats.url=%s: connecting: %w", cfg.URL, err)
+		}
+	}
+	b.JS, err = jetstream.New(b.Conn)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	if err := b.ensure(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// ClientURL is the embedded server's address for other processes, or the
+// configured external URL.
+func (b *Bus) ClientURL() string {
+	if b.Server != nil {
+		return b.Server.ClientURL()
+	}
+	return b.cfg.URL
+}
+
+func (b *Bus) ensure(ctx context.Context) error {
+	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        HitsStream,
+		Description: "page hits accepted by the collector, waiting for processors",
+		Subjects:    []string{HitsSubjects},
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      b.cfg.HitsMaxAge,
+		MaxBytes:    b.cfg.HitsMaxBytes,
+		// DiscardNew: a full stream refuses new hits (the collector answers
+		// 503 and the sender retries) instead of silently deleting old hits
+		// that were acknowledged but not yet processed.
+		Discard:    jetstream.DiscardNew,
+		Duplicates: b.cfg.DuplicateWindow,
+		MaxMsgSize: 64 << 10,
+	})
+	if err != nil {
+		return fmt.Errorf("creating stream %s: %w", HitsStream, err)
+	}
+	buckets := []jetstream.KeyValueConfig{
+		{Bucket: SitesBucket, Description: "sites: id → settings", History: 5},
+		{Bucket: KeysBucket, Description: "API keys: id → hashed secret, role, grants", History: 5},
+		{Bucket: SecretsBucket, Description: "installation secrets (visitor id keys)"},
+		// A day's salt for visitors without a client id lives two days, so
+		// yesterday's visitor hashes cannot be recomputed after that.
+		{Bucket: SaltsBucket, Description: "daily salts for visitors without a client id", TTL: 48 * time.Hour},
+	}
+	for _, kv := range buckets {
+		kv.Storage = jetstream.FileStorage
+		kv.Replicas = b.cfg.Replicas
+		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("creating bucket %s: %w", kv.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// Ready reports whether JetStream answers.
+func (b *Bus) Ready(ctx context.Context) error {
+	if !b.Conn.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := b.JS.Stream(ctx, HitsStream); err != nil {
+		return fmt.Errorf("stream %s: %w", HitsStream, err)
+	}
+	return nil
+}
+
+// Close drains the connection and stops an embedded server.
+func (b *Bus) Close() {
+	if b.Conn != nil {
+		_ = b.Conn.Drain()
+		b.Conn.Close()
+	}
+	if b.Server != nil {
+		b.Server.Shutdown()
+		b.Server.WaitForShutdown()
+	}
+}
+
+// natsLogger routes the embedded server's log into slog.
+type natsLogger struct{ log *slog.Logger }
+
+func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Tracef(format string, v ...any)  {}

@@ -1,0 +1,44 @@
+package bus
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Hit is one accepted page hit as it travels from the collector to the
+// processors. It carries the visitor IP, which the processor turns into a
+// company and then discards: the IP never reaches ClickHouse.
+type Hit struct {
+	ID         string `json:"id"`
+	Site       string `json:"site"`
+	Type       string `json:"type"`
+	URL        string `json:"url"`
+	Referrer   string `json:"referrer,omitempty"`
+	Title      string `json:"title,omitempty"`
+	ClientID   string `json:"cid,omitempty"`
+	Consent    string `json:"consent"`
+	TS         int64  `json:"ts"`          // event time, epoch ms
+	ReceivedAt int64  `json:"received_at"` // collector time, epoch ms
+	EngagedMS  uint32 `json:"engaged_ms,omitempty"`
+	IP         string `json:"ip"`
+	UserAgent  string `json:"ua,omitempty"`
+}
+
+// MsgID is the JetStream deduplication id: a retried hit has the same one.
+func (h *Hit) MsgID() string { return h.Site + ":" + h.ID }
+
+// Encode serialises a hit for the stream.
+func (h *Hit) Encode() ([]byte, error) { return json.Marshal(h) }
+
+// DecodeHit parses a stream message; an error means the message can never be
+// processed (a poison message).
+func DecodeHit(data []byte) (Hit, error) {
+	var h Hit
+	if err := json.Unmarshal(data, &h); err != nil {
+		return h, fmt.Errorf("decoding hit: %w", err)
+	}
+	if h.Site == "" || h.ID == "" {
+		return h, fmt.Errorf("decoding hit: missing site or id")
+	}
+	return h, nil
+}

@@ -1,0 +1,389 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/leadpipe/leadpipe/ingest"
+	"github.com/leadpipe/leadpipe/internal/bus"
+	"github.com/leadpipe/leadpipe/internal/chengine"
+	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/processor"
+	"github.com/leadpipe/leadpipe/query"
+	"github.com/leadpipe/leadpipe/schema"
+)
+
+// Stages picks what a process runs.
+type Stages struct {
+	Collector, Processor, API bool
+}
+
+// All is every stage: `leadpipe serve`.
+var All = Stages{Collector: true, Processor: true, API: true}
+
+// Config is the whole process's configuration.
+type Config struct {
+	// DataDir holds all local state: JetStream store, managed ClickHouse
+	// data, the owner key.
+	DataDir string
+	// Demo creates a demo site and feeds it synthetic traffic.
+	Demo bool
+	// ASNDir holds the ASN data files (asn-ipv4.csv, asn-ipv6.csv).
+	ASNDir string
+
+	Stages     Stages
+	NATS       bus.Config
+	ClickHouse chengine.Config
+	Collector  ingest.Config
+	Processor  processor.Config
+	API        query.Config
+}
+
+// RegisterFlags registers every flag of the stages in c.Stages.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "all local state: JetStream store, managed ClickHouse data, keys")
+	fs.StringVar(&c.ASNDir, "ipdb.asn-dir", DefaultASNDir(), "directory with asn-ipv4.csv and asn-ipv6.csv (fetched by make setup)")
+	c.NATS.RegisterFlags(fs)
+	if c.Stages.Processor || c.Stages.API {
+		c.ClickHouse.RegisterFlags(fs)
+	}
+	if c.Stages.Collector {
+		c.Collector.RegisterFlags(fs)
+	}
+	if c.Stages.Processor {
+		c.Processor.RegisterFlags(fs)
+	}
+	if c.Stages.API {
+		c.API.RegisterFlags(fs)
+	}
+	if c.Stages == All {
+		fs.BoolVar(&c.Demo, "demo", false, "create a demo site and feed it synthetic traffic")
+	}
+}
+
+// DefaultASNDir is where `make setup` leaves the ASN data.
+func DefaultASNDir() string {
+	if d := os.Getenv("LEADPIPE_ASN_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(chengine.CacheDir(), "current", "ipdb")
+}
+
+// Validate checks every stage's flags; the error names the flag.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir: must not be empty")
+	}
+	if c.Demo {
+		// The demo traffic comes from loopback with X-Forwarded-For set to
+		// addresses of real networks.
+		c.Collector.TrustedProxies = joinList(c.Collector.TrustedProxies, "127.0.0.1/32,::1/128")
+	}
+	if err := c.NATS.Validate(); err != nil {
+		return err
+	}
+	if c.Stages != All && c.NATS.URL == "" {
+		return errors.New("--nats.url: required when a stage runs on its own (use `leadpipe serve` for the embedded server)")
+	}
+	if c.Stages.Processor || c.Stages.API {
+		if err := c.ClickHouse.Validate(); err != nil {
+			return err
+		}
+		if c.Stages != All && c.ClickHouse.Addr == "" {
+			return errors.New("--clickhouse.addr: required when a stage runs on its own (use `leadpipe serve` for the managed engine)")
+		}
+	}
+	if c.Stages.Collector {
+		if err := c.Collector.Validate(); err != nil {
+			return err
+		}
+	}
+	if c.Stages.Processor {
+		if err := c.Processor.Validate(); err != nil {
+			return err
+		}
+	}
+	if c.Stages.API {
+		if err := c.API.Validate(); err != nil {
+			return err
+		}
+	}
+	if c.Stages.Collector && c.Stages.API && c.Collector.Addr == c.API.Addr {
+		return fmt.Errorf("--api.addr: %s is also --collector.addr", c.API.Addr)
+	}
+	return nil
+}
+
+func joinList(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "," + b
+}
+
+// Stack is a running process of one or more stages.
+type Stack struct {
+	cfg Config
+	log *slog.Logger
+
+	// CollectorAddr and APIAddr are the bound listen addresses.
+	CollectorAddr, APIAddr string
+	// OwnerKeyPath is where the owner key is, when the API runs.
+	OwnerKeyPath string
+
+	Bus        *bus.Bus
+	ClickHouse *chengine.Server
+	Tenants    *tenant.Store
+	Registry   *prometheus.Registry
+
+	conn      driver.Conn
+	proc      *processor.Processor
+	lock      *os.File
+	cancel    context.CancelFunc
+	group     *errgroup.Group
+	stopOnce  sync.Once
+	stopErr   error
+}
+
+// Start brings up the configured stages and returns once they all serve.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Stack, err error) {
+	s = &Stack{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer func() {
+		if err != nil {
+			s.closeResources()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--data-dir: creating %s: %w", cfg.DataDir, err)
+	}
+	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+
+	// Listeners first: a taken port fails before anything heavy starts.
+	var collectorLn, apiLn net.Listener
+	if cfg.Stages.Collector {
+		if collectorLn, err = net.Listen("tcp", cfg.Collector.Addr); err != nil {
+			return nil, fmt.Errorf("--collector.addr: %w", err)
+		}
+		s.CollectorAddr = collectorLn.Addr().String()
+	}
+	if cfg.Stages.API {
+		if apiLn, err = net.Listen("tcp", cfg.API.Addr); err != nil {
+			collectorLn.Close()
+			return nil, fmt.Errorf("--api.addr: %w", err)
+		}
+		s.APIAddr = apiLn.Addr().String()
+	}
+	closeListeners := func() {
+		if collectorLn != nil {
+			collectorLn.Close()
+		}
+		if apiLn != nil {
+			apiLn.Close()
+		}
+	}
+
+	var ipdb *ipintel.Table
+	if cfg.Stages.Processor || cfg.Stages.API {
+		start := time.Now()
+		if ipdb, err = ipintel.LoadASNDir(cfg.ASNDir); err != nil {
+			closeListeners()
+			return nil, fmt.Errorf("--ipdb.asn-dir: %w (run `make setup` to fetch the IP data)", err)
+		}
+		v4, v6 := ipdb.Len()
+		log.Info("IP data loaded", "dir", cfg.ASNDir, "ipv4_prefixes", v4, "ipv6_prefixes", v6, "took", time.Since(start).Round(time.Millisecond))
+	}
+
+	if s.Bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, log); err != nil {
+		closeListeners()
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if s.Tenants, err = tenant.Open(runCtx, s.Bus.JS, log); err != nil {
+		closeListeners()
+		return nil, err
+	}
+
+	if cfg.Stages.Processor || cfg.Stages.API {
+		if s.ClickHouse, err = chengine.Start(ctx, cfg.ClickHouse, cfg.DataDir, log); err != nil {
+			closeListeners()
+			return nil, err
+		}
+		if err := migrate(ctx, s.ClickHouse, log); err != nil {
+			closeListeners()
+			return nil, err
+		}
+		if s.conn, err = s.ClickHouse.Open(); err != nil {
+			closeListeners()
+			return nil, fmt.Errorf("connecting to ClickHouse: %w", err)
+		}
+	}
+
+	s.group = &errgroup.Group{}
+	// The collector and API stop on runCtx; the processor on its own context,
+	// cancelled only after the collector has stopped, so it drains last.
+	procCtx, cancelProc := context.WithCancel(context.Background())
+	collectorDone := make(chan struct{})
+	if cfg.Stages.Processor {
+		s.proc = processor.New(cfg.Processor, s.Bus.JS, s.conn, ipdb, s.Registry, log.With("component", "processor"))
+		s.group.Go(func() error { return s.proc.Run(procCtx) })
+	}
+	go func() {
+		<-runCtx.Done()
+		<-collectorDone
+		cancelProc()
+	}()
+	if cfg.Stages.Collector {
+		col := ingest.New(cfg.Collector, s.Bus.JS, s.Tenants, s.Ready, s.Registry, s.Registry, log.With("component", "collector"))
+		s.group.Go(func() error {
+			defer close(collectorDone)
+			return col.Run(runCtx, collectorLn)
+		})
+	} else {
+		close(collectorDone)
+	}
+	if cfg.Stages.API {
+		s.OwnerKeyPath = filepath.Join(cfg.DataDir, "owner.key")
+		created, err := s.Tenants.EnsureOwnerKey(ctx, s.OwnerKeyPath)
+		if err != nil {
+			closeListeners()
+			cancel()
+			return nil, err
+		}
+		if created {
+			log.Info("created the owner API key", "path", s.OwnerKeyPath)
+		}
+		api := query.New(cfg.API, s.conn, s.Tenants, ipdb, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
+		s.group.Go(func() error { return api.Run(runCtx, apiLn) })
+	}
+	if cfg.Demo {
+		if err := startDemo(runCtx, s, ipdb, s.group); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func migrate(ctx context.Context, ch *chengine.Server, log *slog.Logger) error {
+	def, err := ch.OpenDefault()
+	if err != nil {
+		return fmt.Errorf("connecting to ClickHouse: %w", err)
+	}
+	defer def.Close()
+	if err := schema.CreateDatabase(ctx, def, ch.Database()); err != nil {
+		return err
+	}
+	conn, err := ch.Open()
+	if err != nil {
+		return fmt.Errorf("connecting to ClickHouse: %w", err)
+	}
+	defer conn.Close()
+	if _, err := schema.Migrate(ctx, conn, log); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Ready reports whether the stages of this process can take and serve hits.
+func (s *Stack) Ready(ctx context.Context) error {
+	if err := s.Bus.Ready(ctx); err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	if s.conn != nil {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := s.conn.Ping(pctx); err != nil {
+			return fmt.Errorf("clickhouse: %w", err)
+		}
+	}
+	if s.proc != nil {
+		if err := s.proc.Healthy(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Wait blocks until a stage fails or the stack is stopped.
+func (s *Stack) Wait() error { return s.group.Wait() }
+
+// Stop shuts down in order: stop accepting hits, let the processor drain
+// what it holds, then close NATS and stop the managed ClickHouse.
+func (s *Stack) Stop() error {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		s.stopErr = s.group.Wait()
+		s.closeResources()
+		s.log.Info("stopped")
+	})
+	return s.stopErr
+}
+
+func (s *Stack) closeResources() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	if s.Bus != nil {
+		s.Bus.Close()
+	}
+	if s.ClickHouse != nil {
+		if err := s.ClickHouse.Close(); err != nil {
+			s.log.Warn("stopping ClickHouse", "err", err)
+		}
+	}
+	if s.lock != nil {
+		s.lock.Close()
+	}
+}
+
+// Run starts the stack and serves until ctx ends, then stops it.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Wait() }()
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: draining the pipeline")
+	case err := <-errc:
+		s.Stop()
+		return err
+	}
+	return s.Stop()
+}
+
+// lockDataDir keeps two processes from sharing one data dir.
+func lockDataDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "leadpipe.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--data-dir: %s is in use by another leadpipe process", dir)
+	}
+	return f, nil
+}

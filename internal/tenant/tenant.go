@@ -1,0 +1,315 @@
+package tenant
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leadpipe/leadpipe/internal/bus"
+)
+
+// Role is what a key may do.
+type Role string
+
+// Roles, from most to least powerful.
+const (
+	RoleAdmin   Role = "admin"   // manages sites, keys and rules; reads everything granted
+	RoleAnalyst Role = "analyst" // reads and exports
+	RoleViewer  Role = "viewer"  // reads the feed only
+)
+
+func (r Role) rank() int {
+	switch r {
+	case RoleAdmin:
+		return 3
+	case RoleAnalyst:
+		return 2
+	case RoleViewer:
+		return 1
+	}
+	return 0
+}
+
+// ParseRole accepts admin, analyst or viewer.
+func ParseRole(s string) (Role, error) {
+	r := Role(s)
+	if r.rank() == 0 {
+		return "", fmt.Errorf("role %q is not one of admin, analyst, viewer", s)
+	}
+	return r, nil
+}
+
+// AllSites in a key's grants means every site, present and future.
+const AllSites = "*"
+
+// Site is a website that sends hits.
+type Site struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Domain  string    `json:"domain"`
+	Created time.Time `json:"created"`
+}
+
+// Key is an API key as stored: its secret only as a hash.
+type Key struct {
+	ID      string    `json:"id"`
+	Hash    string    `json:"hash"`
+	Role    Role      `json:"role"`
+	Sites   []string  `json:"sites"`
+	Created time.Time `json:"created"`
+	Revoked bool      `json:"revoked,omitempty"`
+}
+
+// CanRead reports whether the key was granted the site.
+func (k *Key) CanRead(site string) bool {
+	return slices.Contains(k.Sites, AllSites) || slices.Contains(k.Sites, site)
+}
+
+// AtLeast reports whether the key's role is r or more powerful.
+func (k *Key) AtLeast(r Role) bool { return k.Role.rank() >= r.rank() }
+
+type snapshot struct {
+	sites map[string]Site
+	keys  map[string]Key
+}
+
+// Store reads and writes sites and keys; reads come from a watched snapshot.
+type Store struct {
+	sites jetstream.KeyValue
+	keys  jetstream.KeyValue
+	log   *slog.Logger
+
+	mu   sync.Mutex // serialises snapshot rebuilds
+	snap atomic.Pointer[snapshot]
+}
+
+// Open binds the buckets, loads the current sites and keys, and keeps the
+// snapshot current until ctx ends.
+func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store, error) {
+	s := &Store{log: log}
+	var err error
+	if s.sites, err = js.KeyValue(ctx, bus.SitesBucket); err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", bus.SitesBucket, err)
+	}
+	if s.keys, err = js.KeyValue(ctx, bus.KeysBucket); err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", bus.KeysBucket, err)
+	}
+	s.snap.Store(&snapshot{sites: map[string]Site{}, keys: map[string]Key{}})
+	for _, w := range []struct {
+		kv    jetstream.KeyValue
+		apply func([]byte, bool, string)
+	}{
+		{s.sites, s.applySite},
+		{s.keys, s.applyKey},
+	} {
+		watcher, err := w.kv.WatchAll(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("watching bucket %s: %w", w.kv.Bucket(), err)
+		}
+		// The watch first replays current values, then a nil marker.
+		for e := range watcher.Updates() {
+			if e == nil {
+				break
+			}
+			w.apply(e.Value(), e.Operation() != jetstream.KeyValuePut, e.Key())
+		}
+		go func(watcher jetstream.KeyWatcher, apply func([]byte, bool, string)) {
+			defer watcher.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case e, ok := <-watcher.Updates():
+					if !ok {
+						return
+					}
+					if e != nil {
+						apply(e.Value(), e.Operation() != jetstream.KeyValuePut, e.Key())
+					}
+				}
+			}
+		}(watcher, w.apply)
+	}
+	return s, nil
+}
+
+func (s *Store) applySite(raw []byte, deleted bool, id string) {
+	var site Site
+	if !deleted {
+		if err := json.Unmarshal(raw, &site); err != nil {
+			s.log.Error("ignoring undecodable site", "site", id, "err", err)
+			return
+		}
+	}
+	s.update(func(n *snapshot) {
+		if deleted {
+			delete(n.sites, id)
+		} else {
+			n.sites[id] = site
+		}
+	})
+}
+
+func (s *Store) applyKey(raw []byte, deleted bool, id string) {
+	var key Key
+	if !deleted {
+		if err := json.Unmarshal(raw, &key); err != nil {
+			s.log.Error("ignoring undecodable key", "key", id, "err", err)
+			return
+		}
+	}
+	s.update(func(n *snapshot) {
+		if deleted {
+			delete(n.keys, id)
+		} else {
+			n.keys[id] = key
+		}
+	})
+}
+
+// update copies the snapshot, changes the copy and publishes it: readers
+// never lock. Sites and keys change rarely, so copying is cheap enough.
+func (s *Store) update(change func(*snapshot)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.snap.Load()
+	n := &snapshot{sites: make(map[string]Site, len(old.sites)+1), keys: make(map[string]Key, len(old.keys)+1)}
+	for k, v := range old.sites {
+		n.sites[k] = v
+	}
+	for k, v := range old.keys {
+		n.keys[k] = v
+	}
+	change(n)
+	s.snap.Store(n)
+}
+
+// Site returns a known site.
+func (s *Store) Site(id string) (Site, bool) {
+	site, ok := s.snap.Load().sites[id]
+	return site, ok
+}
+
+// Sites returns every site, by id.
+func (s *Store) Sites() []Site {
+	m := s.snap.Load().sites
+	out := make([]Site, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b Site) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// ValidateDomain checks a site's domain: a bare host name, no scheme or path.
+func ValidateDomain(d string) error {
+	if d == "" {
+		return errors.New("is empty")
+	}
+	if len(d) > 253 || strings.ContainsAny(d, "/:@ ?#") {
+		return fmt.Errorf("%q is not a bare host name (like example.com)", d)
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return fmt.Errorf("%q is not a valid host name", d)
+		}
+	}
+	return nil
+}
+
+// CreateSite stores a new site and returns it.
+func (s *Store) CreateSite(ctx context.Context, name, domain string) (Site, error) {
+	site := Site{ID: randomID(10), Name: name, Domain: strings.ToLower(domain), Created: time.Now().UTC()}
+	raw, _ := json.Marshal(site)
+	if _, err := s.sites.Create(ctx, site.ID, raw); err != nil {
+		return Site{}, fmt.Errorf("storing site: %w", err)
+	}
+	s.applySite(raw, false, site.ID)
+	return site, nil
+}
+
+// KeyPrefix starts every API key, so leaked keys are easy to find by scanners.
+const KeyPrefix = "lp_"
+
+// CreateKey stores a new key and returns it with its secret, which is not
+// stored and cannot be shown again.
+func (s *Store) CreateKey(ctx context.Context, role Role, sites []string) (Key, string, error) {
+	id := randomID(12)
+	secret := randomID(32)
+	key := Key{ID: id, Hash: hashSecret(secret), Role: role, Sites: sites, Created: time.Now().UTC()}
+	raw, _ := json.Marshal(key)
+	if _, err := s.keys.Create(ctx, id, raw); err != nil {
+		return Key{}, "", fmt.Errorf("storing key: %w", err)
+	}
+	s.applyKey(raw, false, id)
+	return key, KeyPrefix + id + "_" + secret, nil
+}
+
+// Authenticate returns the key a bearer token stands for.
+func (s *Store) Authenticate(token string) (Key, bool) {
+	rest, ok := strings.CutPrefix(token, KeyPrefix)
+	if !ok {
+		return Key{}, false
+	}
+	id, secret, ok := strings.Cut(rest, "_")
+	if !ok {
+		return Key{}, false
+	}
+	key, ok := s.snap.Load().keys[id]
+	if !ok || key.Revoked {
+		return Key{}, false
+	}
+	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(key.Hash)) != 1 {
+		return Key{}, false
+	}
+	return key, true
+}
+
+// EnsureOwnerKey makes sure path holds a valid admin key for all sites,
+// creating one on first start. It reports whether it created the key.
+func (s *Store) EnsureOwnerKey(ctx context.Context, path string) (bool, error) {
+	if raw, err := os.ReadFile(path); err == nil {
+		if key, ok := s.Authenticate(strings.TrimSpace(string(raw))); ok && key.Role == RoleAdmin && key.CanRead(AllSites) {
+			return false, nil
+		}
+		s.log.Warn("owner key file does not hold a valid owner key; creating a new one", "path", path)
+	}
+	_, secret, err := s.CreateKey(ctx, RoleAdmin, []string{AllSites})
+	if err != nil {
+		return false, err
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return false, fmt.Errorf("writing owner key: %w", err)
+	}
+	return true, nil
+}
+
+func hashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// randomID returns n characters of lowercase base32 (5 random bits each),
+// safe as a NATS subject token and in URLs.
+func randomID(n int) string {
+	b := make([]byte, (n*5+7)/8)
+	_, _ = rand.Read(b)
+	return idEncoding.EncodeToString(b)[:n]
+}

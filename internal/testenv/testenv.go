@@ -1,0 +1,167 @@
+// Package testenv starts the real components tests run against: an embedded
+// NATS JetStream server, the real ClickHouse engine, the real ASN data. No
+// mocks: what passes here runs the same code as production.
+//
+// A test package that needs ClickHouse calls testenv.Main from its TestMain,
+// which lets the engine child (this test binary re-run) start, and stops the
+// shared engine when the package's tests are done.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/leadpipe/leadpipe/internal/bus"
+	"github.com/leadpipe/leadpipe/internal/chengine"
+	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/schema"
+)
+
+var (
+	engineOnce sync.Once
+	engine     *chengine.Server
+	engineDir  string
+	engineErr  error
+
+	asnOnce  sync.Once
+	asnTable *ipintel.Table
+	asnErr   error
+)
+
+// Main runs a test package's tests and then stops the shared engine.
+func Main(m *testing.M) {
+	chengine.MaybeRunChild()
+	code := m.Run()
+	if engine != nil {
+		engine.Close()
+		os.RemoveAll(engineDir)
+	}
+	os.Exit(code)
+}
+
+// Logger logs warnings and errors to stderr: enough to see why a test
+// failed without drowning its output.
+func Logger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// Quiet discards logs (tests that provoke errors on purpose).
+func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// ClickHouseConfig is the managed-engine config tests use.
+func ClickHouseConfig() chengine.Config {
+	return chengine.Config{Database: "leadpipe", User: "default", Engine: "chdb", EngineLib: chengine.DefaultLibPath()}
+}
+
+// Engine returns the package's shared ClickHouse engine, starting it on
+// first use. A missing engine fails the test: `make setup` fetches it.
+func Engine(t testing.TB) *chengine.Server {
+	t.Helper()
+	engineOnce.Do(func() {
+		engineDir, engineErr = os.MkdirTemp("", "leadpipe-engine-")
+		if engineErr != nil {
+			return
+		}
+		engine, engineErr = chengine.Start(context.Background(), ClickHouseConfig(), engineDir, Logger())
+	})
+	if engineErr != nil {
+		t.Fatalf("starting the ClickHouse engine (run `make setup`): %v", engineErr)
+	}
+	return engine
+}
+
+// Database creates a fresh, migrated database on the shared engine and
+// returns a connection to it, closed when the test ends.
+func Database(t testing.TB) (driver.Conn, string) {
+	t.Helper()
+	e := Engine(t)
+	name := "t_" + RandomHex(6)
+	ctx := context.Background()
+	def, err := e.OpenDefault()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer def.Close()
+	if err := schema.CreateDatabase(ctx, def, name); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := e.OpenDB(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schema.Migrate(ctx, conn, Quiet()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn, name
+}
+
+// BusConfig is the embedded NATS config tests use: any free port.
+func BusConfig() bus.Config {
+	return bus.Config{Listen: "127.0.0.1:0", Sync: "interval", Replicas: 1, HitsMaxAge: time.Hour, HitsMaxBytes: 64 << 20, DuplicateWindow: 2 * time.Minute}
+}
+
+// Bus starts an embedded JetStream server with leadpipe's streams, stopped
+// when the test ends.
+func Bus(t testing.TB) *bus.Bus {
+	t.Helper()
+	b, err := bus.Open(context.Background(), BusConfig(), t.TempDir(), Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+// ASN loads the real ASN data once per test binary.
+func ASN(t testing.TB) *ipintel.Table {
+	t.Helper()
+	asnOnce.Do(func() {
+		dir := os.Getenv("LEADPIPE_ASN_DIR")
+		if dir == "" {
+			dir = chengine.CacheDir() + "/current/ipdb"
+		}
+		asnTable, asnErr = ipintel.LoadASNDir(dir)
+	})
+	if asnErr != nil {
+		t.Fatalf("loading the ASN data (run `make setup`): %v", asnErr)
+	}
+	return asnTable
+}
+
+// Eventually polls cond until it returns nil or the timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	wait := 10 * time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 250*time.Millisecond)
+	}
+}
+
+// RandomHex returns n random bytes as hex.
+func RandomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,164 @@
+package query
+
+import (
+	"context"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/leadpipe/leadpipe/internal/tenant"
+)
+
+// dateRange reads from= and to= (YYYY-MM-DD, UTC, inclusive); the default is
+// the last 30 days up to today.
+func dateRange(w http.ResponseWriter, r *http.Request) (from, to string, ok bool) {
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	t := today
+	if v := r.URL.Query().Get("to"); v != "" {
+		var err error
+		if t, err = time.Parse(time.DateOnly, v); err != nil {
+			writeError(w, http.StatusBadRequest, "to: must be a date YYYY-MM-DD")
+			return "", "", false
+		}
+	}
+	f := t.AddDate(0, 0, -29)
+	if v := r.URL.Query().Get("from"); v != "" {
+		var err error
+		if f, err = time.Parse(time.DateOnly, v); err != nil {
+			writeError(w, http.StatusBadRequest, "from: must be a date YYYY-MM-DD")
+			return "", "", false
+		}
+	}
+	if f.After(t) {
+		writeError(w, http.StatusBadRequest, "from: must not be after to")
+		return "", "", false
+	}
+	if t.Sub(f) > 800*24*time.Hour {
+		writeError(w, http.StatusBadRequest, "from: range is longer than 800 days")
+		return "", "", false
+	}
+	return f.Format(time.DateOnly), t.Format(time.DateOnly), true
+}
+
+func params(ctx context.Context, p clickhouse.Parameters) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithParameters(p))
+}
+
+// Company is one row of the company feed.
+type Company struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	Domain         string `json:"domain"`
+	NetworkType    string `json:"network_type"`
+	Country        string `json:"country"`
+	Visits         uint64 `json:"visits"`
+	Pageviews      uint64 `json:"pageviews"`
+	Visitors       uint64 `json:"visitors"`
+	EngagedSeconds uint64 `json:"engaged_seconds"`
+	FirstSeen      string `json:"first_seen"`
+	LastSeen       string `json:"last_seen"`
+}
+
+const companiesSQL = `
+SELECT company_id,
+       anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
+       uniqExactMerge(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
+       min(first_seen), max(last_seen)
+FROM company_daily
+WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY company_id
+ORDER BY max(last_seen) DESC, company_id
+LIMIT {limit:UInt32}`
+
+func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	from, to, ok := dateRange(w, r)
+	if !ok {
+		return
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, http.StatusBadRequest, "limit: must be between 1 and 10000")
+			return
+		}
+		limit = n
+	}
+	ctx := params(r.Context(), clickhouse.Parameters{"site": site.ID, "from": from, "to": to, "limit": strconv.Itoa(limit)})
+	rows, err := s.ch.Query(ctx, companiesSQL)
+	if err != nil {
+		s.log.Error("querying company feed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	defer rows.Close()
+	out := []Company{}
+	for rows.Next() {
+		var c Company
+		var first, last time.Time
+		if err := rows.Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country, &c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last); err != nil {
+			s.log.Error("reading company feed", "err", err)
+			writeError(w, http.StatusInternalServerError, "database: cannot read result")
+			return
+		}
+		c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		s.log.Error("reading company feed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"companies": out, "from": from, "to": to})
+}
+
+const filteredSQL = `
+SELECT reason, sum(hits)
+FROM filtered_daily
+WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY reason`
+
+func (s *Server) filtered(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	from, to, ok := dateRange(w, r)
+	if !ok {
+		return
+	}
+	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"site": site.ID, "from": from, "to": to}), filteredSQL)
+	if err != nil {
+		s.log.Error("querying filter ledger", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	defer rows.Close()
+	reasons := map[string]uint64{}
+	for rows.Next() {
+		var reason string
+		var n uint64
+		if err := rows.Scan(&reason, &n); err != nil {
+			writeError(w, http.StatusInternalServerError, "database: cannot read result")
+			return
+		}
+		reasons[reason] = n
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reasons": reasons, "from": from, "to": to})
+}
+
+func (s *Server) ip(w http.ResponseWriter, r *http.Request, _ tenant.Key) {
+	ip, err := netip.ParseAddr(r.PathValue("ip"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "ip: not an IPv4 or IPv6 address")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.ipdb.Explain(ip))
+}

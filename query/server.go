@@ -1,0 +1,187 @@
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/ipintel"
+)
+
+// Config is the query API's configuration.
+type Config struct {
+	// Addr is the listen address.
+	Addr string
+}
+
+// RegisterFlags registers the api.* flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "api.addr", "127.0.0.1:8090", "query API and dashboard listen address")
+}
+
+// Validate refuses values that cannot work, naming the flag.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("--api.addr: %q is not host:port", c.Addr)
+	}
+	return nil
+}
+
+// Locator answers what leadpipe knows about an IP; *ipintel.Table is one.
+type Locator interface {
+	Explain(ip netip.Addr) ipintel.Answer
+}
+
+// Server is the query API.
+type Server struct {
+	cfg     Config
+	ch      driver.Conn
+	tenants *tenant.Store
+	ipdb    Locator
+	ready   func(context.Context) error
+	log     *slog.Logger
+	handler http.Handler
+	reqs    *prometheus.CounterVec
+}
+
+// New builds the API. ready reports whether the whole pipeline can take and
+// serve hits; /readyz answers from it.
+func New(cfg Config, ch driver.Conn, tenants *tenant.Store, ipdb Locator, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, ch: ch, tenants: tenants, ipdb: ipdb, ready: ready, log: log}
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
+	}, []string{"route", "code"})
+	reg.MustRegister(s.reqs)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ready(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	s.route(mux, "POST /api/v1/sites", tenant.RoleAdmin, s.createSite)
+	s.route(mux, "GET /api/v1/sites", tenant.RoleViewer, s.listSites)
+	s.route(mux, "POST /api/v1/keys", tenant.RoleAdmin, s.createKey)
+	s.route(mux, "GET /api/v1/sites/{site}/companies", tenant.RoleViewer, s.companies)
+	s.route(mux, "GET /api/v1/sites/{site}/filtered", tenant.RoleViewer, s.filtered)
+	s.route(mux, "GET /api/v1/ip/{ip}", tenant.RoleViewer, s.ip)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "path: not found")
+	})
+	s.handler = http.MaxBytesHandler(mux, 1<<20)
+	return s
+}
+
+// Handler is the API's HTTP handler (tests mount it on httptest servers).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run serves until ctx ends, then finishes requests in flight.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      5 * time.Minute, // exports stream for a while
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+type keyCtx struct{}
+
+// route registers an authenticated handler that needs at least role min.
+func (s *Server) route(mux *http.ServeMux, pattern string, min tenant.Role, h func(http.ResponseWriter, *http.Request, tenant.Key)) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		defer func() { s.reqs.WithLabelValues(pattern, fmt.Sprintf("%dxx", sw.code/100)).Inc() }()
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		key, valid := s.tenants.Authenticate(strings.TrimSpace(token))
+		if !ok || !valid {
+			sw.Header().Set("WWW-Authenticate", `Bearer realm="leadpipe"`)
+			writeError(sw, http.StatusUnauthorized, "authorization: missing or invalid API key")
+			return
+		}
+		if !key.AtLeast(min) {
+			writeError(sw, http.StatusForbidden, fmt.Sprintf("role: this needs the %s role", min))
+			return
+		}
+		h(sw, r, key)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// site resolves the {site} path value for a key: a site the key was not
+// granted is indistinguishable from one that does not exist.
+func (s *Server) site(w http.ResponseWriter, r *http.Request, key tenant.Key) (tenant.Site, bool) {
+	id := r.PathValue("site")
+	site, ok := s.tenants.Site(id)
+	if !ok || !key.CanRead(id) {
+		writeError(w, http.StatusNotFound, "site: not found")
+		return tenant.Site{}, false
+	}
+	return site, true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// decodeBody reads a JSON request body into v, refusing unknown fields.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body: too large")
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return false
+	}
+	return true
+}
