@@ -210,10 +210,10 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 
 // batch is one insert's worth of enriched rows and ledger counts.
 type batch struct {
-	token    string
-	rows     []row
-	filtered map[ledgerKey]uint64
-	poison   []jetstream.Msg
+	token       string
+	rows        []row
+	filtered    map[ledgerKey]uint64
+	poison      []jetstream.Msg
 	redelivered bool
 }
 

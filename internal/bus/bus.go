@@ -132,8 +132,8 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 			// A power loss can lose acknowledged writes since the last fsync
 			// unless every write is synced: --nats.sync=always trades
 			// throughput for that (see the README's durability section).
-			SyncAlways:   cfg.Sync == "always",
-			MaxPayload:   1 << 20,
+			SyncAlways:      cfg.Sync == "always",
+			MaxPayload:      1 << 20,
 			NoSystemAccount: true,
 		}
 		b.Server, err = server.NewServer(opts)

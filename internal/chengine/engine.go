@@ -330,7 +330,9 @@ func (s *Server) Open() (driver.Conn, error) { return s.open(s.cfg.Database, 10*
 
 // OpenDB connects to another database of this server (tests give each test
 // its own database on one shared engine).
-func (s *Server) OpenDB(database string) (driver.Conn, error) { return s.open(database, 10*time.Second) }
+func (s *Server) OpenDB(database string) (driver.Conn, error) {
+	return s.open(database, 10*time.Second)
+}
 
 // OpenDefault connects to the server's default database (to create leadpipe's).
 func (s *Server) OpenDefault() (driver.Conn, error) { return s.open("default", 10*time.Second) }

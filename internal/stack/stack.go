@@ -151,13 +151,13 @@ type Stack struct {
 	Tenants    *tenant.Store
 	Registry   *prometheus.Registry
 
-	conn      driver.Conn
-	proc      *processor.Processor
-	lock      *os.File
-	cancel    context.CancelFunc
-	group     *errgroup.Group
-	stopOnce  sync.Once
-	stopErr   error
+	conn     driver.Conn
+	proc     *processor.Processor
+	lock     *os.File
+	cancel   context.CancelFunc
+	group    *errgroup.Group
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Start brings up the configured stages and returns once they all serve.
