@@ -61,9 +61,11 @@ func runChild(spec childSpec) error {
 	purego.RegisterLibFunc(&queryCmdline, lib, "chdb_query_cmdline")
 	purego.RegisterLibFunc(&resultError, lib, "chdb_result_error")
 
-	// argv must not start with a program name: the engine takes it for a
-	// positional option and refuses it.
+	// argv[0] is the program name, as for a real main(): the engine skips
+	// it, so anything put first would be silently ignored (a first --path
+	// leaves the data in a temporary directory).
 	args := []string{
+		"clickhouse",
 		"--path=" + spec.Path,
 		fmt.Sprintf("--tcp_port=%d", spec.TCPPort),
 		fmt.Sprintf("--http_port=%d", spec.HTTPPort),

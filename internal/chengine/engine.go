@@ -149,7 +149,9 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*
 			s.mode = "binary"
 		}
 	}
-	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+	// The engine silently keeps its data in a temporary place when --path
+	// does not exist yet: create it first.
+	if err := os.MkdirAll(filepath.Join(s.dir, "data"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", s.dir, err)
 	}
 	if s.mode == "chdb" {

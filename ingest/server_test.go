@@ -1,0 +1,199 @@
+package ingest_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leadpipe/leadpipe/ingest"
+	"github.com/leadpipe/leadpipe/internal/bus"
+	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/internal/testenv"
+)
+
+type collector struct {
+	url  string
+	bus  *bus.Bus
+	site tenant.Site
+}
+
+// startCollector runs a collector on a real embedded JetStream, with one site.
+func startCollector(t *testing.T, mutate func(*ingest.Config)) *collector {
+	t.Helper()
+	b := testenv.Bus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	tenants, err := tenant.Open(ctx, b.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := tenants.CreateSite(ctx, "Example", "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ingest.Config{Addr: "127.0.0.1:0", TrustedProxies: "127.0.0.1", MaxBodyBytes: 4096, PublishTimeout: 2 * time.Second}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	srv := ingest.New(cfg, b.JS, tenants, b.Ready, reg, reg, testenv.Quiet())
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return &collector{url: "http://" + ln.Addr().String(), bus: b, site: site}
+}
+
+func (c *collector) post(t *testing.T, body string, headers ...string) (int, map[string]string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, c.url+"/v1/hit", strings.NewReader(body))
+	req.Header.Set("Content-Type", "text/plain")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]string
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil && resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("status %d: body is not JSON: %v", resp.StatusCode, err)
+	}
+	return resp.StatusCode, out, resp.Header
+}
+
+func (c *collector) streamMsgs(t *testing.T) uint64 {
+	t.Helper()
+	st, err := c.bus.JS.Stream(context.Background(), bus.HitsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestCollectorStatusCodes(t *testing.T) {
+	c := startCollector(t, nil)
+	hit := func(extra string) string {
+		return `{"site":"` + c.site.ID + `","type":"pageview","url":"https://example.com/a"` + extra + `}`
+	}
+	check := func(body string, wantStatus int, wantErr string, headers ...string) {
+		t.Helper()
+		got, out, _ := c.post(t, body, headers...)
+		if got != wantStatus {
+			t.Errorf("POST %s: status %d, want %d (%v)", body, got, wantStatus, out)
+		}
+		if wantErr != "" && !strings.Contains(out["error"], wantErr) {
+			t.Errorf("POST %s: error %q, want it to mention %q", body, out["error"], wantErr)
+		}
+	}
+	check(hit(""), http.StatusAccepted, "")
+	check(hit(""), http.StatusAccepted, "", "Origin", "https://www.example.com")
+	check(`{"site":"`+c.site.ID+`","type":"pageview"}`, http.StatusBadRequest, "url: is required")
+	check(`not json`, http.StatusBadRequest, "body:")
+	check(`{"site":"nosuchsite","type":"pageview","url":"https://example.com/"}`, http.StatusForbidden, "site: unknown")
+	check(hit(""), http.StatusForbidden, "origin:", "Origin", "https://evil.test")
+	check(hit(""), http.StatusForbidden, "origin:", "Origin", "https://notexample.com")
+	check(hit(`,"title":"`+strings.Repeat("x", 5000)+`"`), http.StatusRequestEntityTooLarge, "body: larger than 4096 bytes")
+
+	resp, err := http.Get(c.url + "/v1/hit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/hit: %d, want 405", resp.StatusCode)
+	}
+	if n := c.streamMsgs(t); n != 2 {
+		t.Errorf("stream holds %d hits, want exactly the 2 accepted", n)
+	}
+}
+
+func TestCollectorRetriedHitIsQueuedOnce(t *testing.T) {
+	c := startCollector(t, nil)
+	body := `{"site":"` + c.site.ID + `","type":"pageview","url":"https://example.com/","id":"retry-1"}`
+	for range 3 {
+		if got, out, _ := c.post(t, body); got != http.StatusAccepted || out["id"] != "retry-1" {
+			t.Fatalf("status %d %v, want 202 with the hit id", got, out)
+		}
+	}
+	if n := c.streamMsgs(t); n != 1 {
+		t.Errorf("three posts of one hit id left %d messages, want 1", n)
+	}
+}
+
+func TestCollectorVisitorIPFromTrustedProxy(t *testing.T) {
+	c := startCollector(t, nil)
+	if got, _, _ := c.post(t, `{"site":"`+c.site.ID+`","type":"pageview","url":"https://example.com/"}`, "X-Forwarded-For", "6.6.6.6, 198.51.100.23"); got != http.StatusAccepted {
+		t.Fatalf("status %d", got)
+	}
+	st, _ := c.bus.JS.Stream(context.Background(), bus.HitsStream)
+	msg, err := st.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := bus.DecodeHit(msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.IP != "198.51.100.23" {
+		t.Errorf("visitor IP %q, want the right-most untrusted X-Forwarded-For entry", h.IP)
+	}
+	if msg.Header.Get(jetstream.MsgIDHeader) != c.site.ID+":"+h.ID {
+		t.Errorf("Nats-Msg-Id %q does not carry the hit id", msg.Header.Get(jetstream.MsgIDHeader))
+	}
+}
+
+// TestCollectorJetStreamDown: with JetStream gone, a hit gets 503 with
+// Retry-After and /readyz turns unready — never a 202 for a hit not queued.
+func TestCollectorJetStreamDown(t *testing.T) {
+	c := startCollector(t, func(cfg *ingest.Config) { cfg.PublishTimeout = 500 * time.Millisecond })
+	c.bus.Server.Shutdown()
+	c.bus.Server.WaitForShutdown()
+	got, out, h := c.post(t, `{"site":"`+c.site.ID+`","type":"pageview","url":"https://example.com/"}`)
+	if got != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(out["error"], "queue") {
+		t.Errorf("JetStream down: status %d, Retry-After %q, error %q; want 503 with Retry-After", got, h.Get("Retry-After"), out["error"])
+	}
+	resp, err := http.Get(c.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with JetStream down: %d, want 503", resp.StatusCode)
+	}
+}
+
+func TestCollectorPreflight(t *testing.T) {
+	c := startCollector(t, nil)
+	req, _ := http.NewRequest(http.MethodOptions, c.url+"/v1/hit", nil)
+	req.Header.Set("Origin", "https://example.com")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://example.com" {
+		t.Errorf("preflight: %d, allow-origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}

@@ -1,0 +1,158 @@
+package chengine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/leadpipe/leadpipe/internal/chengine"
+	"github.com/leadpipe/leadpipe/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestManagedEngineKeepsDataAcrossRestarts starts the real engine as a
+// child, writes, stops it, starts it again on the same data dir, reads.
+func TestManagedEngineKeepsDataAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	e, err := chengine.Start(ctx, testenv.ClickHouseConfig(), dir, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	conn, err := e.OpenDefault()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"CREATE TABLE kept (n UInt32) ENGINE = MergeTree ORDER BY n",
+		"INSERT INTO kept SELECT number FROM numbers(1000)",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	conn.Close()
+	if addr, err := chengine.Endpoint(dir); err != nil || addr != e.Addr {
+		t.Errorf("Endpoint(%s) = %q, %v; want %q", dir, addr, err, e.Addr)
+	}
+	if err := e.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err = e.OpenDefault()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT sum(n) FROM kept").Scan(&n); err != nil {
+		t.Fatalf("reading after restart: %v", err)
+	}
+	if n != 999*1000/2 {
+		t.Errorf("sum after restart = %d, want %d", n, 999*1000/2)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "clickhouse", "data", "metadata")); err != nil {
+		t.Errorf("engine data not under the data dir: %v", err)
+	}
+}
+
+func TestEngineStopsWhenStopped(t *testing.T) {
+	e, err := chengine.Start(context.Background(), testenv.ClickHouseConfig(), t.TempDir(), testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := e.Addr
+	if err := e.StopEngine(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("engine still listening on %s after stop", addr)
+	}
+}
+
+func TestWrongExternalAddressFailsAtStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	cfg := testenv.ClickHouseConfig()
+	cfg.Addr = addr
+	start := time.Now()
+	_, err = chengine.Start(context.Background(), cfg, t.TempDir(), testenv.Quiet())
+	if err == nil {
+		t.Fatal("Start with a dead --clickhouse.addr succeeded")
+	}
+	if !strings.HasPrefix(err.Error(), "--clickhouse.addr="+addr+": ") || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("error %q should name the flag and say why", err)
+	}
+	if time.Since(start) > 15*time.Second {
+		t.Errorf("failing took %v; it should fail fast", time.Since(start))
+	}
+}
+
+func TestMissingEngineLibrary(t *testing.T) {
+	cfg := testenv.ClickHouseConfig()
+	cfg.EngineLib = "/nonexistent/libchdb.so"
+	_, err := chengine.Start(context.Background(), cfg, t.TempDir(), testenv.Quiet())
+	if err == nil || !strings.Contains(err.Error(), "--clickhouse.engine-lib") || !strings.Contains(err.Error(), "make setup") {
+		t.Errorf("error %v should name --clickhouse.engine-lib and `make setup`", err)
+	}
+}
+
+// TestEngineDiesWithItsParent kills -9 a process that manages an engine
+// and checks that the engine goes too: it must never be left orphaned.
+func TestEngineDiesWithItsParent(t *testing.T) {
+	if dir := os.Getenv("LEADPIPE_TEST_ENGINE_PARENT"); dir != "" {
+		// This is the parent: start an engine and wait to be killed.
+		if _, err := chengine.Start(context.Background(), testenv.ClickHouseConfig(), dir, testenv.Quiet()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		return
+	}
+	dir := t.TempDir()
+	parent := exec.Command(os.Args[0], "-test.run=^TestEngineDiesWithItsParent$")
+	parent.Env = append(os.Environ(), "LEADPIPE_TEST_ENGINE_PARENT="+dir)
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Process.Kill()
+	var pid int
+	testenv.Eventually(t, 60*time.Second, func() error {
+		raw, err := os.ReadFile(filepath.Join(dir, "clickhouse", "endpoint.json"))
+		if err != nil {
+			return err
+		}
+		var ep struct{ PID int }
+		if err := json.Unmarshal(raw, &ep); err != nil {
+			return err
+		}
+		pid = ep.PID
+		return nil
+	})
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("engine pid %d not running: %v", pid, err)
+	}
+	parent.Process.Signal(syscall.SIGKILL)
+	parent.Wait()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		// A zombie still answers kill(0); read its state instead.
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(stat), ") Z ") {
+			return nil
+		}
+		return fmt.Errorf("engine %d still running after its parent was killed", pid)
+	})
+}

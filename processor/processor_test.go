@@ -1,0 +1,233 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/leadpipe/leadpipe/internal/bus"
+	"github.com/leadpipe/leadpipe/internal/chengine"
+	"github.com/leadpipe/leadpipe/internal/testenv"
+	"github.com/leadpipe/leadpipe/ipintel"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func testConfig() Config {
+	return Config{BatchSize: 500, BatchWait: 50 * time.Millisecond, Consumer: "processor", AckWait: 30 * time.Second}
+}
+
+// businessIPs returns n addresses inside real networks of the ASN data.
+func businessIPs(t *testing.T, table *ipintel.Table, asn uint32, n int) []netip.Addr {
+	t.Helper()
+	prefixes := table.PrefixesOf(asn)
+	if len(prefixes) == 0 {
+		t.Fatalf("AS%d has no prefixes in the ASN data", asn)
+	}
+	r := rand.New(rand.NewPCG(uint64(asn), 1))
+	out := make([]netip.Addr, n)
+	for i := range out {
+		out[i] = ipintel.RandomAddr(prefixes[r.IntN(len(prefixes))], r)
+	}
+	return out
+}
+
+func publish(t *testing.T, js jetstream.JetStream, site string, ips []netip.Addr, idPrefix string) {
+	t.Helper()
+	now := time.Now().UnixMilli()
+	for i, ip := range ips {
+		h := bus.Hit{ID: fmt.Sprintf("%s-%d", idPrefix, i), Site: site, Type: "pageview", URL: "https://example.com/p",
+			Consent: "granted", ClientID: fmt.Sprintf("cid-%d", i%7), TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: "test"}
+		data, _ := h.Encode()
+		msg := nats.NewMsg(bus.HitSubject(site))
+		msg.Data = data
+		msg.Header.Set(jetstream.MsgIDHeader, h.MsgID())
+		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func count(t *testing.T, conn driver.Conn, query string, args ...any) uint64 {
+	t.Helper()
+	var n uint64
+	if err := conn.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// expectCounts waits until ClickHouse holds exactly `hits` hits of the site,
+// each once, the company aggregate agrees, and the ledger holds `unmatched`.
+func expectCounts(t *testing.T, conn driver.Conn, site string, hits, unmatched uint64) {
+	t.Helper()
+	testenv.Eventually(t, 60*time.Second, func() error {
+		got := count(t, conn, "SELECT count() FROM hits WHERE site_id = ?", site)
+		agg := count(t, conn, "SELECT sum(pageviews) FROM company_daily WHERE site_id = ?", site)
+		led := count(t, conn, "SELECT sum(hits) FROM filtered_daily WHERE site_id = ? AND reason = 'unmatched'", site)
+		if got != hits || agg != hits || led != unmatched {
+			return fmt.Errorf("hits=%d aggregate=%d unmatched=%d, want %d %d %d", got, agg, led, hits, hits, unmatched)
+		}
+		return nil
+	})
+	if u := count(t, conn, "SELECT uniqExact(hit_id) FROM hits WHERE site_id = ?", site); u != hits {
+		t.Errorf("%d distinct hit ids for %d rows: some hit was stored twice", u, hits)
+	}
+}
+
+func run(t *testing.T, p *Processor) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("processor: %v", err)
+		}
+	})
+}
+
+func TestProcessorEnrichesWritesAndCountsFiltered(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	p := New(testConfig(), b.JS, conn, table, prometheus.NewRegistry(), testenv.Logger())
+	run(t, p)
+
+	sap := businessIPs(t, table, 212794, 300)
+	siemens := businessIPs(t, table, 202200, 200)
+	private := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("fd00::1")}
+	publish(t, b.JS, "site1", sap, "sap")
+	publish(t, b.JS, "site1", siemens, "siemens")
+	publish(t, b.JS, "site1", private, "private")
+	expectCounts(t, conn, "site1", 500, 3)
+
+	var name string
+	var asn uint32
+	var pageviews uint64
+	if err := conn.QueryRow(context.Background(),
+		"SELECT anyLast(company_name), any(asn), count() FROM hits WHERE site_id = 'site1' AND company_name = 'SAP SE'").Scan(&name, &asn, &pageviews); err != nil {
+		t.Fatal(err)
+	}
+	if name != "SAP SE" || asn != 212794 || pageviews != 300 {
+		t.Errorf("SAP hits: name %q asn %d count %d, want SAP SE / 212794 / 300", name, asn, pageviews)
+	}
+	if v := count(t, conn, "SELECT uniqExactMerge(visitors) FROM company_daily WHERE site_id = 'site1' AND company_name = 'SAP SE'"); v != 7 {
+		t.Errorf("SAP visitors %d, want 7 distinct client ids", v)
+	}
+}
+
+// TestProcessorRedeliveryAfterCrash: a batch written to ClickHouse whose
+// acks never reached JetStream (a crash between insert and ack) is
+// redelivered; the processor must recognise the stored hits.
+func TestProcessorRedeliveryAfterCrash(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	cfg := testConfig()
+	cfg.AckWait = time.Second // redeliver quickly
+	reg := prometheus.NewRegistry()
+	p := New(cfg, b.JS, conn, table, reg, testenv.Logger())
+
+	publish(t, b.JS, "s", businessIPs(t, table, 212794, 120), "a")
+	ctx := context.Background()
+	cons, err := b.JS.CreateOrUpdateConsumer(ctx, bus.HitsStream, jetstream.ConsumerConfig{
+		Durable: cfg.Consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1, FilterSubject: bus.HitsSubjects,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first "life": fetch 80, write them, die before acking.
+	batch, err := cons.Fetch(80, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	built, err := p.build(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.write(ctx, built); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, conn, "SELECT count() FROM hits"); n != uint64(len(msgs)) {
+		t.Fatalf("first life wrote %d rows, want %d", n, len(msgs))
+	}
+	// The second life gets all 120 (80 redelivered, in other batches).
+	run(t, p)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if skipped := testutil.ToFloat64(p.metrics.duplicatesSkipped); skipped != float64(len(msgs)) {
+			return fmt.Errorf("duplicates skipped %v, want %d", skipped, len(msgs))
+		}
+		return nil
+	})
+	expectCounts(t, conn, "s", 120, 0)
+}
+
+// TestProcessorClickHouseDown: with ClickHouse gone, hits wait in JetStream,
+// the processor reports itself unhealthy, and when ClickHouse returns every
+// hit is written once.
+func TestProcessorClickHouseDown(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	// Its own engine: this test stops it.
+	engine, err := chengine.Start(context.Background(), testenv.ClickHouseConfig(), t.TempDir(), testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	if err := migrateEngine(engine); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := engine.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := New(testConfig(), b.JS, conn, table, prometheus.NewRegistry(), testenv.Quiet())
+	run(t, p)
+
+	ips := businessIPs(t, table, 29356, 200)
+	publish(t, b.JS, "s", ips[:100], "before")
+	expectCounts(t, conn, "s", 100, 0)
+
+	if err := engine.StopEngine(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b.JS, "s", ips[100:], "during")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if p.Healthy() == nil {
+			return fmt.Errorf("processor still healthy with ClickHouse down")
+		}
+		return nil
+	})
+	if err := engine.StartEngine(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	expectCounts(t, conn, "s", 200, 0)
+	testenv.Eventually(t, 10*time.Second, p.Healthy)
+}
+
+func TestBatchTokenIsDeterministic(t *testing.T) {
+	a := batchToken([]uint64{5, 3, 4})
+	b := batchToken([]uint64{3, 4, 5})
+	c := batchToken([]uint64{3, 4, 6})
+	if a != b {
+		t.Errorf("same sequences in another order gave %q and %q", a, b)
+	}
+	if a == c {
+		t.Errorf("different sequences gave the same token %q", a)
+	}
+}
