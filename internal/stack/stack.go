@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -123,7 +124,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	if c.Stages.Collector && c.Stages.API && c.Collector.Addr == c.API.Addr {
+	if c.Stages.Collector && c.Stages.API && c.Collector.Addr == c.API.Addr && !strings.HasSuffix(c.API.Addr, ":0") {
 		return fmt.Errorf("--api.addr: %s is also --collector.addr", c.API.Addr)
 	}
 	return nil
@@ -161,11 +162,17 @@ type Stack struct {
 }
 
 // Start brings up the configured stages and returns once they all serve.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Stack, err error) {
-	s = &Stack{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err error) {
+	s := &Stack{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var collectorLn, apiLn net.Listener
 	defer func() {
 		if err != nil {
+			for _, l := range []net.Listener{collectorLn, apiLn} {
+				if l != nil {
+					l.Close()
+				}
+			}
 			s.closeResources()
 		}
 	}()
@@ -177,7 +184,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Stack, err err
 	}
 
 	// Listeners first: a taken port fails before anything heavy starts.
-	var collectorLn, apiLn net.Listener
 	if cfg.Stages.Collector {
 		if collectorLn, err = net.Listen("tcp", cfg.Collector.Addr); err != nil {
 			return nil, fmt.Errorf("--collector.addr: %w", err)
@@ -186,25 +192,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Stack, err err
 	}
 	if cfg.Stages.API {
 		if apiLn, err = net.Listen("tcp", cfg.API.Addr); err != nil {
-			collectorLn.Close()
 			return nil, fmt.Errorf("--api.addr: %w", err)
 		}
 		s.APIAddr = apiLn.Addr().String()
-	}
-	closeListeners := func() {
-		if collectorLn != nil {
-			collectorLn.Close()
-		}
-		if apiLn != nil {
-			apiLn.Close()
-		}
 	}
 
 	var ipdb *ipintel.Table
 	if cfg.Stages.Processor || cfg.Stages.API {
 		start := time.Now()
 		if ipdb, err = ipintel.LoadASNDir(cfg.ASNDir); err != nil {
-			closeListeners()
 			return nil, fmt.Errorf("--ipdb.asn-dir: %w (run `make setup` to fetch the IP data)", err)
 		}
 		v4, v6 := ipdb.Len()
@@ -212,27 +208,22 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Stack, err err
 	}
 
 	if s.Bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, log); err != nil {
-		closeListeners()
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	if s.Tenants, err = tenant.Open(runCtx, s.Bus.JS, log); err != nil {
-		closeListeners()
 		return nil, err
 	}
 
 	if cfg.Stages.Processor || cfg.Stages.API {
 		if s.ClickHouse, err = chengine.Start(ctx, cfg.ClickHouse, cfg.DataDir, log); err != nil {
-			closeListeners()
 			return nil, err
 		}
 		if err := migrate(ctx, s.ClickHouse, log); err != nil {
-			closeListeners()
 			return nil, err
 		}
 		if s.conn, err = s.ClickHouse.Open(); err != nil {
-			closeListeners()
 			return nil, fmt.Errorf("connecting to ClickHouse: %w", err)
 		}
 	}
@@ -264,8 +255,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (s *Stack, err err
 		s.OwnerKeyPath = filepath.Join(cfg.DataDir, "owner.key")
 		created, err := s.Tenants.EnsureOwnerKey(ctx, s.OwnerKeyPath)
 		if err != nil {
-			closeListeners()
-			cancel()
 			return nil, err
 		}
 		if created {

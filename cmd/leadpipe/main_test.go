@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leadpipe/leadpipe/ingest"
+	"github.com/leadpipe/leadpipe/internal/stack"
+	"github.com/leadpipe/leadpipe/internal/testenv"
+	"github.com/leadpipe/leadpipe/processor"
+	"github.com/leadpipe/leadpipe/query"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// TestBadConfigs: every configuration mistake stops the command before it
+// starts anything, with exit status 2 and a message naming the flag.
+func TestBadConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--collector.addr", "nohostport"}, `--collector.addr: "nohostport" is not host:port`},
+		{[]string{"serve", "--api.addr", "8090"}, `--api.addr: "8090" is not host:port`},
+		{[]string{"serve", "--api.addr", "127.0.0.1:8080"}, `--api.addr: 127.0.0.1:8080 is also --collector.addr`},
+		{[]string{"serve", "--collector.trusted-proxies", "10.0.0.0/8,bogus"}, `--collector.trusted-proxies: "bogus" is not a CIDR or an IP address`},
+		{[]string{"serve", "--collector.max-body-bytes", "10"}, `--collector.max-body-bytes: 10 is not between 1024 and 1048576`},
+		{[]string{"serve", "--clickhouse.addr", "localhost"}, `--clickhouse.addr: "localhost" is not host:port`},
+		{[]string{"serve", "--clickhouse.database", "drop table"}, `--clickhouse.database: "drop table" is not a plain identifier`},
+		{[]string{"serve", "--clickhouse.engine", "docker"}, `--clickhouse.engine: "docker" is not one of auto, binary, chdb`},
+		{[]string{"serve", "--nats.sync", "sometimes"}, `--nats.sync: "sometimes" is not one of interval, always`},
+		{[]string{"serve", "--nats.replicas", "7"}, `--nats.replicas: 7 is not between 1 and 5`},
+		{[]string{"serve", "--nats.hits-max-age", "1s"}, `--nats.hits-max-age: 1s is shorter than a minute`},
+		{[]string{"serve", "--nats.hits-max-bytes", "100"}, `--nats.hits-max-bytes: 100 is less than 1 MiB`},
+		{[]string{"serve", "--nats.listen", "nope"}, `--nats.listen: "nope" is not host:port`},
+		{[]string{"serve", "--processor.batch-size", "0"}, `--processor.batch-size: 0 is not between 1 and 100000`},
+		{[]string{"serve", "--processor.batch-wait", "1ns"}, `--processor.batch-wait: 1ns is not between 10ms and 1m`},
+		{[]string{"serve", "--processor.consumer", "a.b"}, `--processor.consumer: "a.b" must be letters, digits, - or _`},
+		{[]string{"serve", "--processor.ack-wait", "1s"}, `--processor.ack-wait: 1s is shorter than 10s`},
+		{[]string{"serve", "--data-dir", ""}, `--data-dir: must not be empty`},
+		{[]string{"serve", "--log.level", "loud"}, `--log.level: "loud" is not debug, info, warn or error`},
+		{[]string{"serve", "--no-such-flag"}, `flag provided but not defined: -no-such-flag`},
+		{[]string{"collect"}, `--nats.url: required when a stage runs on its own`},
+		{[]string{"process", "--nats.url", "nats://127.0.0.1:4222"}, `--clickhouse.addr: required when a stage runs on its own`},
+		{[]string{"sql"}, `usage: leadpipe sql`},
+		{[]string{"ip", "lookup", "not-an-ip"}, `"not-an-ip" is not an IPv4 or IPv6 address`},
+	} {
+		code, _, stderr := runCmd(t, tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("leadpipe %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(tc.args, " "), code, stderr, tc.want)
+		}
+	}
+}
+
+func TestEnvironmentOverridesDefaultsNotFlags(t *testing.T) {
+	t.Setenv("LEADPIPE_COLLECTOR_ADDR", "bad-from-env")
+	if code, _, stderr := runCmd(t, "serve"); code != 2 || !strings.Contains(stderr, `--collector.addr: "bad-from-env"`) {
+		t.Errorf("env value not applied: exit %d, %q", code, stderr)
+	}
+	t.Setenv("LEADPIPE_NATS_REPLICAS", "many")
+	if code, _, stderr := runCmd(t, "serve"); code != 2 || !strings.Contains(stderr, "LEADPIPE_NATS_REPLICAS (for --nats.replicas)") {
+		t.Errorf("bad env value: exit %d, %q", code, stderr)
+	}
+	if EnvName("clickhouse.engine-lib") != "LEADPIPE_CLICKHOUSE_ENGINE_LIB" {
+		t.Errorf("EnvName = %s", EnvName("clickhouse.engine-lib"))
+	}
+}
+
+func TestIPLookup(t *testing.T) {
+	code, out, stderr := runCmd(t, "ip", "lookup", "1.1.1.1", "2001:200::1", "10.0.0.1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want one JSON line per IP, got %q", out)
+	}
+	var first struct {
+		IP      string
+		ASN     uint32
+		ASOrg   string `json:"as_org"`
+		Company *struct{ Name string }
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first.IP != "1.1.1.1" || first.ASN != 13335 || first.ASOrg != "Cloudflare, Inc." || first.Company == nil {
+		t.Errorf("1.1.1.1 → %s", lines[0])
+	}
+	if !strings.Contains(lines[2], `"company":null`) || !strings.Contains(lines[2], `"asn":0`) {
+		t.Errorf("a private address should have no company: %s", lines[2])
+	}
+}
+
+// TestSQLReachesRunningServe runs `leadpipe sql --data-dir` against the
+// engine a running stack manages, and checks the TSV.
+func TestSQLReachesRunningServe(t *testing.T) {
+	dir := t.TempDir()
+	cfg := stack.Config{
+		Stages: stack.All, DataDir: dir, ASNDir: stack.DefaultASNDir(),
+		NATS: testenv.BusConfig(), ClickHouse: testenv.ClickHouseConfig(),
+		Collector: ingest.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: time.Second},
+		Processor: processor.Config{BatchSize: 100, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: time.Minute},
+		API:       query.Config{Addr: "127.0.0.1:0"},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	code, out, stderr := runCmd(t, "sql", "--data-dir", dir, "SELECT version, name FROM schema_migrations ORDER BY version LIMIT 2")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if out != "version\tname\n1\thits\n2\tcompany_daily\n" {
+		t.Errorf("TSV:\n%s", out)
+	}
+	code, _, stderr = runCmd(t, "sql", "--data-dir", dir, "SELECT nonsense FROM nowhere")
+	if code != 1 || !strings.Contains(stderr, "nowhere") {
+		t.Errorf("bad SQL: exit %d, %q", code, stderr)
+	}
+}

@@ -1,0 +1,318 @@
+package stack_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/leadpipe/leadpipe/ingest"
+	"github.com/leadpipe/leadpipe/internal/stack"
+	"github.com/leadpipe/leadpipe/internal/testenv"
+	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/processor"
+	"github.com/leadpipe/leadpipe/query"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func testConfig(t *testing.T, dataDir string) stack.Config {
+	cfg := stack.Config{
+		Stages:     stack.All,
+		DataDir:    dataDir,
+		ASNDir:     stack.DefaultASNDir(),
+		NATS:       testenv.BusConfig(),
+		ClickHouse: testenv.ClickHouseConfig(),
+		Collector:  ingest.Config{Addr: freeAddr(t), TrustedProxies: "127.0.0.1", MaxBodyBytes: 16 << 10, PublishTimeout: 5 * time.Second},
+		Processor:  processor.Config{BatchSize: 1000, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: 30 * time.Second},
+		API:        query.Config{Addr: freeAddr(t)},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+type client struct {
+	api, collector, key string
+	http               *http.Client
+}
+
+func (c *client) do(t *testing.T, method, path string, body any, out any) int {
+	t.Helper()
+	var rd *bytes.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, _ := http.NewRequest(method, "http://"+c.api+path, rd)
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: decoding: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// postHit posts until the collector answers 202, as a tracker's retry
+// would, with the same hit id; it reports how many attempts failed.
+func (c *client) postHit(ctx context.Context, body []byte, ip string) (failures int, err error) {
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.collector+"/v1/hit", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "text/plain")
+		req.Header.Set("X-Forwarded-For", ip)
+		resp, err := c.http.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusAccepted {
+				return failures, nil
+			}
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				return failures, fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		if ctx.Err() != nil {
+			return failures, ctx.Err()
+		}
+		failures++
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type testHit struct {
+	site, company, ip string
+	body              []byte
+	pageview          bool
+	engagedMS         int
+}
+
+// TestEndToEnd posts thousands of hits from several sites and real business
+// networks (IPv4 and IPv6) to a running stack, restarts the stack in the
+// middle while posting goes on, and checks that the API's company feed
+// counts every hit exactly once.
+func TestEndToEnd(t *testing.T) {
+	const totalHits = 6000
+	dataDir := t.TempDir()
+	cfg := testConfig(t, dataDir)
+	log := testenv.Logger()
+	s, err := stack.Start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Stop() }()
+	key, err := os.ReadFile(s.OwnerKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{api: s.APIAddr, collector: s.CollectorAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+
+	var sites []string
+	for i := range 3 {
+		var site struct{ ID string }
+		if code := c.do(t, "POST", "/api/v1/sites", map[string]string{"name": fmt.Sprintf("Site %d", i), "domain": fmt.Sprintf("site%d.example", i)}, &site); code != http.StatusCreated {
+			t.Fatalf("creating a site: %d", code)
+		}
+		sites = append(sites, site.ID)
+	}
+
+	// Visitors from real business networks, IPv4 and IPv6.
+	table := testenv.ASN(t)
+	r := rand.New(rand.NewPCG(42, 42))
+	var networks [][]netip.Prefix
+	for _, asn := range []uint32{212794, 202200, 136767, 29356, 3573, 8883, 158, 31898} {
+		networks = append(networks, table.PrefixesOf(asn))
+	}
+	hits := make([]testHit, totalHits)
+	for i := range hits {
+		prefixes := networks[r.IntN(len(networks))]
+		ip := ipintel.RandomAddr(prefixes[r.IntN(len(prefixes))], r)
+		nw, ok := table.Lookup(ip)
+		if !ok {
+			t.Fatalf("%s not in the ASN data", ip)
+		}
+		site := sites[r.IntN(len(sites))]
+		h := testHit{site: site, company: nw.CompanyID, ip: ip.String(), pageview: r.IntN(4) != 0}
+		msg := map[string]any{"site": site, "url": fmt.Sprintf("https://%s/page/%d", "x.example", r.IntN(20)),
+			"id": fmt.Sprintf("e2e-%d", i), "cid": fmt.Sprintf("visitor-%d", r.IntN(50)), "consent": "granted"}
+		if h.pageview {
+			msg["type"] = "pageview"
+		} else {
+			h.engagedMS = 1000 + r.IntN(30000)
+			msg["type"], msg["engaged_ms"] = "engagement", h.engagedMS
+		}
+		h.body, _ = json.Marshal(msg)
+		hits[i] = h
+	}
+
+	// Post from 8 workers; restart the whole stack once a third is in.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var next, acked, failures atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= totalHits {
+					return
+				}
+				f, err := c.postHit(ctx, hits[i].body, hits[i].ip)
+				failures.Add(int64(f))
+				if err != nil {
+					errs <- fmt.Errorf("hit %d: %w", i, err)
+					return
+				}
+				acked.Add(1)
+			}
+		}()
+	}
+	testenv.Eventually(t, time.Minute, func() error {
+		if acked.Load() < totalHits/3 {
+			return fmt.Errorf("%d acked", acked.Load())
+		}
+		return nil
+	})
+	if err := s.Stop(); err != nil {
+		t.Fatalf("stopping: %v", err)
+	}
+	if s, err = stack.Start(context.Background(), cfg, log); err != nil {
+		t.Fatalf("restarting: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("posted %d hits; %d attempts failed while the stack restarted and were retried", acked.Load(), failures.Load())
+	// Retry a slice of already accepted hits: still counted once.
+	for _, h := range hits[:200] {
+		if _, err := c.postHit(ctx, h.body, h.ip); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	type agg struct{ pageviews, engagedMS int }
+	want := map[string]map[string]*agg{}
+	for _, h := range hits {
+		if want[h.site] == nil {
+			want[h.site] = map[string]*agg{}
+		}
+		a := want[h.site][h.company]
+		if a == nil {
+			a = &agg{}
+			want[h.site][h.company] = a
+		}
+		if h.pageview {
+			a.pageviews++
+		}
+		a.engagedMS += h.engagedMS
+	}
+	testenv.Eventually(t, 90*time.Second, func() error {
+		for _, site := range sites {
+			var feed struct{ Companies []query.Company }
+			if code := c.do(t, "GET", "/api/v1/sites/"+site+"/companies?limit=1000", nil, &feed); code != http.StatusOK {
+				return fmt.Errorf("feed: %d", code)
+			}
+			if len(feed.Companies) != len(want[site]) {
+				return fmt.Errorf("site %s: %d companies in the feed, want %d", site, len(feed.Companies), len(want[site]))
+			}
+			for _, co := range feed.Companies {
+				w := want[site][co.ID]
+				if w == nil {
+					return fmt.Errorf("site %s: unexpected company %s %q", site, co.ID, co.Name)
+				}
+				if int(co.Pageviews) != w.pageviews || int(co.EngagedSeconds) != w.engagedMS/1000 {
+					return fmt.Errorf("site %s company %q: pageviews %d engaged %ds, want %d and %ds",
+						site, co.Name, co.Pageviews, co.EngagedSeconds, w.pageviews, w.engagedMS/1000)
+				}
+			}
+		}
+		return nil
+	})
+	// And the raw table agrees: every id once.
+	conn, err := s.ClickHouse.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var rows, ids uint64
+	if err := conn.QueryRow(context.Background(), "SELECT count(), uniqExact(site_id, hit_id) FROM hits").Scan(&rows, &ids); err != nil {
+		t.Fatal(err)
+	}
+	if rows != totalHits || ids != totalHits {
+		t.Errorf("hits table: %d rows, %d distinct ids; want %d of each", rows, ids, totalHits)
+	}
+}
+
+// TestDemoFillsTheFeed: `serve --demo` creates a demo site whose feed shows
+// companies soon after start.
+func TestDemoFillsTheFeed(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Demo = true
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := stack.Start(context.Background(), cfg, testenv.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	key, _ := os.ReadFile(s.OwnerKeyPath)
+	c := &client{api: s.APIAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	var list struct{ Sites []struct{ ID, Name string } }
+	if code := c.do(t, "GET", "/api/v1/sites", nil, &list); code != http.StatusOK || len(list.Sites) != 1 {
+		t.Fatalf("sites: %d %+v, want the demo site", code, list)
+	}
+	testenv.Eventually(t, time.Minute, func() error {
+		var feed struct{ Companies []query.Company }
+		c.do(t, "GET", "/api/v1/sites/"+list.Sites[0].ID+"/companies", nil, &feed)
+		if len(feed.Companies) < 3 {
+			return fmt.Errorf("%d companies in the demo feed", len(feed.Companies))
+		}
+		return nil
+	})
+}
+
+func TestDataDirIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	s, err := stack.Start(context.Background(), testConfig(t, dir), testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	_, err = stack.Start(context.Background(), testConfig(t, dir), testenv.Quiet())
+	if err == nil || !strings.Contains(err.Error(), "--data-dir") || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second stack on one data dir: %v, want an error naming --data-dir", err)
+	}
+}

@@ -1,0 +1,184 @@
+package query_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/internal/testenv"
+	"github.com/leadpipe/leadpipe/query"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type api struct {
+	srv     *httptest.Server
+	tenants *tenant.Store
+	owner   string
+}
+
+func startAPI(t *testing.T) (*api, func(string, ...any)) {
+	t.Helper()
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	tenants, err := tenant.Open(ctx, b.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, owner, err := tenants.CreateKey(ctx, tenant.RoleAdmin, []string{tenant.AllSites})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	s := query.New(query.Config{Addr: "127.0.0.1:0"}, conn, tenants, testenv.ASN(t), func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if err := conn.Exec(context.Background(), q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &api{srv: srv, tenants: tenants, owner: owner}, exec
+}
+
+func (a *api) call(t *testing.T, key, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("%s %s: not JSON: %v", method, path, err)
+	}
+	return resp.StatusCode, out
+}
+
+func (a *api) createSite(t *testing.T, name string) string {
+	t.Helper()
+	code, out := a.call(t, a.owner, "POST", "/api/v1/sites", `{"name":"`+name+`","domain":"`+name+`.example"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create site: %d %v", code, out)
+	}
+	return out["id"].(string)
+}
+
+func (a *api) createKey(t *testing.T, role, site string) string {
+	t.Helper()
+	code, out := a.call(t, a.owner, "POST", "/api/v1/keys", `{"role":"`+role+`","sites":["`+site+`"]}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create key: %d %v", code, out)
+	}
+	return out["key"].(string)
+}
+
+// TestTenantIsolation: a key never reads a site it was not granted, and
+// roles limit what a key may do.
+func TestTenantIsolation(t *testing.T) {
+	a, exec := startAPI(t)
+	siteA, siteB := a.createSite(t, "alpha"), a.createSite(t, "beta")
+	day := time.Now().UTC().Format(time.DateOnly)
+	for _, site := range []string{siteA, siteB} {
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, company_id, company_name, asn, as_org, network_type)
+			VALUES (?, now64(3), now64(3), 'h1', 'pageview', 'https://x/', '/', 1, 'granted', 'c1', ?, 1, 'Org', 'business')`, site, "Company of "+site)
+		exec(`INSERT INTO filtered_daily (site_id, day, reason, hits) VALUES (?, ?, 'unmatched', 4)`, site, day)
+	}
+	viewerA := a.createKey(t, "viewer", siteA)
+	adminA := a.createKey(t, "admin", siteA)
+
+	code, out := a.call(t, viewerA, "GET", "/api/v1/sites/"+siteA+"/companies", "")
+	if code != 200 || len(out["companies"].([]any)) != 1 || !strings.Contains(jsonString(out), "Company of "+siteA) {
+		t.Fatalf("viewer reading its site: %d %v", code, out)
+	}
+	code, out = a.call(t, viewerA, "GET", "/api/v1/sites/"+siteA+"/filtered", "")
+	if code != 200 || out["reasons"].(map[string]any)["unmatched"] != float64(4) {
+		t.Errorf("filtered: %d %v", code, out)
+	}
+	for _, probe := range []struct {
+		key, method, path, body string
+		want                    int
+	}{
+		{viewerA, "GET", "/api/v1/sites/" + siteB + "/companies", "", 404},
+		{viewerA, "GET", "/api/v1/sites/" + siteB + "/filtered", "", 404},
+		{adminA, "GET", "/api/v1/sites/" + siteB + "/companies", "", 404},
+		{viewerA, "GET", "/api/v1/sites/nosuchsite/companies", "", 404},
+		{"", "GET", "/api/v1/sites/" + siteA + "/companies", "", 401},
+		{"lp_bogus_key", "GET", "/api/v1/sites", "", 401},
+		{viewerA, "POST", "/api/v1/sites", `{"name":"x","domain":"x.example"}`, 403},
+		{viewerA, "POST", "/api/v1/keys", `{"role":"viewer","sites":["` + siteA + `"]}`, 403},
+		{adminA, "POST", "/api/v1/keys", `{"role":"viewer","sites":["` + siteB + `"]}`, 403},
+		{adminA, "POST", "/api/v1/keys", `{"role":"viewer","sites":["*"]}`, 403},
+		{adminA, "POST", "/api/v1/sites", `{"name":"x","domain":"x.example"}`, 403},
+	} {
+		code, out := a.call(t, probe.key, probe.method, probe.path, probe.body)
+		if code != probe.want {
+			t.Errorf("%s %s with %.12s…: %d %v, want %d", probe.method, probe.path, probe.key, code, out, probe.want)
+		}
+		if _, ok := out["error"]; !ok {
+			t.Errorf("%s %s: no JSON error in %v", probe.method, probe.path, out)
+		}
+		if strings.Contains(jsonString(out), "Company of "+siteB) {
+			t.Errorf("%s %s leaked site B's data: %v", probe.method, probe.path, out)
+		}
+	}
+	code, out = a.call(t, viewerA, "GET", "/api/v1/sites", "")
+	if sites := out["sites"].([]any); code != 200 || len(sites) != 1 {
+		t.Errorf("viewer A lists %v, want only site A", out)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	a, _ := startAPI(t)
+	site := a.createSite(t, "gamma")
+	for _, tc := range []struct {
+		method, path, body, wantErr string
+		want                        int
+	}{
+		{"GET", "/api/v1/sites/" + site + "/companies?from=yesterday", "", "from:", 400},
+		{"GET", "/api/v1/sites/" + site + "/companies?to=2026-13-01", "", "to:", 400},
+		{"GET", "/api/v1/sites/" + site + "/companies?from=2026-02-01&to=2026-01-01", "", "from: must not be after to", 400},
+		{"GET", "/api/v1/sites/" + site + "/companies?limit=0", "", "limit:", 400},
+		{"GET", "/api/v1/sites/" + site + "/companies?from=2026-01-01'--", "", "from:", 400},
+		{"POST", "/api/v1/sites", `{"name":"","domain":"x.example"}`, "name:", 400},
+		{"POST", "/api/v1/sites", `{"name":"x","domain":"https://x.example/"}`, "domain:", 400},
+		{"POST", "/api/v1/sites", `{"name":"x","domain":"x.example","extra":1}`, "body:", 400},
+		{"POST", "/api/v1/keys", `{"role":"god","sites":["*"]}`, "role:", 400},
+		{"POST", "/api/v1/keys", `{"role":"viewer","sites":[]}`, "sites:", 400},
+		{"POST", "/api/v1/keys", `{"role":"viewer","sites":["nosuchsite"]}`, "sites:", 400},
+		{"GET", "/api/v1/ip/not-an-ip", "", "ip:", 400},
+		{"GET", "/api/v1/nothing", "", "path:", 404},
+	} {
+		code, out := a.call(t, a.owner, tc.method, tc.path, tc.body)
+		if code != tc.want || !strings.HasPrefix(out["error"].(string), tc.wantErr) {
+			t.Errorf("%s %s %s: %d %v, want %d with %q", tc.method, tc.path, tc.body, code, out, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestIPEndpoint(t *testing.T) {
+	a, _ := startAPI(t)
+	code, out := a.call(t, a.owner, "GET", "/api/v1/ip/1.0.0.1", "")
+	if code != 200 || out["asn"] != float64(13335) || out["as_org"] != "Cloudflare, Inc." || out["evidence"] == nil {
+		t.Errorf("/api/v1/ip/1.0.0.1: %d %v", code, out)
+	}
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
