@@ -55,7 +55,7 @@ func testConfig(t *testing.T, dataDir string) stack.Config {
 
 type client struct {
 	api, collector, key string
-	http               *http.Client
+	http                *http.Client
 }
 
 func (c *client) do(t *testing.T, method, path string, body any, out any) int {
