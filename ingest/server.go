@@ -190,7 +190,7 @@ func (s *Server) handleHit(ctx *fasthttp.RequestCtx) {
 
 	// Not the request context: a shutdown must let in-flight publishes finish.
 	if err := s.publish(context.Background(), &hit); err != nil {
-		s.metrics.rejected.WithLabelValues("unavailable").Inc()
+		s.metrics.rejected.WithLabelValues(publishFailure(err)).Inc()
 		s.log.Warn("publishing hit failed", "site", hit.Site, "err", err)
 		ctx.Response.Header.Set("Retry-After", "5")
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "queue: unavailable, retry later")
@@ -222,6 +222,17 @@ func (s *Server) publish(parent context.Context, hit *bus.Hit) error {
 		s.metrics.duplicates.Inc()
 	}
 	return nil
+}
+
+// publishFailure names why JetStream refused a hit, as a metric reason: a
+// full stream (discard policy new) is an operator's problem of another kind
+// than an unreachable server.
+func publishFailure(err error) string {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && strings.HasPrefix(apiErr.Description, "maximum ") {
+		return "stream_full" // "maximum bytes/messages exceeded"
+	}
+	return "unavailable"
 }
 
 // originAllowed accepts the site's domain and its subdomains, over http or https.
@@ -304,7 +315,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
 	}
-	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable"} {
+	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable", "stream_full"} {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.accepted, m.duplicates, m.rejected, m.publishSeconds)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +23,38 @@ type collector struct {
 	url  string
 	bus  *bus.Bus
 	site tenant.Site
+	reg  *prometheus.Registry
+}
+
+// rejected reads leadpipe_collector_hits_rejected_total{reason}.
+func (c *collector) rejected(t *testing.T, reason string) float64 {
+	t.Helper()
+	mfs, err := c.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "leadpipe_collector_hits_rejected_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no rejected counter for reason %q", reason)
+	return 0
 }
 
 // startCollector runs a collector on a real embedded JetStream, with one site.
 func startCollector(t *testing.T, mutate func(*ingest.Config)) *collector {
 	t.Helper()
-	b := testenv.Bus(t)
+	return startCollectorOn(t, testenv.Bus(t), mutate)
+}
+
+func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*ingest.Config)) *collector {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tenants, err := tenant.Open(ctx, b.JS, testenv.Quiet())
 	if err != nil {
@@ -56,7 +83,7 @@ func startCollector(t *testing.T, mutate func(*ingest.Config)) *collector {
 		cancel()
 		<-done
 	})
-	return &collector{url: "http://" + ln.Addr().String(), bus: b, site: site}
+	return &collector{url: "http://" + ln.Addr().String(), bus: b, site: site, reg: reg}
 }
 
 func (c *collector) post(t *testing.T, body string, headers ...string) (int, map[string]string, http.Header) {
@@ -126,6 +153,11 @@ func TestCollectorStatusCodes(t *testing.T) {
 	if n := c.streamMsgs(t); n != 2 {
 		t.Errorf("stream holds %d hits, want exactly the 2 accepted", n)
 	}
+	for reason, want := range map[string]float64{"malformed": 2, "unknown_site": 1, "origin": 2, "too_large": 1} {
+		if got := c.rejected(t, reason); got != want {
+			t.Errorf("rejected{reason=%s} = %v, want %v", reason, got, want)
+		}
+	}
 }
 
 func TestCollectorRetriedHitIsQueuedOnce(t *testing.T) {
@@ -173,6 +205,9 @@ func TestCollectorJetStreamDown(t *testing.T) {
 	if got != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(out["error"], "queue") {
 		t.Errorf("JetStream down: status %d, Retry-After %q, error %q; want 503 with Retry-After", got, h.Get("Retry-After"), out["error"])
 	}
+	if n := c.rejected(t, "unavailable"); n != 1 {
+		t.Errorf("rejected{reason=unavailable} = %v, want 1", n)
+	}
 	resp, err := http.Get(c.url + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -195,5 +230,40 @@ func TestCollectorPreflight(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://example.com" {
 		t.Errorf("preflight: %d, allow-origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
+
+// TestCollectorStreamFull: when the HITS stream reaches its byte limit, new
+// hits get 503 (discard policy "new" keeps the queued ones) and every 202
+// the collector gave is a message in the stream.
+func TestCollectorStreamFull(t *testing.T) {
+	cfg := testenv.BusConfig()
+	cfg.HitsMaxBytes = 1 << 20
+	c := startCollectorOn(t, testenv.BusWith(t, cfg), func(cfg *ingest.Config) { cfg.MaxBodyBytes = 16 << 10 })
+	title := strings.Repeat("t", 500)
+	referrer := "https://example.com/" + strings.Repeat("r", 2000)
+	accepted := 0
+	for i := range 2000 {
+		body := `{"site":"` + c.site.ID + `","type":"pageview","url":"https://example.com/","title":"` + title + `","referrer":"` + referrer + `","id":"full-` + strconv.Itoa(i) + `"}`
+		code, out, h := c.post(t, body)
+		if code == http.StatusServiceUnavailable {
+			if h.Get("Retry-After") == "" || !strings.Contains(out["error"], "queue") {
+				t.Errorf("503 without Retry-After or queue error: %v", out)
+			}
+			break
+		}
+		if code != http.StatusAccepted {
+			t.Fatalf("hit %d: status %d %v", i, code, out)
+		}
+		accepted++
+	}
+	if accepted == 2000 {
+		t.Fatal("a 1 MiB stream took 2000 hits of ~3 KB: the limit is not enforced")
+	}
+	if n := c.streamMsgs(t); n != uint64(accepted) {
+		t.Errorf("stream holds %d hits, collector accepted %d", n, accepted)
+	}
+	if got := c.rejected(t, "stream_full"); got != 1 {
+		t.Errorf("rejected{reason=stream_full} = %v, want 1", got)
 	}
 }

@@ -163,13 +163,17 @@ func runStack(ctx context.Context, name string, stages stack.Stages, args []stri
 	if s.CollectorAddr != "" {
 		log.Info("collector listening", "url", "http://"+s.CollectorAddr)
 	}
+	if s.MetricsAddr != "" {
+		log.Info("metrics listening", "url", "http://"+s.MetricsAddr+"/metrics")
+	}
 	if s.APIAddr != "" {
 		log.Info("API listening", "url", "http://"+s.APIAddr, "owner_key", s.OwnerKeyPath)
 		if cfg.Demo {
 			fmt.Fprintf(stderr, "\nleadpipe is running with demo traffic.\n"+
 				"  Owner key:     %s\n"+
-				"  Company feed:  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/sites\n"+
-				"  Ctrl-C stops every part cleanly.\n\n", s.OwnerKeyPath, s.OwnerKeyPath, s.APIAddr)
+				"  Company feed:  curl -s -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/sites/%s/companies\n"+
+				"  SQL:           leadpipe sql --data-dir %s \"SELECT company_name, sum(pageviews) FROM company_daily GROUP BY 1 ORDER BY 2 DESC\"\n"+
+				"  Ctrl-C stops every part cleanly.\n\n", s.OwnerKeyPath, s.OwnerKeyPath, s.APIAddr, s.DemoSite, cfg.DataDir)
 		}
 	}
 	errc := make(chan error, 1)

@@ -75,6 +75,7 @@ func startDemo(ctx context.Context, s *Stack, ipdb *ipintel.Table, g *errgroup.G
 	if len(prefixes) == 0 {
 		return fmt.Errorf("demo: none of the demo networks is in the ASN data")
 	}
+	s.DemoSite = siteID
 	s.log.Info("demo traffic started", "site", siteID, "networks", len(prefixes))
 	g.Go(func() error {
 		runDemo(ctx, s.CollectorAddr, siteID, prefixes)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/leadpipe/leadpipe/ingest"
@@ -47,6 +49,10 @@ type Config struct {
 	// ASNDir holds the ASN data files (asn-ipv4.csv, asn-ipv6.csv).
 	ASNDir string
 
+	// MetricsAddr serves /metrics and /readyz for a process that has no
+	// collector or API listener of its own (`leadpipe process`).
+	MetricsAddr string
+
 	Stages     Stages
 	NATS       bus.Config
 	ClickHouse chengine.Config
@@ -71,6 +77,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	}
 	if c.Stages.API {
 		c.API.RegisterFlags(fs)
+	}
+	if c.Stages == (Stages{Processor: true}) {
+		fs.StringVar(&c.MetricsAddr, "metrics.addr", "127.0.0.1:9464", "address serving /metrics and /readyz")
 	}
 	if c.Stages == All {
 		fs.BoolVar(&c.Demo, "demo", false, "create a demo site and feed it synthetic traffic")
@@ -124,6 +133,11 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics.addr: %q is not host:port", c.MetricsAddr)
+		}
+	}
 	if c.Stages.Collector && c.Stages.API && c.Collector.Addr == c.API.Addr && !strings.HasSuffix(c.API.Addr, ":0") {
 		return fmt.Errorf("--api.addr: %s is also --collector.addr", c.API.Addr)
 	}
@@ -142,8 +156,10 @@ type Stack struct {
 	cfg Config
 	log *slog.Logger
 
-	// CollectorAddr and APIAddr are the bound listen addresses.
-	CollectorAddr, APIAddr string
+	// CollectorAddr, APIAddr and MetricsAddr are the bound listen addresses.
+	CollectorAddr, APIAddr, MetricsAddr string
+	// DemoSite is the demo site's id under --demo.
+	DemoSite string
 	// OwnerKeyPath is where the owner key is, when the API runs.
 	OwnerKeyPath string
 
@@ -165,10 +181,10 @@ type Stack struct {
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err error) {
 	s := &Stack{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var collectorLn, apiLn net.Listener
+	var collectorLn, apiLn, metricsLn net.Listener
 	defer func() {
 		if err != nil {
-			for _, l := range []net.Listener{collectorLn, apiLn} {
+			for _, l := range []net.Listener{collectorLn, apiLn, metricsLn} {
 				if l != nil {
 					l.Close()
 				}
@@ -195,6 +211,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			return nil, fmt.Errorf("--api.addr: %w", err)
 		}
 		s.APIAddr = apiLn.Addr().String()
+	}
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("--metrics.addr: %w", err)
+		}
+		s.MetricsAddr = metricsLn.Addr().String()
 	}
 
 	var ipdb *ipintel.Table
@@ -263,6 +285,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		api := query.New(cfg.API, s.conn, s.Tenants, ipdb, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
 		s.group.Go(func() error { return api.Run(runCtx, apiLn) })
 	}
+	if metricsLn != nil {
+		s.group.Go(func() error { return s.serveMetrics(runCtx, metricsLn) })
+	}
 	if cfg.Demo {
 		if err := startDemo(runCtx, s, ipdb, s.group); err != nil {
 			return nil, err
@@ -287,6 +312,29 @@ func migrate(ctx context.Context, ch *chengine.Server, log *slog.Logger) error {
 	defer conn.Close()
 	if _, err := schema.Migrate(ctx, conn, log); err != nil {
 		return err
+	}
+	return nil
+}
+
+// serveMetrics serves /metrics and /readyz for a process without another
+// HTTP listener.
+func (s *Stack) serveMetrics(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics server: %w", err)
 	}
 	return nil
 }

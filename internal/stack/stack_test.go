@@ -316,3 +316,79 @@ func TestDataDirIsLocked(t *testing.T) {
 		t.Errorf("second stack on one data dir: %v, want an error naming --data-dir", err)
 	}
 }
+
+// TestStagesRunSeparately runs the collector, a processor and the API as
+// three processes' worth of stacks against one external NATS and one
+// external ClickHouse, as on a cluster.
+func TestStagesRunSeparately(t *testing.T) {
+	b := testenv.Bus(t)
+	engine := testenv.Engine(t)
+	base := func(stages stack.Stages) stack.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Stages = stages
+		cfg.NATS.URL = b.ClientURL()
+		cfg.ClickHouse.Addr = engine.Addr
+		cfg.ClickHouse.Database = "separate_" + testenv.RandomHex(4)
+		if stages.Processor && !stages.API && !stages.Collector {
+			cfg.MetricsAddr = "127.0.0.1:0"
+		}
+		return cfg
+	}
+	apiCfg := base(stack.Stages{API: true})
+	procCfg := base(stack.Stages{Processor: true})
+	procCfg.ClickHouse.Database = apiCfg.ClickHouse.Database
+	colCfg := base(stack.Stages{Collector: true})
+	var stacks []*stack.Stack
+	for _, cfg := range []stack.Config{apiCfg, procCfg, colCfg} {
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := stack.Start(context.Background(), cfg, testenv.Logger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		stacks = append(stacks, s)
+	}
+	api, proc, col := stacks[0], stacks[1], stacks[2]
+	key, _ := os.ReadFile(api.OwnerKeyPath)
+	c := &client{api: api.APIAddr, collector: col.CollectorAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	var site struct{ ID string }
+	if code := c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "Split", "domain": "split.example"}, &site); code != http.StatusCreated {
+		t.Fatalf("creating a site: %d", code)
+	}
+	ip := ipintel.RandomAddr(testenv.ASN(t).PrefixesOf(212794)[0], rand.New(rand.NewPCG(1, 2)))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		// The collector learns of the site through the KV watch.
+		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://split.example/", "id": "split-1"})
+		req, _ := http.NewRequest(http.MethodPost, "http://"+col.CollectorAddr+"/v1/hit", bytes.NewReader(body))
+		req.Header.Set("X-Forwarded-For", ip.String())
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		var feed struct{ Companies []query.Company }
+		c.do(t, "GET", "/api/v1/sites/"+site.ID+"/companies", nil, &feed)
+		if len(feed.Companies) != 1 || feed.Companies[0].Name != "SAP SE" || feed.Companies[0].Pageviews != 1 {
+			return fmt.Errorf("feed %+v, want SAP SE with 1 pageview", feed.Companies)
+		}
+		return nil
+	})
+	resp, err := http.Get("http://" + proc.MetricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	if !strings.Contains(buf.String(), "leadpipe_processor_hits_inserted_total 1") {
+		t.Errorf("processor metrics do not show the inserted hit:\n%.2000s", buf.String())
+	}
+}

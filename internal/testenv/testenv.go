@@ -117,7 +117,13 @@ func BusConfig() bus.Config {
 // when the test ends.
 func Bus(t testing.TB) *bus.Bus {
 	t.Helper()
-	b, err := bus.Open(context.Background(), BusConfig(), t.TempDir(), Logger())
+	return BusWith(t, BusConfig())
+}
+
+// BusWith is Bus with a config of the test's own.
+func BusWith(t testing.TB, cfg bus.Config) *bus.Bus {
+	t.Helper()
+	b, err := bus.Open(context.Background(), cfg, t.TempDir(), Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
