@@ -41,3 +41,19 @@ func TestParseTrustedProxiesErrors(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+func TestFirstLanguage(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                        "",
+		"de-CH,de;q=0.9,en;q=0.8": "de-CH",
+		"en":                      "en",
+		"*":                       "*",
+		" fr-FR ; q=1":            "fr-FR",
+		",":                       "und",
+		"<script>":                "und",
+	} {
+		if got := firstLanguage([]byte(in)); got != want {
+			t.Errorf("firstLanguage(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

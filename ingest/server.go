@@ -187,6 +187,7 @@ func (s *Server) handleHit(ctx *fasthttp.RequestCtx) {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	hit.IP = VisitorIP(peer, ctx.Request.Header.Peek("X-Forwarded-For"), s.cfg.proxies).String()
 	hit.UserAgent = truncate(string(ctx.UserAgent()), 512)
+	hit.Lang = firstLanguage(ctx.Request.Header.Peek("Accept-Language"))
 
 	// Not the request context: a shutdown must let in-flight publishes finish.
 	if err := s.publish(context.Background(), &hit); err != nil {
@@ -222,6 +223,27 @@ func (s *Server) publish(parent context.Context, hit *bus.Hit) error {
 		s.metrics.duplicates.Inc()
 	}
 	return nil
+}
+
+// firstLanguage returns the first language tag of an Accept-Language header
+// ("de-CH" of "de-CH,de;q=0.9"), "und" for a header without a usable tag,
+// and "" when there is no header at all.
+func firstLanguage(h []byte) string {
+	if len(h) == 0 {
+		return ""
+	}
+	end := len(h)
+	for i, c := range h {
+		if c == ',' || c == ';' {
+			end = i
+			break
+		}
+	}
+	tag := strings.TrimSpace(string(h[:end]))
+	if tag == "" || len(tag) > 35 || !isToken(strings.ToLower(strings.ReplaceAll(tag, "-", "")), false) && tag != "*" {
+		return "und"
+	}
+	return tag
 }
 
 // publishFailure names why JetStream refused a hit, as a metric reason: a

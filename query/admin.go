@@ -8,10 +8,13 @@ import (
 )
 
 type siteJSON struct {
-	ID     string `json:"id"`
-	Name   string `json:"name"`
-	Domain string `json:"domain"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Domain      string `json:"domain"`
+	KeepHosting bool   `json:"keep_hosting"`
 }
+
+func siteOut(s tenant.Site) siteJSON { return siteJSON{s.ID, s.Name, s.Domain, s.KeepHosting} }
 
 func (s *Server) createSite(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	var in struct {
@@ -40,17 +43,50 @@ func (s *Server) createSite(w http.ResponseWriter, r *http.Request, key tenant.K
 		writeError(w, http.StatusServiceUnavailable, "sites: cannot be stored now, retry")
 		return
 	}
-	writeJSON(w, http.StatusCreated, siteJSON{site.ID, site.Name, site.Domain})
+	writeJSON(w, http.StatusCreated, siteOut(site))
 }
 
 func (s *Server) listSites(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	out := []siteJSON{}
 	for _, site := range s.tenants.Sites() {
 		if key.CanRead(site.ID) {
-			out = append(out, siteJSON{site.ID, site.Name, site.Domain})
+			out = append(out, siteOut(site))
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sites": out})
+}
+
+// updateSite changes a site's settings: name and filters.
+func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	var in struct {
+		Name        *string `json:"name"`
+		KeepHosting *bool   `json:"keep_hosting"`
+	}
+	if !decodeBody(w, r, &in) {
+		return
+	}
+	if in.Name != nil && (strings.TrimSpace(*in.Name) == "" || len(*in.Name) > 200) {
+		writeError(w, http.StatusBadRequest, "name: must be 1 to 200 characters")
+		return
+	}
+	updated, err := s.tenants.UpdateSite(r.Context(), site.ID, func(site *tenant.Site) {
+		if in.Name != nil {
+			site.Name = strings.TrimSpace(*in.Name)
+		}
+		if in.KeepHosting != nil {
+			site.KeepHosting = *in.KeepHosting
+		}
+	})
+	if err != nil {
+		s.log.Error("updating site", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "sites: cannot be stored now, retry")
+		return
+	}
+	writeJSON(w, http.StatusOK, siteOut(updated))
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, key tenant.Key) {

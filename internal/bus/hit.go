@@ -22,6 +22,9 @@ type Hit struct {
 	EngagedMS  uint32 `json:"engaged_ms,omitempty"`
 	IP         string `json:"ip"`
 	UserAgent  string `json:"ua,omitempty"`
+	// Lang is the first language of Accept-Language; empty when the
+	// request had none (which no real browser does).
+	Lang string `json:"lang,omitempty"`
 }
 
 // MsgID is the JetStream deduplication id: a retried hit has the same one.

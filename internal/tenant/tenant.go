@@ -63,6 +63,10 @@ type Site struct {
 	Name    string    `json:"name"`
 	Domain  string    `json:"domain"`
 	Created time.Time `json:"created"`
+	// KeepHosting keeps hits from hosting and cloud networks, which are
+	// dropped as non-human by default (for sites whose visitors work from
+	// virtual desktops or corporate cloud proxies).
+	KeepHosting bool `json:"keep_hosting,omitempty"`
 }
 
 // Key is an API key as stored: its secret only as a hash.
@@ -241,6 +245,33 @@ func (s *Store) CreateSite(ctx context.Context, name, domain string) (Site, erro
 	}
 	s.applySite(raw, false, site.ID)
 	return site, nil
+}
+
+// UpdateSite changes a site's settings with compare-and-set, so concurrent
+// updates from several API processes are not lost.
+func (s *Store) UpdateSite(ctx context.Context, id string, change func(*Site)) (Site, error) {
+	for range 5 {
+		e, err := s.sites.Get(ctx, id)
+		if err != nil {
+			return Site{}, fmt.Errorf("reading site %s: %w", id, err)
+		}
+		var site Site
+		if err := json.Unmarshal(e.Value(), &site); err != nil {
+			return Site{}, fmt.Errorf("decoding site %s: %w", id, err)
+		}
+		change(&site)
+		site.ID = id
+		raw, _ := json.Marshal(site)
+		if _, err := s.sites.Update(ctx, id, raw, e.Revision()); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue // changed meanwhile: read again
+			}
+			return Site{}, fmt.Errorf("storing site %s: %w", id, err)
+		}
+		s.applySite(raw, false, id)
+		return site, nil
+	}
+	return Site{}, fmt.Errorf("storing site %s: too many concurrent updates", id)
 }
 
 // KeyPrefix starts every API key, so leaked keys are easy to find by scanners.
