@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -185,7 +186,7 @@ func (s *Server) handleHit(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("Vary", "Origin")
 	}
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	hit.IP = VisitorIP(peer, ctx.Request.Header.Peek("X-Forwarded-For"), s.cfg.proxies).String()
+	hit.IP = VisitorIP(peer, forwardedFor(&ctx.Request.Header), s.cfg.proxies).String()
 	hit.UserAgent = truncate(string(ctx.UserAgent()), 512)
 	hit.Lang = firstLanguage(ctx.Request.Header.Peek("Accept-Language"))
 
@@ -223,6 +224,20 @@ func (s *Server) publish(parent context.Context, hit *bus.Hit) error {
 		s.metrics.duplicates.Inc()
 	}
 	return nil
+}
+
+// forwardedFor joins every X-Forwarded-For header line in order: a proxy
+// that adds a line of its own instead of appending to the client's must not
+// leave the client-written line to be believed.
+func forwardedFor(h *fasthttp.RequestHeader) []byte {
+	lines := h.PeekAll("X-Forwarded-For")
+	switch len(lines) {
+	case 0:
+		return nil
+	case 1:
+		return lines[0]
+	}
+	return bytes.Join(lines, []byte(","))
 }
 
 // firstLanguage returns the first language tag of an Accept-Language header

@@ -193,6 +193,23 @@ func TestCollectorVisitorIPFromTrustedProxy(t *testing.T) {
 	if msg.Header.Get(jetstream.MsgIDHeader) != c.site.ID+":"+h.ID {
 		t.Errorf("Nats-Msg-Id %q does not carry the hit id", msg.Header.Get(jetstream.MsgIDHeader))
 	}
+
+	// A proxy that adds its own header line: the client's line is not believed.
+	req, _ := http.NewRequest(http.MethodPost, c.url+"/v1/hit", strings.NewReader(`{"site":"`+c.site.ID+`","type":"pageview","url":"https://example.com/"}`))
+	req.Header.Add("X-Forwarded-For", "6.6.6.6")
+	req.Header.Add("X-Forwarded-For", "198.51.100.99")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	msg, err = st.GetMsg(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := bus.DecodeHit(msg.Data); h.IP != "198.51.100.99" {
+		t.Errorf("with two X-Forwarded-For lines the visitor IP is %q, want the proxy-added 198.51.100.99", h.IP)
+	}
 }
 
 // TestCollectorJetStreamDown: with JetStream gone, a hit gets 503 with

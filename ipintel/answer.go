@@ -1,10 +1,5 @@
 package ipintel
 
-import (
-	"fmt"
-	"net/netip"
-)
-
 // Answer is everything leadpipe can say about one IP, with the evidence for
 // it: the shape of GET /api/v1/ip/{ip} and `leadpipe ip lookup`.
 type Answer struct {
@@ -16,6 +11,9 @@ type Answer struct {
 	Country     string     `json:"country"`
 	Evidence    []Evidence `json:"evidence"`
 	Confidence  float64    `json:"confidence"`
+	// Decided names the source that decided the network type: override,
+	// companies, asn-list, name-rule, rdns or default.
+	Decided string `json:"decided_by"`
 }
 
 // Company is the organisation an IP belongs to.
@@ -41,19 +39,3 @@ const (
 	TypeHosting     = "hosting"
 	TypeUnknown     = "unknown"
 )
-
-// Explain answers what the table knows about ip. Until networks are
-// classified, the type is unknown and the company is the AS organisation.
-func (t *Table) Explain(ip netip.Addr) Answer {
-	a := Answer{IP: ip.String(), NetworkType: TypeUnknown, Evidence: []Evidence{}}
-	nw, ok := t.Lookup(ip)
-	if !ok {
-		a.Evidence = append(a.Evidence, Evidence{Source: "asn", Says: "no announced network contains this address"})
-		return a
-	}
-	a.ASN, a.ASOrg = nw.ASN, nw.Org
-	a.Company = &Company{ID: nw.CompanyID, Name: nw.Org}
-	a.Evidence = append(a.Evidence, Evidence{Source: "asn", Says: fmt.Sprintf("AS%d %s", nw.ASN, nw.Org)})
-	a.Confidence = 0.5
-	return a
-}

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leadpipe/leadpipe/internal/bus"
+	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/ipintel"
 )
 
@@ -69,39 +70,73 @@ func validConsumerName(s string) bool {
 	return true
 }
 
-// Locator maps an IP to its network; *ipintel.Table is one.
-type Locator interface {
-	Lookup(ip netip.Addr) (ipintel.Network, bool)
+// IPData is the current IP intelligence snapshot; *ipintel.Store is one.
+type IPData interface {
+	DB() *ipintel.DB
 }
 
-// Filter reasons recorded in the ledger.
+// PTR gives what reverse DNS says of an IP without waiting for it;
+// *ipintel.RDNS is one.
+type PTR interface {
+	Peek(ip netip.Addr) (ipintel.PTRSignal, bool)
+}
+
+// Sites gives a site's settings; *tenant.Store is one.
+type Sites interface {
+	LookupSite(ctx context.Context, id string) (tenant.Site, bool)
+}
+
+// Deps are what a processor reads from and writes to.
+type Deps struct {
+	JS         jetstream.JetStream
+	ClickHouse driver.Conn
+	IPData     IPData
+	// PTR is nil when reverse DNS is off.
+	PTR   PTR
+	Sites Sites
+}
+
+// Reasons a hit is dropped before anything about it is stored; the filter
+// ledger counts each per site and day.
 const (
-	ReasonUnmatched = "unmatched" // no organisation known for the IP
-	ReasonInvalid   = "invalid"   // the message could not be decoded
+	ReasonResidential = "residential" // a home broadband network
+	ReasonMobile      = "mobile"      // a mobile carrier
+	ReasonHosting     = "hosting"     // a data centre, cloud or VPN: not a person (unless the site keeps them)
+	ReasonBot         = "bot"         // a crawler, a headless browser, or a request no browser would send
+	ReasonUnknown     = "unknown"     // no organisation known for the address
+	ReasonInvalid     = "invalid"     // the message could not be decoded
 )
+
+// Reasons lists every filter reason.
+var Reasons = []string{ReasonResidential, ReasonMobile, ReasonHosting, ReasonBot, ReasonUnknown, ReasonInvalid}
 
 // Processor turns hits in JetStream into rows in ClickHouse.
 type Processor struct {
 	cfg     Config
 	js      jetstream.JetStream
 	ch      driver.Conn
-	ipdb    Locator
+	ipdata  IPData
+	ptr     PTR
+	sites   Sites
 	keys    *visitorKeys
 	log     *slog.Logger
 	metrics *metrics
-	// lastProgress is when a batch was last written or the stream last found
-	// empty (unix nanoseconds); readiness uses it.
-	lastProgress atomic.Int64
-	failing      atomic.Bool
+	running atomic.Bool
+	failing atomic.Bool
 }
 
 // New builds a processor.
-func New(cfg Config, js jetstream.JetStream, ch driver.Conn, ipdb Locator, reg prometheus.Registerer, log *slog.Logger) *Processor {
-	return &Processor{cfg: cfg, js: js, ch: ch, ipdb: ipdb, keys: newVisitorKeys(js), log: log, metrics: newMetrics(reg)}
+func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Processor {
+	return &Processor{cfg: cfg, js: deps.JS, ch: deps.ClickHouse, ipdata: deps.IPData, ptr: deps.PTR, sites: deps.Sites,
+		keys: newVisitorKeys(deps.JS), log: log, metrics: newMetrics(reg)}
 }
 
-// Healthy reports whether ClickHouse currently accepts the processor's inserts.
+// Healthy reports whether the processor is running and ClickHouse accepts
+// its inserts.
 func (p *Processor) Healthy() error {
+	if !p.running.Load() {
+		return errors.New("processor: not running")
+	}
 	if p.failing.Load() {
 		return errors.New("processor: ClickHouse inserts are failing; hits wait in JetStream")
 	}
@@ -111,39 +146,54 @@ func (p *Processor) Healthy() error {
 // Run consumes until ctx ends; the batch in hand is then finished (inserted
 // and acknowledged) before Run returns.
 func (p *Processor) Run(ctx context.Context) error {
-	cons, err := p.js.CreateOrUpdateConsumer(ctx, bus.HitsStream, jetstream.ConsumerConfig{
-		Durable:       p.cfg.Consumer,
-		Description:   "leadpipe processors",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       p.cfg.AckWait,
-		MaxAckPending: 4 * p.cfg.BatchSize,
-		// Transient failures (ClickHouse down) are retried in place and
-		// never count against a delivery limit.
-		MaxDeliver:    -1,
-		FilterSubject: bus.HitsSubjects,
-	})
-	if err != nil {
-		return fmt.Errorf("creating consumer %s: %w", p.cfg.Consumer, err)
-	}
+	p.running.Store(true)
+	defer p.running.Store(false)
+	var cons jetstream.Consumer
 	for ctx.Err() == nil {
+		if cons == nil {
+			var err error
+			if cons, err = p.consumer(ctx); err != nil {
+				p.log.Warn("creating the JetStream consumer; retrying", "err", err)
+				sleep(ctx, time.Second)
+				continue
+			}
+		}
 		msgs, err := p.fetch(cons)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
+			// The consumer may be gone (deleted, or lost with a NATS
+			// node): make sure it exists before fetching again.
 			p.log.Warn("fetching hits", "err", err)
+			cons = nil
 			sleep(ctx, time.Second)
 			continue
 		}
-		if len(msgs) == 0 {
-			p.lastProgress.Store(time.Now().UnixNano())
-			continue
+		if len(msgs) > 0 {
+			// The batch is finished even if ctx ends meanwhile: it is
+			// drained, not abandoned (a hard stop loses nothing either: it
+			// is redelivered).
+			p.handle(ctx, msgs)
 		}
-		// The batch is finished even if ctx ends meanwhile: it is drained,
-		// not abandoned (a hard stop still loses nothing; it redelivers).
-		p.handle(ctx, msgs)
 	}
 	return nil
+}
+
+func (p *Processor) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	return p.js.CreateOrUpdateConsumer(ctx, bus.HitsStream, jetstream.ConsumerConfig{
+		Durable:     p.cfg.Consumer,
+		Description: "leadpipe processors",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     p.cfg.AckWait,
+		// Room for many processors, each holding a batch in hand and one
+		// being fetched.
+		MaxAckPending: 64 * p.cfg.BatchSize,
+		// Transient failures (ClickHouse down) are retried in place and
+		// never count against a delivery limit.
+		MaxDeliver:    -1,
+		FilterSubject: bus.HitsSubjects,
+	})
 }
 
 func (p *Processor) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
@@ -165,6 +215,24 @@ func (p *Processor) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
 // for good, then acknowledges every message of it.
 func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 	start := time.Now()
+	// Tell JetStream the batch is being worked on for as long as it is, so
+	// a slow insert is never redelivered to another processor meanwhile.
+	working := make(chan struct{})
+	defer close(working)
+	go func() {
+		t := time.NewTicker(p.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-working:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
 	var b *batch
 	backoff := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -181,10 +249,6 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 		p.failing.Store(true)
 		p.metrics.insertErrors.Inc()
 		p.log.Warn("writing batch failed; retrying", "hits", len(msgs), "attempt", attempt, "err", err)
-		// Keep JetStream from redelivering what this processor still holds.
-		for _, m := range msgs {
-			_ = m.InProgress()
-		}
 		if ctx.Err() != nil && attempt >= 3 {
 			p.log.Warn("stopping with an unwritten batch; JetStream will redeliver it", "hits", len(msgs))
 			return
@@ -193,34 +257,48 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 		backoff = min(backoff*2, 15*time.Second)
 	}
 	p.failing.Store(false)
+	poison := map[jetstream.Msg]bool{}
+	for _, m := range b.poison {
+		poison[m] = true
+		// Never redelivered: it can never be processed.
+		_ = m.Term()
+	}
 	for _, m := range msgs {
+		if poison[m] {
+			continue
+		}
 		if err := m.Ack(); err != nil {
 			// The hit is stored; a lost ack means a redelivery that the
 			// stored-id check will recognise.
 			p.log.Warn("acknowledging hit", "err", err)
 		}
 	}
-	for _, m := range b.poison {
-		_ = m.Term()
-	}
-	p.lastProgress.Store(time.Now().UnixNano())
 	p.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 	p.metrics.batchHits.Observe(float64(len(msgs)))
 }
 
-// batch is one insert's worth of enriched rows and ledger counts.
+// batch is one insert's worth of enriched rows and dropped hits.
 type batch struct {
-	token       string
-	rows        []row
-	filtered    map[ledgerKey]uint64
-	poison      []jetstream.Msg
-	redelivered bool
+	token   string
+	rows    []row
+	dropped []droppedHit
+	poison  []jetstream.Msg
 }
 
-type ledgerKey struct {
-	site   string
-	day    time.Time
-	reason string
+// droppedHit is all that is kept of a dropped hit, for two days.
+type droppedHit struct {
+	site, reason string
+	ts           time.Time
+	key          uint64 // hitKey(site, hit id)
+}
+
+// hitKey hashes a hit's identity for the dropped-hit record.
+func hitKey(site, id string) uint64 {
+	h := xxhash.New()
+	_, _ = h.WriteString(site)
+	_, _ = h.Write([]byte{0})
+	_, _ = h.WriteString(id)
+	return h.Sum64()
 }
 
 type row struct {
@@ -229,7 +307,7 @@ type row struct {
 	visitorID                                             uint64
 	engagedMS                                             uint32
 	companyID, companyName, companyDomain, asOrg          string
-	networkType, country                                  string
+	industry, size, networkType, country, lang            string
 	asn                                                   uint32
 	seq                                                   uint64
 }
@@ -237,7 +315,8 @@ type row struct {
 func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	b := &batch{filtered: map[ledgerKey]uint64{}, rows: make([]row, 0, len(msgs))}
+	b := &batch{rows: make([]row, 0, len(msgs))}
+	db := p.ipdata.DB() // one snapshot for the whole batch
 	seqs := make([]uint64, 0, len(msgs))
 	for _, m := range msgs {
 		meta, err := m.Metadata()
@@ -245,7 +324,6 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 		if err == nil {
 			seq = meta.Sequence.Stream
 			if meta.NumDelivered > 1 {
-				b.redelivered = true
 				p.metrics.redelivered.Inc()
 			}
 		}
@@ -258,19 +336,18 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			continue
 		}
 		ts := time.UnixMilli(hit.TS).UTC()
-		day := ts.Truncate(24 * time.Hour)
 		ip, err := netip.ParseAddr(hit.IP)
-		var nw ipintel.Network
-		found := false
-		if err == nil {
-			nw, found = p.ipdb.Lookup(ip)
-		}
-		if !found {
-			b.filtered[ledgerKey{hit.Site, day, ReasonUnmatched}]++
-			p.metrics.filtered.WithLabelValues(ReasonUnmatched).Inc()
+		if err != nil {
+			p.log.Error("dropping hit with an unparsable IP", "seq", seq, "err", err)
+			p.drop(b, &hit, ts, ReasonInvalid)
 			continue
 		}
-		vid, err := p.keys.visitorID(ctx, &hit, ip, day)
+		res, reason := p.enrich(ctx, db, &hit, ip)
+		if reason != "" {
+			p.drop(b, &hit, ts, reason)
+			continue
+		}
+		vid, err := p.keys.visitorID(ctx, &hit, ip)
 		if err != nil {
 			return nil, fmt.Errorf("deriving visitor id: %w", err)
 		}
@@ -278,16 +355,53 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			site: hit.Site, hitID: hit.ID, typ: hit.Type, url: hit.URL, path: urlPath(hit.URL),
 			referrer: hit.Referrer, title: hit.Title, consent: hit.Consent,
 			ts: ts, received: time.UnixMilli(hit.ReceivedAt).UTC(), visitorID: vid, engagedMS: hit.EngagedMS,
-			companyID: nw.CompanyID, companyName: nw.Org, asOrg: nw.Org, asn: nw.ASN,
-			networkType: "unknown", seq: seq,
+			companyID: res.CompanyID, companyName: res.CompanyName, companyDomain: res.CompanyDomain,
+			industry: res.Industry, size: res.Size, asOrg: res.ASOrg, asn: res.ASN,
+			networkType: res.Type, country: res.Country, lang: hit.Lang, seq: seq,
 		})
 	}
 	b.token = batchToken(seqs)
 	return b, nil
 }
 
+// enrich decides what is known of a hit's visitor, or why the hit must be
+// dropped: software rather than a person first, then the network type.
+func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip netip.Addr) (ipintel.Result, string) {
+	if why := botReason(hit.UserAgent, hit.Lang); why != "" {
+		return ipintel.Result{}, ReasonBot
+	}
+	res := db.Enrich(ip)
+	if p.ptr != nil {
+		if sig, ok := p.ptr.Peek(ip); ok {
+			ipintel.ApplyPTR(&res, sig)
+		}
+	}
+	switch res.Type {
+	case ipintel.TypeResidential:
+		return res, ReasonResidential
+	case ipintel.TypeMobile:
+		return res, ReasonMobile
+	case ipintel.TypeHosting:
+		if site, ok := p.sites.LookupSite(ctx, hit.Site); !ok || !site.KeepHosting {
+			return res, ReasonHosting
+		}
+	}
+	if res.CompanyID == "" || res.Type == ipintel.TypeUnknown {
+		return res, ReasonUnknown
+	}
+	return res, ""
+}
+
+// drop records a hit that is not stored: what remains of it is a count.
+func (p *Processor) drop(b *batch, hit *bus.Hit, ts time.Time, reason string) {
+	b.dropped = append(b.dropped, droppedHit{site: hit.Site, reason: reason, ts: ts, key: hitKey(hit.Site, hit.ID)})
+}
+
 // batchToken derives the insert deduplication token from the stream
-// sequences in the batch: the same messages always give the same token.
+// sequences in the batch: the same messages always give the same token, so
+// retrying a batch in hand is a no-op in ClickHouse. A redelivered message
+// usually arrives in a batch of other messages, hence another token: the
+// stored-hit check in write covers that case.
 func batchToken(seqs []uint64) string {
 	slices.Sort(seqs)
 	h := xxhash.New()
@@ -313,20 +427,49 @@ func urlPath(raw string) string {
 	return u.Path
 }
 
-// write inserts the batch's rows and ledger counts, each idempotently.
+// write inserts the batch's kept rows and dropped-hit records, leaving out
+// what an earlier delivery of the same hits already wrote.
 func (p *Processor) write(ctx context.Context, b *batch) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
+	// Every batch asks which of its hits are already written: a redelivery
+	// after a crash between insert and ack, a message JetStream hands out
+	// again after its own crash (acks are persisted on a timer), or a
+	// client's retry that JetStream no longer recognised. A hit id twice in
+	// one batch is written once.
 	rows := b.rows
-	if b.redelivered && len(rows) > 0 {
+	if len(rows) > 0 {
 		stored, err := p.storedHits(ctx, rows)
 		if err != nil {
 			return err
 		}
-		if len(stored) > 0 {
-			p.metrics.duplicatesSkipped.Add(float64(len(stored)))
-			rows = slices.DeleteFunc(slices.Clone(rows), func(r row) bool { return stored[r.site+"\x00"+r.hitID] })
+		seen := make(map[string]bool, len(rows))
+		skipped := 0
+		rows = slices.DeleteFunc(slices.Clone(rows), func(r row) bool {
+			k := r.site + "\x00" + r.hitID
+			if stored[k] || seen[k] {
+				skipped++
+				return true
+			}
+			seen[k] = true
+			return false
+		})
+		p.metrics.duplicatesSkipped.Add(float64(skipped))
+	}
+	dropped := b.dropped
+	if len(dropped) > 0 {
+		recorded, err := p.droppedKeys(ctx, dropped)
+		if err != nil {
+			return err
 		}
+		seen := make(map[uint64]bool, len(dropped))
+		dropped = slices.DeleteFunc(slices.Clone(dropped), func(d droppedHit) bool {
+			if recorded[d.key] || seen[d.key] {
+				return true
+			}
+			seen[d.key] = true
+			return false
+		})
 	}
 	if len(rows) > 0 {
 		start := time.Now()
@@ -336,9 +479,12 @@ func (p *Processor) write(ctx context.Context, b *batch) error {
 		p.metrics.insertSeconds.Observe(time.Since(start).Seconds())
 		p.metrics.inserted.Add(float64(len(rows)))
 	}
-	if len(b.filtered) > 0 {
-		if err := p.insertLedger(ctx, b.token, b.filtered); err != nil {
+	if len(dropped) > 0 {
+		if err := p.insertDropped(ctx, b.token, dropped); err != nil {
 			return err
+		}
+		for _, d := range dropped {
+			p.metrics.filtered.WithLabelValues(d.reason).Inc()
 		}
 	}
 	return nil
@@ -356,15 +502,16 @@ func insertContext(ctx context.Context, token string) context.Context {
 func (p *Processor) insertHits(ctx context.Context, token string, rows []row) error {
 	batch, err := p.ch.PrepareBatch(insertContext(ctx, "hits-"+token), `INSERT INTO hits
 		(site_id, ts, received_at, hit_id, type, url, path, referrer, title, visitor_id, consent,
-		 engaged_ms, company_id, company_name, company_domain, asn, as_org, network_type, country, stream_seq)`)
+		 engaged_ms, company_id, company_name, company_domain, company_industry, company_size,
+		 asn, as_org, network_type, country, lang, stream_seq)`)
 	if err != nil {
 		return fmt.Errorf("preparing hits insert: %w", err)
 	}
 	for i := range rows {
 		r := &rows[i]
 		if err := batch.Append(r.site, r.ts, r.received, r.hitID, r.typ, r.url, r.path, r.referrer, r.title,
-			r.visitorID, r.consent, r.engagedMS, r.companyID, r.companyName, r.companyDomain, r.asn, r.asOrg,
-			r.networkType, r.country, r.seq); err != nil {
+			r.visitorID, r.consent, r.engagedMS, r.companyID, r.companyName, r.companyDomain, r.industry, r.size,
+			r.asn, r.asOrg, r.networkType, r.country, r.lang, r.seq); err != nil {
 			batch.Abort()
 			return fmt.Errorf("appending hit row: %w", err)
 		}
@@ -375,63 +522,85 @@ func (p *Processor) insertHits(ctx context.Context, token string, rows []row) er
 	return nil
 }
 
-func (p *Processor) insertLedger(ctx context.Context, token string, counts map[ledgerKey]uint64) error {
-	batch, err := p.ch.PrepareBatch(insertContext(ctx, "filtered-"+token), "INSERT INTO filtered_daily (site_id, day, reason, hits)")
+// insertDropped records dropped hits; the filter ledger counts them through
+// its materialized view, in the same insert.
+func (p *Processor) insertDropped(ctx context.Context, token string, dropped []droppedHit) error {
+	batch, err := p.ch.PrepareBatch(insertContext(ctx, "dropped-"+token), "INSERT INTO dropped_hits (site_id, ts, reason, hit_key)")
 	if err != nil {
-		return fmt.Errorf("preparing ledger insert: %w", err)
+		return fmt.Errorf("preparing dropped-hit insert: %w", err)
 	}
-	keys := make([]ledgerKey, 0, len(counts))
-	for k := range counts {
-		keys = append(keys, k)
-	}
-	// A deterministic order keeps the block, and so its dedup hash, stable.
-	slices.SortFunc(keys, func(a, b ledgerKey) int {
-		if c := a.day.Compare(b.day); c != 0 {
-			return c
-		}
-		if a.site != b.site {
-			return cmpStr(a.site, b.site)
-		}
-		return cmpStr(a.reason, b.reason)
-	})
-	for _, k := range keys {
-		if err := batch.Append(k.site, k.day, k.reason, counts[k]); err != nil {
+	for _, d := range dropped {
+		if err := batch.Append(d.site, d.ts, d.reason, d.key); err != nil {
 			batch.Abort()
-			return fmt.Errorf("appending ledger row: %w", err)
+			return fmt.Errorf("appending dropped hit: %w", err)
 		}
 	}
 	if err := batch.Send(); err != nil {
-		return fmt.Errorf("inserting filter ledger: %w", err)
+		return fmt.Errorf("inserting %d dropped hits: %w", len(dropped), err)
 	}
 	return nil
 }
 
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// droppedKeys returns which of the dropped hits are already recorded.
+func (p *Processor) droppedKeys(ctx context.Context, dropped []droppedHit) (map[uint64]bool, error) {
+	keys := make([]uint64, len(dropped))
+	from := dropped[0].ts
+	for i, d := range dropped {
+		keys[i] = d.key
+		if d.ts.Before(from) {
+			from = d.ts
+		}
 	}
-	return 0
+	res, err := p.ch.Query(ctx, `SELECT hit_key FROM dropped_hits
+		WHERE ts >= fromUnixTimestamp64Milli(?) AND hit_key IN ?`, from.Add(-retryHorizon).UnixMilli(), keys)
+	if err != nil {
+		return nil, fmt.Errorf("checking recorded dropped hits: %w", err)
+	}
+	defer res.Close()
+	out := map[uint64]bool{}
+	for res.Next() {
+		var k uint64
+		if err := res.Scan(&k); err != nil {
+			return nil, fmt.Errorf("checking recorded dropped hits: %w", err)
+		}
+		out[k] = true
+	}
+	return out, res.Err()
 }
+
+// retryHorizon is how long after a hit a retry of it (same id, with no
+// client timestamp) is still recognised as already stored.
+const retryHorizon = 24 * time.Hour
 
 // storedHits returns which of rows' hits ClickHouse already holds, keyed
 // site + "\x00" + hit id.
 func (p *Processor) storedHits(ctx context.Context, rows []row) (map[string]bool, error) {
 	ids := make([]string, 0, len(rows))
 	sites := map[string]bool{}
+	from, to := rows[0].ts, rows[0].ts
 	for _, r := range rows {
 		ids = append(ids, r.hitID)
 		sites[r.site] = true
+		if r.ts.Before(from) {
+			from = r.ts
+		}
+		if r.ts.After(to) {
+			to = r.ts
+		}
 	}
 	siteList := make([]string, 0, len(sites))
 	for s := range sites {
 		siteList = append(siteList, s)
 	}
-	res, err := p.ch.Query(ctx, "SELECT site_id, hit_id FROM hits WHERE site_id IN ? AND hit_id IN ?", siteList, ids)
+	// The time range prunes the search to a few daily partitions; the
+	// bloom filter index on hit_id does the rest. A retried hit without a
+	// client timestamp gets a new one at the collector, so the range
+	// reaches back by the retry horizon.
+	res, err := p.ch.Query(ctx, `SELECT site_id, hit_id FROM hits
+		WHERE site_id IN ? AND ts BETWEEN fromUnixTimestamp64Milli(?) AND fromUnixTimestamp64Milli(?) AND hit_id IN ?`,
+		siteList, from.Add(-retryHorizon).UnixMilli(), to.UnixMilli(), ids)
 	if err != nil {
-		return nil, fmt.Errorf("checking stored hits of a redelivered batch: %w", err)
+		return nil, fmt.Errorf("checking stored hits: %w", err)
 	}
 	defer res.Close()
 	stored := map[string]bool{}
@@ -475,6 +644,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		insertSeconds:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "leadpipe_processor_insert_seconds", Help: "ClickHouse insert latency per batch.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		batchSeconds:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "leadpipe_processor_batch_seconds", Help: "Time to enrich, write and acknowledge a batch.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		batchHits:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "leadpipe_processor_batch_hits", Help: "Hits per batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
+	}
+	for _, r := range Reasons {
+		m.filtered.WithLabelValues(r)
 	}
 	reg.MustRegister(m.inserted, m.insertErrors, m.redelivered, m.duplicatesSkipped, m.filtered, m.insertSeconds, m.batchSeconds, m.batchHits)
 	return m

@@ -16,11 +16,14 @@ import (
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/chengine"
+	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/ipintel"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+const browserUA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 func testConfig() Config {
 	return Config{BatchSize: 500, BatchWait: 50 * time.Millisecond, Consumer: "processor", AckWait: 30 * time.Second}
@@ -46,7 +49,7 @@ func publish(t *testing.T, js jetstream.JetStream, site string, ips []netip.Addr
 	now := time.Now().UnixMilli()
 	for i, ip := range ips {
 		h := bus.Hit{ID: fmt.Sprintf("%s-%d", idPrefix, i), Site: site, Type: "pageview", URL: "https://example.com/p",
-			Consent: "granted", ClientID: fmt.Sprintf("cid-%d", i%7), TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: "test"}
+			Consent: "granted", ClientID: fmt.Sprintf("cid-%d", i%7), TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: browserUA, Lang: "en"}
 		data, _ := h.Encode()
 		msg := nats.NewMsg(bus.HitSubject(site))
 		msg.Data = data
@@ -73,7 +76,7 @@ func expectCounts(t *testing.T, conn driver.Conn, site string, hits, unmatched u
 	testenv.Eventually(t, 60*time.Second, func() error {
 		got := count(t, conn, "SELECT count() FROM hits WHERE site_id = ?", site)
 		agg := count(t, conn, "SELECT sum(pageviews) FROM company_daily WHERE site_id = ?", site)
-		led := count(t, conn, "SELECT sum(hits) FROM filtered_daily WHERE site_id = ? AND reason = 'unmatched'", site)
+		led := count(t, conn, "SELECT sum(hits) FROM filtered_daily WHERE site_id = ? AND reason = 'unknown'", site)
 		if got != hits || agg != hits || led != unmatched {
 			return fmt.Errorf("hits=%d aggregate=%d unmatched=%d, want %d %d %d", got, agg, led, hits, hits, unmatched)
 		}
@@ -82,6 +85,18 @@ func expectCounts(t *testing.T, conn driver.Conn, site string, hits, unmatched u
 	if u := count(t, conn, "SELECT uniqExact(hit_id) FROM hits WHERE site_id = ?", site); u != hits {
 		t.Errorf("%d distinct hit ids for %d rows: some hit was stored twice", u, hits)
 	}
+}
+
+// deps are a processor's real dependencies on the test's bus and database.
+func deps(t *testing.T, b *bus.Bus, conn driver.Conn) Deps {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	sites, err := tenant.Open(ctx, b.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Deps{JS: b.JS, ClickHouse: conn, IPData: testenv.IPData(t), Sites: sites}
 }
 
 func run(t *testing.T, p *Processor) {
@@ -100,7 +115,7 @@ func TestProcessorEnrichesWritesAndCountsFiltered(t *testing.T) {
 	table := testenv.ASN(t)
 	b := testenv.Bus(t)
 	conn, _ := testenv.Database(t)
-	p := New(testConfig(), b.JS, conn, table, prometheus.NewRegistry(), testenv.Logger())
+	p := New(testConfig(), deps(t, b, conn), prometheus.NewRegistry(), testenv.Logger())
 	run(t, p)
 
 	sap := businessIPs(t, table, 212794, 300)
@@ -136,7 +151,7 @@ func TestProcessorRedeliveryAfterCrash(t *testing.T) {
 	cfg := testConfig()
 	cfg.AckWait = time.Second // redeliver quickly
 	reg := prometheus.NewRegistry()
-	p := New(cfg, b.JS, conn, table, reg, testenv.Logger())
+	p := New(cfg, deps(t, b, conn), reg, testenv.Logger())
 
 	publish(t, b.JS, "s", businessIPs(t, table, 212794, 120), "a")
 	ctx := context.Background()
@@ -196,7 +211,7 @@ func TestProcessorClickHouseDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	p := New(testConfig(), b.JS, conn, table, prometheus.NewRegistry(), testenv.Quiet())
+	p := New(testConfig(), deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
 	run(t, p)
 
 	ips := businessIPs(t, table, 29356, 200)
@@ -229,5 +244,82 @@ func TestBatchTokenIsDeterministic(t *testing.T) {
 	}
 	if a == c {
 		t.Errorf("different sequences gave the same token %q", a)
+	}
+}
+
+// TestProcessorFilters: residential, mobile, hosting and bot hits leave only
+// a count per site, day and reason; a site that keeps hosting keeps them.
+func TestProcessorFilters(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	d := deps(t, b, conn)
+	ctx := context.Background()
+	keeper, err := d.Sites.(*tenant.Store).CreateSite(ctx, "Keeps hosting", "keeper.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Sites.(*tenant.Store).UpdateSite(ctx, keeper.ID, func(s *tenant.Site) { s.KeepHosting = true }); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	p := New(testConfig(), d, reg, testenv.Logger())
+	run(t, p)
+
+	publish(t, b.JS, "s", businessIPs(t, table, 7922, 40), "comcast")   // residential
+	publish(t, b.JS, "s", businessIPs(t, table, 22394, 30), "verizonw") // mobile
+	publish(t, b.JS, "s", businessIPs(t, table, 16509, 20), "aws")      // hosting
+	publish(t, b.JS, "s", businessIPs(t, table, 212794, 10), "sap")     // kept
+	publish(t, b.JS, keeper.ID, businessIPs(t, table, 16509, 5), "aws-kept")
+	bots := businessIPs(t, table, 202200, 6)
+	for i, ip := range bots {
+		h := bus.Hit{ID: fmt.Sprintf("bot-%d", i), Site: "s", Type: "pageview", URL: "https://example.com/", Consent: "unknown",
+			TS: time.Now().UnixMilli(), ReceivedAt: time.Now().UnixMilli(), IP: ip.String(), UserAgent: "curl/8.5.0", Lang: ""}
+		if i%2 == 0 {
+			h.UserAgent, h.Lang = browserUA, "" // a browser's UA without Accept-Language
+		}
+		data, _ := h.Encode()
+		if _, err := b.JS.Publish(ctx, bus.HitSubject("s"), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		got := map[string]uint64{}
+		rows, err := conn.Query(ctx, "SELECT reason, sum(hits) FROM filtered_daily WHERE site_id = 's' GROUP BY reason")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r string
+			var n uint64
+			rows.Scan(&r, &n)
+			got[r] = n
+		}
+		want := map[string]uint64{"residential": 40, "mobile": 30, "hosting": 20, "bot": 6}
+		for k, v := range want {
+			if got[k] != v {
+				return fmt.Errorf("ledger %v, want %v", got, want)
+			}
+		}
+		return nil
+	})
+	if n := count(t, conn, "SELECT count() FROM hits WHERE site_id = 's'"); n != 10 {
+		t.Errorf("stored %d hits of site s, want only the 10 SAP ones", n)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := count(t, conn, "SELECT count() FROM hits WHERE site_id = ? AND network_type = 'hosting'", keeper.ID); n != 5 {
+			return fmt.Errorf("site keeping hosting stored %d hosting hits, want 5", n)
+		}
+		return nil
+	})
+	if got := testutil.ToFloat64(p.metrics.filtered.WithLabelValues("residential")); got != 40 {
+		t.Errorf("metric filtered{reason=residential} = %v, want 40", got)
+	}
+	// Nothing about a dropped hit but its site, time, reason and a hash of
+	// its id is kept, and the ledger has no visitor data at all.
+	cols := count(t, conn, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table IN ('dropped_hits', 'filtered_daily') AND name NOT IN ('site_id', 'ts', 'day', 'reason', 'hit_key', 'hits')")
+	if cols != 0 {
+		t.Errorf("dropped_hits or filtered_daily has %d columns beyond site, time, reason, hit hash and count", cols)
 	}
 }

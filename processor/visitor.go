@@ -34,7 +34,10 @@ func newVisitorKeys(js jetstream.JetStream) *visitorKeys {
 	return &visitorKeys{js: js, salts: map[string][]byte{}}
 }
 
-func (v *visitorKeys) visitorID(ctx context.Context, h *bus.Hit, ip netip.Addr, day time.Time) (uint64, error) {
+// visitorID keys a hit's visitor. The salt is the one of the day the hit was
+// received, not of its (client-given, possibly days old) event time: salts
+// of past days are gone and must not be made again.
+func (v *visitorKeys) visitorID(ctx context.Context, h *bus.Hit, ip netip.Addr) (uint64, error) {
 	if h.ClientID != "" {
 		secret, err := v.installSecret(ctx)
 		if err != nil {
@@ -42,7 +45,7 @@ func (v *visitorKeys) visitorID(ctx context.Context, h *bus.Hit, ip netip.Addr, 
 		}
 		return keyedHash(secret, h.Site, h.ClientID), nil
 	}
-	salt, err := v.salt(ctx, day.Format("20060102"))
+	salt, err := v.salt(ctx, time.UnixMilli(h.ReceivedAt).UTC().Format("20060102"))
 	if err != nil {
 		return 0, err
 	}
@@ -83,8 +86,12 @@ func (v *visitorKeys) salt(ctx context.Context, day string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(v.salts) > 4 {
-		clear(v.salts) // only today's and yesterday's are in use
+	// Only today's salt is in use (and yesterday's around midnight):
+	// forget older ones, as the bucket does after two days.
+	for d := range v.salts {
+		if d < time.Now().UTC().AddDate(0, 0, -1).Format("20060102") {
+			delete(v.salts, d)
+		}
 	}
 	v.salts[day] = s
 	return s, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/ipintel"
 )
 
 // dateRange reads from= and to= (YYYY-MM-DD, UTC, inclusive); the default is
@@ -151,6 +152,11 @@ func (s *Server) filtered(w http.ResponseWriter, r *http.Request, key tenant.Key
 		}
 		reasons[reason] = n
 	}
+	if err := rows.Err(); err != nil {
+		s.log.Error("reading filter ledger", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"reasons": reasons, "from": from, "to": to})
 }
 
@@ -160,5 +166,11 @@ func (s *Server) ip(w http.ResponseWriter, r *http.Request, _ tenant.Key) {
 		writeError(w, http.StatusBadRequest, "ip: not an IPv4 or IPv6 address")
 		return
 	}
-	writeJSON(w, http.StatusOK, s.ipdb.Explain(ip))
+	var sig *ipintel.PTRSignal
+	if s.ptr != nil {
+		if v, ok := s.ptr.Peek(ip); ok {
+			sig = &v
+		}
+	}
+	writeJSON(w, http.StatusOK, s.ipdata.DB().Explain(ip, sig))
 }

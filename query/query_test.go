@@ -39,7 +39,7 @@ func startAPI(t *testing.T) (*api, func(string, ...any)) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	s := query.New(query.Config{Addr: "127.0.0.1:0"}, conn, tenants, testenv.ASN(t), func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
+	s := query.New(query.Config{Addr: "127.0.0.1:0"}, conn, tenants, testenv.IPData(t), nil, func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	exec := func(q string, args ...any) {

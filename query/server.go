@@ -40,9 +40,15 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Locator answers what leadpipe knows about an IP; *ipintel.Table is one.
-type Locator interface {
-	Explain(ip netip.Addr) ipintel.Answer
+// IPData is the current IP intelligence snapshot; *ipintel.Store is one.
+type IPData interface {
+	DB() *ipintel.DB
+}
+
+// PTR gives what reverse DNS says of an IP without waiting; *ipintel.RDNS
+// is one.
+type PTR interface {
+	Peek(ip netip.Addr) (ipintel.PTRSignal, bool)
 }
 
 // Server is the query API.
@@ -50,17 +56,18 @@ type Server struct {
 	cfg     Config
 	ch      driver.Conn
 	tenants *tenant.Store
-	ipdb    Locator
+	ipdata  IPData
+	ptr     PTR
 	ready   func(context.Context) error
 	log     *slog.Logger
 	handler http.Handler
 	reqs    *prometheus.CounterVec
 }
 
-// New builds the API. ready reports whether the whole pipeline can take and
-// serve hits; /readyz answers from it.
-func New(cfg Config, ch driver.Conn, tenants *tenant.Store, ipdb Locator, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, ch: ch, tenants: tenants, ipdb: ipdb, ready: ready, log: log}
+// New builds the API. ptr may be nil (reverse DNS off). ready reports
+// whether the whole pipeline can take and serve hits; /readyz answers from it.
+func New(cfg Config, ch driver.Conn, tenants *tenant.Store, ipdata IPData, ptr PTR, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, ch: ch, tenants: tenants, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})

@@ -159,12 +159,16 @@ func tsvEscape(s string) string {
 func runIPLookup(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ip lookup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	asnDir := fs.String("ipdb.asn-dir", stack.DefaultASNDir(), "directory with asn-ipv4.csv and asn-ipv6.csv")
+	var cfg stack.IPDataConfig
+	cfg.RegisterFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return usageError{fmt.Errorf("usage: leadpipe ip lookup IP...")}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
 	}
 	var ips []netip.Addr
 	for _, a := range fs.Args() {
@@ -174,13 +178,14 @@ func runIPLookup(args []string, stdout, stderr io.Writer) error {
 		}
 		ips = append(ips, ip)
 	}
-	table, err := ipintel.LoadASNDir(*asnDir)
+	store, err := ipintel.OpenStore(cfg.Sources(), slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
-		return fmt.Errorf("--ipdb.asn-dir: %w", err)
+		return fmt.Errorf("IP data: %w", err)
 	}
+	db := store.DB()
 	enc := json.NewEncoder(stdout)
 	for _, ip := range ips {
-		if err := enc.Encode(table.Explain(ip)); err != nil {
+		if err := enc.Encode(db.Explain(ip, nil)); err != nil {
 			return err
 		}
 	}

@@ -31,6 +31,7 @@ Commands:
   migrate    apply the ClickHouse schema migrations
   sql        run SQL on leadpipe's ClickHouse database, print TSV
   ip lookup  explain what leadpipe knows about IP addresses
+  ipdb reload  make every running process reload its IP data files
   version    print the version
 
 Every flag can also be set in the environment: --collector.addr is
@@ -74,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = runIPLookup(args[1:], stdout, stderr)
+	case "ipdb":
+		err = runIPDB(args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "leadpipe", version)
 	case "help", "-h", "--help":

@@ -78,7 +78,8 @@ func TestEnvironmentOverridesDefaultsNotFlags(t *testing.T) {
 }
 
 func TestIPLookup(t *testing.T) {
-	code, out, stderr := runCmd(t, "ip", "lookup", "1.1.1.1", "2001:200::1", "10.0.0.1")
+	sap := testenv.ASN(t).PrefixesOf(212794)[0].Addr().Next().String()
+	code, out, stderr := runCmd(t, "ip", "lookup", sap, "1.1.1.1", "10.0.0.1")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -86,20 +87,28 @@ func TestIPLookup(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("want one JSON line per IP, got %q", out)
 	}
-	var first struct {
-		IP      string
-		ASN     uint32
-		ASOrg   string `json:"as_org"`
-		Company *struct{ Name string }
+	type answer struct {
+		IP          string
+		NetworkType string `json:"network_type"`
+		ASN         uint32
+		ASOrg       string `json:"as_org"`
+		Company     *struct{ Name string }
+		Evidence    []struct{ Source, Says string }
 	}
-	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
-		t.Fatal(err)
+	var a [3]answer
+	for i, l := range lines {
+		if err := json.Unmarshal([]byte(l), &a[i]); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if first.IP != "1.1.1.1" || first.ASN != 13335 || first.ASOrg != "Cloudflare, Inc." || first.Company == nil {
-		t.Errorf("1.1.1.1 → %s", lines[0])
+	if a[0].IP != sap || a[0].ASN != 212794 || a[0].NetworkType != "business" || a[0].Company == nil || a[0].Company.Name != "SAP SE" || len(a[0].Evidence) < 2 {
+		t.Errorf("%s → %s", sap, lines[0])
 	}
-	if !strings.Contains(lines[2], `"company":null`) || !strings.Contains(lines[2], `"asn":0`) {
-		t.Errorf("a private address should have no company: %s", lines[2])
+	if a[1].ASN != 13335 || a[1].NetworkType != "hosting" || a[1].Company != nil {
+		t.Errorf("1.1.1.1 (Cloudflare) should be hosting without a company: %s", lines[1])
+	}
+	if a[2].Company != nil || a[2].ASN != 0 || a[2].NetworkType != "unknown" {
+		t.Errorf("a private address should be unknown without a company: %s", lines[2])
 	}
 }
 
@@ -108,7 +117,7 @@ func TestIPLookup(t *testing.T) {
 func TestSQLReachesRunningServe(t *testing.T) {
 	dir := t.TempDir()
 	cfg := stack.Config{
-		Stages: stack.All, DataDir: dir, ASNDir: stack.DefaultASNDir(),
+		Stages: stack.All, DataDir: dir, IPData: ipDataConfig(),
 		NATS: testenv.BusConfig(), ClickHouse: testenv.ClickHouseConfig(),
 		Collector: ingest.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: time.Second},
 		Processor: processor.Config{BatchSize: 100, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: time.Minute},
@@ -133,4 +142,9 @@ func TestSQLReachesRunningServe(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "nowhere") {
 		t.Errorf("bad SQL: exit %d, %q", code, stderr)
 	}
+}
+
+func ipDataConfig() stack.IPDataConfig {
+	src := testenv.IPSources()
+	return stack.IPDataConfig{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
 }

@@ -27,6 +27,19 @@ const (
 	SaltsBucket   = "leadpipe_salts"
 )
 
+// IPDBReloadSubject is a core NATS subject (not a stream): every process
+// holding IP data subscribes and reloads it when a request arrives, and
+// replies with an IPDBReloadReply.
+const IPDBReloadSubject = "leadpipe.control.ipdb.reload"
+
+// IPDBReloadReply is one process's answer to a reload request.
+type IPDBReloadReply struct {
+	Process string `json:"process"`
+	OK      bool   `json:"ok"`
+	Error   string `json:"error,omitempty"`
+	Took    string `json:"took"`
+}
+
 // HitSubject is the subject a site's hits are published on.
 func HitSubject(site string) string { return "hits." + site }
 
@@ -186,9 +199,12 @@ func (b *Bus) ensure(ctx context.Context) error {
 		Subjects:    []string{HitsSubjects},
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.cfg.Replicas,
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      b.cfg.HitsMaxAge,
-		MaxBytes:    b.cfg.HitsMaxBytes,
+		// Work queue: a hit is deleted once a processor acknowledged it, so
+		// the visitor IP it carries is kept no longer than processing
+		// needs, and a full stream means a real backlog.
+		Retention: jetstream.WorkQueuePolicy,
+		MaxAge:    b.cfg.HitsMaxAge,
+		MaxBytes:  b.cfg.HitsMaxBytes,
 		// DiscardNew: a full stream refuses new hits (the collector answers
 		// 503 and the sender retries) instead of silently deleting old hits
 		// that were acknowledged but not yet processed.
@@ -233,7 +249,7 @@ func (b *Bus) Ready(ctx context.Context) error {
 // Close drains the connection and stops an embedded server.
 func (b *Bus) Close() {
 	if b.Conn != nil {
-		_ = b.Conn.Drain()
+		_ = b.Conn.FlushTimeout(2 * time.Second)
 		b.Conn.Close()
 	}
 	if b.Server != nil {

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -46,8 +48,8 @@ type Config struct {
 	DataDir string
 	// Demo creates a demo site and feeds it synthetic traffic.
 	Demo bool
-	// ASNDir holds the ASN data files (asn-ipv4.csv, asn-ipv6.csv).
-	ASNDir string
+	// IPData is where the IP intelligence comes from.
+	IPData IPDataConfig
 
 	// MetricsAddr serves /metrics and /readyz for a process that has no
 	// collector or API listener of its own (`leadpipe process`).
@@ -64,7 +66,9 @@ type Config struct {
 // RegisterFlags registers every flag of the stages in c.Stages.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "all local state: JetStream store, managed ClickHouse data, keys")
-	fs.StringVar(&c.ASNDir, "ipdb.asn-dir", DefaultASNDir(), "directory with asn-ipv4.csv and asn-ipv6.csv (fetched by make setup)")
+	if c.Stages.Processor || c.Stages.API {
+		c.IPData.RegisterFlags(fs)
+	}
 	c.NATS.RegisterFlags(fs)
 	if c.Stages.Processor || c.Stages.API {
 		c.ClickHouse.RegisterFlags(fs)
@@ -86,14 +90,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	}
 }
 
-// DefaultASNDir is where `make setup` leaves the ASN data.
-func DefaultASNDir() string {
-	if d := os.Getenv("LEADPIPE_ASN_DIR"); d != "" {
-		return d
-	}
-	return filepath.Join(chengine.CacheDir(), "current", "ipdb")
-}
-
 // Validate checks every stage's flags; the error names the flag.
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
@@ -111,6 +107,9 @@ func (c *Config) Validate() error {
 		return errors.New("--nats.url: required when a stage runs on its own (use `leadpipe serve` for the embedded server)")
 	}
 	if c.Stages.Processor || c.Stages.API {
+		if err := c.IPData.Validate(); err != nil {
+			return err
+		}
 		if err := c.ClickHouse.Validate(); err != nil {
 			return err
 		}
@@ -168,13 +167,18 @@ type Stack struct {
 	Tenants    *tenant.Store
 	Registry   *prometheus.Registry
 
-	conn     driver.Conn
-	proc     *processor.Processor
-	lock     *os.File
-	cancel   context.CancelFunc
-	group    *errgroup.Group
-	stopOnce sync.Once
-	stopErr  error
+	// IPData is the reloadable IP intelligence, when a stage uses it.
+	IPData *ipintel.Store
+
+	conn      driver.Conn
+	proc      *processor.Processor
+	rdns      *ipintel.RDNS
+	reloadSub *nats.Subscription
+	lock      *os.File
+	cancel    context.CancelFunc
+	group     *errgroup.Group
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // Start brings up the configured stages and returns once they all serve.
@@ -219,14 +223,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		s.MetricsAddr = metricsLn.Addr().String()
 	}
 
-	var ipdb *ipintel.Table
 	if cfg.Stages.Processor || cfg.Stages.API {
-		start := time.Now()
-		if ipdb, err = ipintel.LoadASNDir(cfg.ASNDir); err != nil {
-			return nil, fmt.Errorf("--ipdb.asn-dir: %w (run `make setup` to fetch the IP data)", err)
+		if s.IPData, err = ipintel.OpenStore(cfg.IPData.Sources(), log.With("component", "ipdb")); err != nil {
+			return nil, fmt.Errorf("IP data: %w (run `make setup` to fetch it)", err)
 		}
-		v4, v6 := ipdb.Len()
-		log.Info("IP data loaded", "dir", cfg.ASNDir, "ipv4_prefixes", v4, "ipv6_prefixes", v6, "took", time.Since(start).Round(time.Millisecond))
+		if cfg.IPData.RDNS {
+			s.rdns = ipintel.NewRDNS(cfg.IPData.RDNSConfig())
+		}
 	}
 
 	if s.Bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, log); err != nil {
@@ -249,30 +252,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			return nil, fmt.Errorf("connecting to ClickHouse: %w", err)
 		}
 	}
-
-	s.group = &errgroup.Group{}
-	// The collector and API stop on runCtx; the processor on its own context,
-	// cancelled only after the collector has stopped, so it drains last.
-	procCtx, cancelProc := context.WithCancel(context.Background())
-	collectorDone := make(chan struct{})
-	if cfg.Stages.Processor {
-		s.proc = processor.New(cfg.Processor, s.Bus.JS, s.conn, ipdb, s.Registry, log.With("component", "processor"))
-		s.group.Go(func() error { return s.proc.Run(procCtx) })
-	}
-	go func() {
-		<-runCtx.Done()
-		<-collectorDone
-		cancelProc()
-	}()
-	if cfg.Stages.Collector {
-		col := ingest.New(cfg.Collector, s.Bus.JS, s.Tenants, s.Ready, s.Registry, s.Registry, log.With("component", "collector"))
-		s.group.Go(func() error {
-			defer close(collectorDone)
-			return col.Run(runCtx, collectorLn)
-		})
-	} else {
-		close(collectorDone)
-	}
 	if cfg.Stages.API {
 		s.OwnerKeyPath = filepath.Join(cfg.DataDir, "owner.key")
 		created, err := s.Tenants.EnsureOwnerKey(ctx, s.OwnerKeyPath)
@@ -282,18 +261,99 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		if created {
 			log.Info("created the owner API key", "path", s.OwnerKeyPath)
 		}
-		api := query.New(cfg.API, s.conn, s.Tenants, ipdb, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
-		s.group.Go(func() error { return api.Run(runCtx, apiLn) })
 	}
-	if metricsLn != nil {
-		s.group.Go(func() error { return s.serveMetrics(runCtx, metricsLn) })
-	}
+	var demo *demoTraffic
 	if cfg.Demo {
-		if err := startDemo(runCtx, s, ipdb, s.group); err != nil {
+		if demo, err = prepareDemo(ctx, s); err != nil {
 			return nil, err
 		}
 	}
+	if s.IPData != nil {
+		if s.reloadSub, err = s.Bus.Conn.Subscribe(bus.IPDBReloadSubject, s.answerReload); err != nil {
+			return nil, fmt.Errorf("subscribing to %s: %w", bus.IPDBReloadSubject, err)
+		}
+	}
+
+	// Nothing below fails: every stage is built; now they run. A stage that
+	// stops with an error stops the others, so the process exits rather
+	// than serve half a pipeline.
+	s.group = &errgroup.Group{}
+	stage := func(name string, run func() error) {
+		s.group.Go(func() error {
+			err := run()
+			if err != nil {
+				log.Error("stage failed; stopping", "stage", name, "err", err)
+				s.cancel()
+			}
+			return err
+		})
+	}
+	// The collector and API stop on runCtx; the processor on its own context,
+	// cancelled only after the collector has stopped, so it drains last.
+	procCtx, cancelProc := context.WithCancel(context.Background())
+	collectorDone := make(chan struct{})
+	go func() {
+		<-runCtx.Done()
+		<-collectorDone
+		cancelProc()
+	}()
+	if s.rdns != nil {
+		stage("rdns", func() error { return s.rdns.Run(runCtx) })
+	}
+	if cfg.Stages.Processor {
+		deps := processor.Deps{JS: s.Bus.JS, ClickHouse: s.conn, IPData: s.IPData, Sites: s.Tenants}
+		if s.rdns != nil {
+			deps.PTR = s.rdns
+		}
+		s.proc = processor.New(cfg.Processor, deps, s.Registry, log.With("component", "processor"))
+		stage("processor", func() error { return s.proc.Run(procCtx) })
+	}
+	if cfg.Stages.Collector {
+		col := ingest.New(cfg.Collector, s.Bus.JS, s.Tenants, s.Ready, s.Registry, s.Registry, log.With("component", "collector"))
+		stage("collector", func() error {
+			defer close(collectorDone)
+			return col.Run(runCtx, collectorLn)
+		})
+	} else {
+		close(collectorDone)
+	}
+	if cfg.Stages.API {
+		var ptr query.PTR
+		if s.rdns != nil {
+			ptr = s.rdns
+		}
+		api := query.New(cfg.API, s.conn, s.Tenants, s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
+		stage("api", func() error { return api.Run(runCtx, apiLn) })
+	}
+	if metricsLn != nil {
+		stage("metrics", func() error { return s.serveMetrics(runCtx, metricsLn) })
+	}
+	if demo != nil {
+		stage("demo", func() error { demo.run(runCtx); return nil })
+	}
 	return s, nil
+}
+
+// ReloadIPData rebuilds the IP data from its files and swaps it in; on any
+// error the current data stays. SIGHUP and `leadpipe ipdb reload` call it.
+func (s *Stack) ReloadIPData() error {
+	if s.IPData == nil {
+		return errors.New("this process holds no IP data")
+	}
+	return s.IPData.Reload()
+}
+
+// answerReload serves a `leadpipe ipdb reload` request.
+func (s *Stack) answerReload(msg *nats.Msg) {
+	start := time.Now()
+	err := s.ReloadIPData()
+	host, _ := os.Hostname()
+	reply := bus.IPDBReloadReply{Process: fmt.Sprintf("%s pid %d", host, os.Getpid()), OK: err == nil, Took: time.Since(start).Round(time.Millisecond).String()}
+	if err != nil {
+		reply.Error = err.Error()
+	}
+	data, _ := json.Marshal(reply)
+	_ = msg.Respond(data)
 }
 
 func migrate(ctx context.Context, ch *chengine.Server, log *slog.Logger) error {
@@ -378,6 +438,9 @@ func (s *Stack) closeResources() {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	if s.reloadSub != nil {
+		_ = s.reloadSub.Unsubscribe()
+	}
 	if s.conn != nil {
 		s.conn.Close()
 	}
@@ -392,24 +455,6 @@ func (s *Stack) closeResources() {
 	if s.lock != nil {
 		s.lock.Close()
 	}
-}
-
-// Run starts the stack and serves until ctx ends, then stops it.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	s, err := Start(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Wait() }()
-	select {
-	case <-ctx.Done():
-		log.Info("stopping: draining the pipeline")
-	case err := <-errc:
-		s.Stop()
-		return err
-	}
-	return s.Stop()
 }
 
 // lockDataDir keeps two processes from sharing one data dir.

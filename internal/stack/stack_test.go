@@ -40,7 +40,7 @@ func testConfig(t *testing.T, dataDir string) stack.Config {
 	cfg := stack.Config{
 		Stages:     stack.All,
 		DataDir:    dataDir,
-		ASNDir:     stack.DefaultASNDir(),
+		IPData:     ipDataConfig(),
 		NATS:       testenv.BusConfig(),
 		ClickHouse: testenv.ClickHouseConfig(),
 		Collector:  ingest.Config{Addr: freeAddr(t), TrustedProxies: "127.0.0.1", MaxBodyBytes: 16 << 10, PublishTimeout: 5 * time.Second},
@@ -84,11 +84,13 @@ func (c *client) do(t *testing.T, method, path string, body any, out any) int {
 
 // postHit posts until the collector answers 202, as a tracker's retry
 // would, with the same hit id; it reports how many attempts failed.
-func (c *client) postHit(ctx context.Context, body []byte, ip string) (failures int, err error) {
+func (c *client) postHit(ctx context.Context, body []byte, ip, userAgent string) (failures int, err error) {
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.collector+"/v1/hit", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "text/plain")
 		req.Header.Set("X-Forwarded-For", ip)
+		req.Header.Set("User-Agent", userAgent)
+		req.Header.Set("Accept-Language", "de-DE,de;q=0.9")
 		resp, err := c.http.Do(req)
 		if err == nil {
 			resp.Body.Close()
@@ -108,10 +110,11 @@ func (c *client) postHit(ctx context.Context, body []byte, ip string) (failures 
 }
 
 type testHit struct {
-	site, company, ip string
-	body              []byte
-	pageview          bool
-	engagedMS         int
+	site, company, ip, userAgent string
+	body                         []byte
+	pageview                     bool
+	engagedMS                    int
+	dropReason                   string
 }
 
 // TestEndToEnd posts thousands of hits from several sites and real business
@@ -145,21 +148,45 @@ func TestEndToEnd(t *testing.T) {
 
 	// Visitors from real business networks, IPv4 and IPv6.
 	table := testenv.ASN(t)
+	// Mostly company networks; some home broadband, cloud and crawler
+	// traffic that must leave nothing but a count in the filter ledger.
 	r := rand.New(rand.NewPCG(42, 42))
-	var networks [][]netip.Prefix
-	for _, asn := range []uint32{212794, 202200, 136767, 29356, 3573, 8883, 158, 31898} {
-		networks = append(networks, table.PrefixesOf(asn))
+	business := []uint32{212794, 202200, 136767, 29356, 3573, 8883, 158, 7054}
+	dropped := map[uint32]string{7922: "residential", 3320: "residential", 16509: "hosting"}
+	var networks []uint32
+	for range 4 {
+		networks = append(networks, business...)
 	}
+	for asn := range dropped {
+		networks = append(networks, asn)
+	}
+	prefixes := map[uint32][]netip.Prefix{}
+	for _, asn := range networks {
+		prefixes[asn] = table.PrefixesOf(asn)
+	}
+	wantDropped := map[string]map[string]int{} // site → reason → hits
 	hits := make([]testHit, totalHits)
 	for i := range hits {
-		prefixes := networks[r.IntN(len(networks))]
-		ip := ipintel.RandomAddr(prefixes[r.IntN(len(prefixes))], r)
+		asn := networks[r.IntN(len(networks))]
+		ip := ipintel.RandomAddr(prefixes[asn][r.IntN(len(prefixes[asn]))], r)
 		nw, ok := table.Lookup(ip)
 		if !ok {
 			t.Fatalf("%s not in the ASN data", ip)
 		}
 		site := sites[r.IntN(len(sites))]
-		h := testHit{site: site, company: nw.CompanyID, ip: ip.String(), pageview: r.IntN(4) != 0}
+		h := testHit{site: site, company: nw.CompanyID, ip: ip.String(), pageview: r.IntN(4) != 0, userAgent: stack.BrowserUserAgent}
+		if wantDropped[site] == nil {
+			wantDropped[site] = map[string]int{}
+		}
+		switch reason, isDropped := dropped[asn]; {
+		case isDropped:
+			h.dropReason = reason
+		case r.IntN(50) == 0:
+			h.userAgent, h.dropReason = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "bot"
+		}
+		if h.dropReason != "" {
+			wantDropped[site][h.dropReason]++
+		}
 		msg := map[string]any{"site": site, "url": fmt.Sprintf("https://%s/page/%d", "x.example", r.IntN(20)),
 			"id": fmt.Sprintf("e2e-%d", i), "cid": fmt.Sprintf("visitor-%d", r.IntN(50)), "consent": "granted"}
 		if h.pageview {
@@ -187,7 +214,7 @@ func TestEndToEnd(t *testing.T) {
 				if i >= totalHits {
 					return
 				}
-				f, err := c.postHit(ctx, hits[i].body, hits[i].ip)
+				f, err := c.postHit(ctx, hits[i].body, hits[i].ip, hits[i].userAgent)
 				failures.Add(int64(f))
 				if err != nil {
 					errs <- fmt.Errorf("hit %d: %w", i, err)
@@ -217,14 +244,19 @@ func TestEndToEnd(t *testing.T) {
 	t.Logf("posted %d hits; %d attempts failed while the stack restarted and were retried", acked.Load(), failures.Load())
 	// Retry a slice of already accepted hits: still counted once.
 	for _, h := range hits[:200] {
-		if _, err := c.postHit(ctx, h.body, h.ip); err != nil {
+		if _, err := c.postHit(ctx, h.body, h.ip, h.userAgent); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	type agg struct{ pageviews, engagedMS int }
 	want := map[string]map[string]*agg{}
+	stored := 0
 	for _, h := range hits {
+		if h.dropReason != "" {
+			continue
+		}
+		stored++
 		if want[h.site] == nil {
 			want[h.site] = map[string]*agg{}
 		}
@@ -270,8 +302,18 @@ func TestEndToEnd(t *testing.T) {
 	if err := conn.QueryRow(context.Background(), "SELECT count(), uniqExact(site_id, hit_id) FROM hits").Scan(&rows, &ids); err != nil {
 		t.Fatal(err)
 	}
-	if rows != totalHits || ids != totalHits {
-		t.Errorf("hits table: %d rows, %d distinct ids; want %d of each", rows, ids, totalHits)
+	if rows != uint64(stored) || ids != uint64(stored) {
+		t.Errorf("hits table: %d rows, %d distinct ids; want %d of each", rows, ids, stored)
+	}
+	// What was dropped is counted per site and reason, and nothing else.
+	for _, site := range sites {
+		var ledger struct{ Reasons map[string]int }
+		c.do(t, "GET", "/api/v1/sites/"+site+"/filtered", nil, &ledger)
+		for reason, n := range wantDropped[site] {
+			if ledger.Reasons[reason] != n {
+				t.Errorf("site %s: ledger %s = %d, want %d (%v)", site, reason, ledger.Reasons[reason], n, ledger.Reasons)
+			}
+		}
 	}
 }
 
@@ -363,6 +405,8 @@ func TestStagesRunSeparately(t *testing.T) {
 		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://split.example/", "id": "split-1"})
 		req, _ := http.NewRequest(http.MethodPost, "http://"+col.CollectorAddr+"/v1/hit", bytes.NewReader(body))
 		req.Header.Set("X-Forwarded-For", ip.String())
+		req.Header.Set("User-Agent", stack.BrowserUserAgent)
+		req.Header.Set("Accept-Language", "en")
 		resp, err := c.http.Do(req)
 		if err != nil {
 			return err
@@ -391,4 +435,9 @@ func TestStagesRunSeparately(t *testing.T) {
 	if !strings.Contains(buf.String(), "leadpipe_processor_hits_inserted_total 1") {
 		t.Errorf("processor metrics do not show the inserted hit:\n%.2000s", buf.String())
 	}
+}
+
+func ipDataConfig() stack.IPDataConfig {
+	src := testenv.IPSources()
+	return stack.IPDataConfig{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
 }

@@ -274,6 +274,20 @@ func (s *Store) UpdateSite(ctx context.Context, id string, change func(*Site)) (
 	return Site{}, fmt.Errorf("storing site %s: too many concurrent updates", id)
 }
 
+// LookupSite returns a site, reading the bucket when the snapshot does not
+// know it yet (a site created a moment ago in another process).
+func (s *Store) LookupSite(ctx context.Context, id string) (Site, bool) {
+	if site, ok := s.Site(id); ok {
+		return site, true
+	}
+	e, err := s.sites.Get(ctx, id)
+	if err != nil {
+		return Site{}, false
+	}
+	s.applySite(e.Value(), false, id)
+	return s.Site(id)
+}
+
 // KeyPrefix starts every API key, so leaked keys are easy to find by scanners.
 const KeyPrefix = "lp_"
 
@@ -324,7 +338,16 @@ func (s *Store) EnsureOwnerKey(ctx context.Context, path string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+	// A new file, renamed over the old: the key is never readable with
+	// another file's permissions, nor half-written.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
+		return false, fmt.Errorf("writing owner key: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return false, fmt.Errorf("writing owner key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		return false, fmt.Errorf("writing owner key: %w", err)
 	}
 	return true, nil

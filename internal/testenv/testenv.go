@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -32,9 +33,9 @@ var (
 	engineDir  string
 	engineErr  error
 
-	asnOnce  sync.Once
-	asnTable *ipintel.Table
-	asnErr   error
+	ipOnce  sync.Once
+	ipStore *ipintel.Store
+	ipErr   error
 )
 
 // Main runs a test package's tests and then stops the shared engine.
@@ -131,21 +132,32 @@ func BusWith(t testing.TB, cfg bus.Config) *bus.Bus {
 	return b
 }
 
-// ASN loads the real ASN data once per test binary.
-func ASN(t testing.TB) *ipintel.Table {
-	t.Helper()
-	asnOnce.Do(func() {
-		dir := os.Getenv("LEADPIPE_ASN_DIR")
-		if dir == "" {
-			dir = chengine.CacheDir() + "/current/ipdb"
-		}
-		asnTable, asnErr = ipintel.LoadASNDir(dir)
-	})
-	if asnErr != nil {
-		t.Fatalf("loading the ASN data (run `make setup`): %v", asnErr)
+// IPDataDir is where `make setup` leaves the IP data.
+func IPDataDir() string {
+	if dir := os.Getenv("LEADPIPE_ASN_DIR"); dir != "" {
+		return dir
 	}
-	return asnTable
+	return filepath.Join(chengine.CacheDir(), "current", "ipdb")
 }
+
+// IPSources are the real IP data files: ASN data and the country database.
+func IPSources() ipintel.Sources {
+	dir := IPDataDir()
+	return ipintel.Sources{ASNDir: dir, CountryMMDB: filepath.Join(dir, "country.mmdb")}
+}
+
+// IPData loads the real IP data once per test binary.
+func IPData(t testing.TB) *ipintel.Store {
+	t.Helper()
+	ipOnce.Do(func() { ipStore, ipErr = ipintel.OpenStore(IPSources(), Quiet()) })
+	if ipErr != nil {
+		t.Fatalf("loading the IP data (run `make setup`): %v", ipErr)
+	}
+	return ipStore
+}
+
+// ASN is the real ASN table.
+func ASN(t testing.TB) *ipintel.Table { return IPData(t).DB().ASN() }
 
 // Eventually polls cond until it returns nil or the timeout passes.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {

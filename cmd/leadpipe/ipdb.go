@@ -1,0 +1,69 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/leadpipe/leadpipe/internal/bus"
+)
+
+// runIPDB handles `leadpipe ipdb reload`: it asks every running leadpipe
+// process on the NATS server to reload its IP data files, and prints each
+// process's answer. (A single process also reloads on SIGHUP.)
+func runIPDB(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "reload" {
+		return usageError{errors.New("usage: leadpipe ipdb reload [--nats.url URL] [--wait 3s]")}
+	}
+	fs := flag.NewFlagSet("ipdb reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats.url", "nats://127.0.0.1:4222", "NATS the leadpipe processes use (serve's embedded server listens on --nats.listen)")
+	wait := fs.Duration("wait", 3*time.Second, "how long to collect the processes' answers")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*url, nats.Name("leadpipe ipdb reload"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("--nats.url=%s: %w", *url, err)
+	}
+	defer nc.Close()
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
+	}
+	if err := nc.PublishRequest(bus.IPDBReloadSubject, inbox, nil); err != nil {
+		return fmt.Errorf("sending the reload request: %w", err)
+	}
+	deadline := time.Now().Add(*wait)
+	answers, failures := 0, 0
+	for {
+		msg, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		var r bus.IPDBReloadReply
+		if err := json.Unmarshal(msg.Data, &r); err != nil {
+			continue
+		}
+		answers++
+		if r.OK {
+			fmt.Fprintf(stdout, "%s: reloaded in %s\n", r.Process, r.Took)
+		} else {
+			failures++
+			fmt.Fprintf(stdout, "%s: reload failed, still using the previous data: %s\n", r.Process, r.Error)
+		}
+	}
+	switch {
+	case answers == 0:
+		return fmt.Errorf("no leadpipe process answered on %s within %v", *url, *wait)
+	case failures > 0:
+		return fmt.Errorf("%d of %d processes could not reload", failures, answers)
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package stack
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/leadpipe/leadpipe/internal/chengine"
+	"github.com/leadpipe/leadpipe/ipintel"
+)
+
+// IPDataConfig names the IP data files and the reverse-DNS settings.
+type IPDataConfig struct {
+	ASNDir      string
+	CountryMMDB string
+	Companies   string
+	Overrides   string
+	// RDNS turns on reverse DNS of visitor IPs as a classification signal.
+	RDNS        bool
+	RDNSServers string
+	RDNSRate    float64
+}
+
+// DefaultIPDataDir is where `make setup` leaves the IP data.
+func DefaultIPDataDir() string {
+	if d := os.Getenv("LEADPIPE_ASN_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(chengine.CacheDir(), "current", "ipdb")
+}
+
+// RegisterFlags registers the ipdb.* flags.
+func (c *IPDataConfig) RegisterFlags(fs *flag.FlagSet) {
+	dir := DefaultIPDataDir()
+	fs.StringVar(&c.ASNDir, "ipdb.asn-dir", dir, "directory with asn-ipv4.csv and asn-ipv6.csv (fetched by make setup)")
+	fs.StringVar(&c.CountryMMDB, "ipdb.country-mmdb", filepath.Join(dir, "country.mmdb"), "MaxMind-format country or city database (empty = no geo)")
+	fs.StringVar(&c.Companies, "ipdb.companies", "", "company ranges file, CSV or JSON: cidr → name, domain, industry, size, country")
+	fs.StringVar(&c.Overrides, "ipdb.overrides", "", "overrides file, CSV or JSON: CIDR or AS<n> → type and/or company; wins over every other source")
+	fs.BoolVar(&c.RDNS, "ipdb.rdns", false, "use reverse DNS (PTR) of visitor IPs as a classification signal")
+	fs.StringVar(&c.RDNSServers, "ipdb.rdns-servers", "", "DNS servers host:port, comma-separated, for reverse lookups (empty = /etc/resolv.conf)")
+	fs.Float64Var(&c.RDNSRate, "ipdb.rdns-rate", 50, "most reverse lookups per second")
+}
+
+// Validate checks the files exist, naming the flag.
+func (c *IPDataConfig) Validate() error {
+	for _, f := range []struct{ flag, path string }{
+		{"--ipdb.country-mmdb", c.CountryMMDB}, {"--ipdb.companies", c.Companies}, {"--ipdb.overrides", c.Overrides},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s: %v", f.flag, err)
+		}
+	}
+	if c.ASNDir == "" {
+		return fmt.Errorf("--ipdb.asn-dir: must not be empty")
+	}
+	for _, srv := range c.servers() {
+		if _, _, err := net.SplitHostPort(srv); err != nil {
+			return fmt.Errorf("--ipdb.rdns-servers: %q is not host:port", srv)
+		}
+	}
+	if c.RDNSRate <= 0 {
+		return fmt.Errorf("--ipdb.rdns-rate: must be positive")
+	}
+	return nil
+}
+
+func (c *IPDataConfig) servers() []string {
+	var out []string
+	for _, s := range strings.Split(c.RDNSServers, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Sources are the files the IP data is built from.
+func (c *IPDataConfig) Sources() ipintel.Sources {
+	return ipintel.Sources{ASNDir: c.ASNDir, CountryMMDB: c.CountryMMDB, Companies: c.Companies, Overrides: c.Overrides}
+}
+
+// RDNSConfig is the reverse resolver's configuration.
+func (c *IPDataConfig) RDNSConfig() ipintel.RDNSConfig {
+	return ipintel.RDNSConfig{Servers: c.servers(), QueriesPerSecond: c.RDNSRate, Timeout: 2 * time.Second}
+}

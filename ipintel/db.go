@@ -1,0 +1,289 @@
+package ipintel
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sources names the data files a DB is built from. Only ASNDir is required.
+type Sources struct {
+	// ASNDir holds asn-ipv4.csv and asn-ipv6.csv.
+	ASNDir string
+	// CountryMMDB is a MaxMind-format country (or city) database.
+	CountryMMDB string
+	// Companies is the operator's company ranges file (CSV or JSON).
+	Companies string
+	// Overrides is the operator's corrections file (CSV or JSON).
+	Overrides string
+}
+
+// Result is what the hot path needs to know about an IP. Enrich fills it
+// without allocating.
+type Result struct {
+	// Known is false when no source knows the address at all.
+	Known bool
+	// Type is the network type; Confidence (0–1) how sure the deciding
+	// Source is: override, companies, asn-list, name-rule, default, ptr.
+	Type       string
+	Confidence float64
+	Source     string
+
+	ASN   uint32
+	ASOrg string
+
+	CompanyID, CompanyName, CompanyDomain string
+	Industry, Size                        string
+	Country                               string
+}
+
+// Identified reports whether the network is an organisation leadpipe shows
+// as a company visit (not a carrier's customer, not a data centre).
+func (r *Result) Identified() bool {
+	switch r.Type {
+	case TypeBusiness, TypeEducation, TypeGovernment:
+		return r.CompanyID != ""
+	}
+	return false
+}
+
+// DB is one immutable snapshot of all IP data. Lookups on a DB are safe for
+// concurrent use; a Store swaps whole DBs on reload.
+type DB struct {
+	asn       *Table
+	classes   []netClass // by network index of asn
+	geo       *Geo
+	companies *Companies
+	overrides *Overrides
+	// Loaded is when the snapshot was built; Sources what from.
+	Loaded  time.Time
+	Sources Sources
+}
+
+// netClass is a network's classification, computed once at load.
+type netClass struct {
+	Classification
+	source string
+}
+
+// Load builds a DB from its sources. Any unreadable or malformed file is an
+// error naming the file: nothing is loaded half.
+func Load(src Sources, cls *Classifier) (*DB, error) {
+	db := &DB{Sources: src, Loaded: time.Now()}
+	var err error
+	if db.asn, err = LoadASNDir(src.ASNDir); err != nil {
+		return nil, fmt.Errorf("ASN data: %w", err)
+	}
+	db.classes = make([]netClass, len(db.asn.networks))
+	for i, nw := range db.asn.networks {
+		c := cls.Classify(nw.ASN, nw.Org)
+		src := "default"
+		if len(c.Evidence) > 0 {
+			src = c.Evidence[0].Source
+		}
+		db.classes[i] = netClass{Classification: c, source: src}
+	}
+	if src.CountryMMDB != "" {
+		if db.geo, err = LoadGeo(src.CountryMMDB); err != nil {
+			return nil, fmt.Errorf("country database: %w", err)
+		}
+	}
+	if src.Companies != "" {
+		if db.companies, err = LoadCompanies(src.Companies); err != nil {
+			return nil, fmt.Errorf("company ranges: %w", err)
+		}
+	}
+	if src.Overrides != "" {
+		if db.overrides, err = LoadOverrides(src.Overrides); err != nil {
+			return nil, fmt.Errorf("overrides: %w", err)
+		}
+	}
+	return db, nil
+}
+
+// Stats describes a DB for logs and /readyz.
+func (db *DB) Stats() []any {
+	v4, v6 := db.asn.Len()
+	out := []any{"ipv4_prefixes", v4, "ipv6_prefixes", v6, "networks", len(db.asn.networks)}
+	if db.geo != nil {
+		out = append(out, "geo_networks", db.geo.Networks())
+	}
+	if db.companies != nil {
+		out = append(out, "company_ranges", db.companies.Len())
+	}
+	if db.overrides != nil {
+		out = append(out, "overrides", db.overrides.Len())
+	}
+	return out
+}
+
+// ASN is the underlying ASN table.
+func (db *DB) ASN() *Table { return db.asn }
+
+// Enrich answers type, company and country for ip. Precedence, strongest
+// first: an operator override (CIDR, then ASN); the operator's company
+// ranges; the network's classification (curated ASN list, then name rules,
+// then the default). It does not allocate.
+func (db *DB) Enrich(ip netip.Addr) Result {
+	ip = ip.Unmap()
+	r := Result{Type: TypeUnknown}
+	if i, ok := db.asn.prefixes.Lookup(ip); ok {
+		nw, cl := &db.asn.networks[i], &db.classes[i]
+		r = Result{Known: true, Type: cl.Type, Confidence: cl.Confidence, Source: cl.source,
+			ASN: nw.ASN, ASOrg: nw.Org, CompanyID: nw.CompanyID, CompanyName: nw.Org}
+	}
+	if c, ok := db.companies.Lookup(ip); ok {
+		r.Known = true
+		r.CompanyID, r.CompanyName, r.CompanyDomain = c.ID, c.Name, c.Domain
+		r.Industry, r.Size, r.Country = c.Industry, c.Size, c.Country
+		// The operator says this range is an organisation's own.
+		r.Type, r.Confidence, r.Source = TypeBusiness, 0.9, "companies"
+	}
+	if ov, ok := db.overrides.ForASN(r.ASN); ok && r.ASN != 0 {
+		applyOverride(&r, ov)
+	}
+	if ov, ok := db.overrides.ForIP(ip); ok {
+		applyOverride(&r, ov)
+	}
+	if r.Country == "" {
+		r.Country = db.geo.Country(ip)
+	}
+	return r
+}
+
+func applyOverride(r *Result, ov *Override) {
+	r.Known = true
+	if ov.Type != "" {
+		r.Type, r.Confidence, r.Source = ov.Type, 1, "override"
+	}
+	if ov.Company != "" {
+		r.CompanyName, r.CompanyDomain = ov.Company, ov.Domain
+		r.CompanyID = CompanyIDFor(ov.Domain, ov.Company)
+	}
+}
+
+// ApplyPTR folds a reverse-DNS signal into a result: it decides the type
+// only when it is more confident than what decided it so far, and never
+// against the operator's own data.
+func ApplyPTR(r *Result, sig PTRSignal) {
+	if sig.Type == "" || sig.Type == TypeUnknown || r.Source == "override" || r.Source == "companies" {
+		return
+	}
+	if sig.Confidence > r.Confidence {
+		r.Type, r.Confidence, r.Source = sig.Type, sig.Confidence, "rdns"
+	}
+	if r.Type == TypeBusiness && sig.Type == TypeBusiness && r.CompanyDomain == "" {
+		r.CompanyDomain = sig.Domain
+	}
+}
+
+// Explain answers what leadpipe knows about ip with the evidence of every
+// source: the shape of GET /api/v1/ip/{ip}. ptr, if not nil, is the
+// reverse-DNS signal known for ip.
+func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal) Answer {
+	ip = ip.Unmap()
+	r := db.Enrich(ip)
+	if ptr != nil {
+		ApplyPTR(&r, *ptr)
+	}
+	a := Answer{IP: ip.String(), NetworkType: r.Type, ASN: r.ASN, ASOrg: r.ASOrg, Country: r.Country,
+		Confidence: r.Confidence, Evidence: []Evidence{}, Decided: r.Source}
+	if i, ok := db.asn.prefixes.Lookup(ip); ok {
+		nw := &db.asn.networks[i]
+		a.Evidence = append(a.Evidence, Evidence{Source: "asn", Says: fmt.Sprintf("AS%d %s", nw.ASN, nw.Org)})
+		a.Evidence = append(a.Evidence, db.classes[i].Evidence...)
+	} else {
+		a.Evidence = append(a.Evidence, Evidence{Source: "asn", Says: "no announced network contains this address"})
+	}
+	if c, ok := db.companies.Lookup(ip); ok {
+		a.Evidence = append(a.Evidence, Evidence{Source: "companies", Says: fmt.Sprintf("%s (%s) per the company ranges file", c.Name, c.Domain)})
+	}
+	if ov, ok := db.overrides.ForASN(r.ASN); ok && r.ASN != 0 {
+		a.Evidence = append(a.Evidence, Evidence{Source: "override", Says: overrideSays(ov)})
+	}
+	if ov, ok := db.overrides.ForIP(ip); ok {
+		a.Evidence = append(a.Evidence, Evidence{Source: "override", Says: overrideSays(ov)})
+	}
+	if ptr != nil && ptr.Evidence.Source != "" {
+		a.Evidence = append(a.Evidence, ptr.Evidence)
+	}
+	if c := db.geo.Country(ip); c != "" {
+		a.Evidence = append(a.Evidence, Evidence{Source: "geo", Says: "country " + c})
+	}
+	if r.Identified() {
+		a.Company = &Company{ID: r.CompanyID, Name: r.CompanyName, Domain: r.CompanyDomain}
+	}
+	return a
+}
+
+func overrideSays(ov *Override) string {
+	s := "operator override for " + ov.Match
+	if ov.Type != "" {
+		s += ": type " + ov.Type
+	}
+	if ov.Company != "" {
+		s += ": company " + ov.Company
+	}
+	if ov.Note != "" {
+		s += " (" + ov.Note + ")"
+	}
+	return s
+}
+
+// Store holds the current DB and replaces it on Reload: lookups go on
+// against the old snapshot while a new one is built, and never see a mix.
+type Store struct {
+	cur    atomic.Pointer[DB]
+	src    Sources
+	cls    *Classifier
+	log    *slog.Logger
+	mu     sync.Mutex // one reload at a time
+	loads  atomic.Int64
+	failed atomic.Int64
+}
+
+// OpenStore loads the first DB; an error here stops the process.
+func OpenStore(src Sources, log *slog.Logger) (*Store, error) {
+	cls, err := DefaultClassifier()
+	if err != nil {
+		return nil, fmt.Errorf("BUG: embedded classification data: %w", err)
+	}
+	s := &Store{src: src, cls: cls, log: log}
+	start := time.Now()
+	db, err := Load(src, cls)
+	if err != nil {
+		return nil, err
+	}
+	s.cur.Store(db)
+	s.loads.Add(1)
+	log.Info("IP data loaded", append(db.Stats(), "took", time.Since(start).Round(time.Millisecond))...)
+	return s, nil
+}
+
+// DB returns the current snapshot. Callers hold it for one lookup or one
+// batch, not longer.
+func (s *Store) DB() *DB { return s.cur.Load() }
+
+// Reload builds a new DB from the same sources and swaps it in. If any file
+// is broken the error names it and the current DB stays.
+func (s *Store) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	db, err := Load(s.src, s.cls)
+	if err != nil {
+		s.failed.Add(1)
+		s.log.Error("IP data reload failed; keeping the current data", "err", err)
+		return err
+	}
+	s.cur.Store(db)
+	s.loads.Add(1)
+	s.log.Info("IP data reloaded", append(db.Stats(), "took", time.Since(start).Round(time.Millisecond))...)
+	return nil
+}
+
+// Reloads counts successful and failed loads.
+func (s *Store) Reloads() (ok, failed int64) { return s.loads.Load(), s.failed.Load() }
