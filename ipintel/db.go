@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gaissmai/bart"
 )
 
 // Sources names the data files a DB is built from. Only ASNDir is required.
@@ -53,8 +55,16 @@ func (r *Result) Identified() bool {
 // DB is one immutable snapshot of all IP data. Lookups on a DB are safe for
 // concurrent use; a Store swaps whole DBs on reload.
 type DB struct {
-	asn       *Table
-	classes   []netClass // by network index of asn
+	asn     *Table
+	classes []netClass // by network index of asn
+	// cells answers network and country in one longest-prefix match: it
+	// holds every prefix of the ASN table and the country prefixes that
+	// change the answer, each with the network and country of its own
+	// longest match in each source. The most specific cell containing an
+	// address is at least as specific as the address's matches in either
+	// source, so its values are those matches.
+	// Value: (network index+1)<<16 | (country index+1); 0 = none.
+	cells     bart.Table[uint64]
 	geo       *Geo
 	companies *Companies
 	overrides *Overrides
@@ -74,6 +84,17 @@ type netClass struct {
 func Load(src Sources, cls *Classifier) (*DB, error) {
 	db := &DB{Sources: src, Loaded: time.Now()}
 	var err error
+	// The operator's small files first: a mistake in them fails at once.
+	if src.Overrides != "" {
+		if db.overrides, err = LoadOverrides(src.Overrides); err != nil {
+			return nil, fmt.Errorf("overrides: %w", err)
+		}
+	}
+	if src.Companies != "" {
+		if db.companies, err = LoadCompanies(src.Companies); err != nil {
+			return nil, fmt.Errorf("company ranges: %w", err)
+		}
+	}
 	if db.asn, err = LoadASNDir(src.ASNDir); err != nil {
 		return nil, fmt.Errorf("ASN data: %w", err)
 	}
@@ -91,17 +112,39 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 			return nil, fmt.Errorf("country database: %w", err)
 		}
 	}
-	if src.Companies != "" {
-		if db.companies, err = LoadCompanies(src.Companies); err != nil {
-			return nil, fmt.Errorf("company ranges: %w", err)
-		}
-	}
-	if src.Overrides != "" {
-		if db.overrides, err = LoadOverrides(src.Overrides); err != nil {
-			return nil, fmt.Errorf("overrides: %w", err)
-		}
-	}
+	db.combine()
 	return db, nil
+}
+
+// combine builds cells from the ASN table and the country database.
+func (db *DB) combine() {
+	value := func(p netip.Prefix) uint64 {
+		var v uint64
+		if i, ok := db.asn.prefixes.LookupPrefix(p); ok {
+			v |= uint64(i+1) << 16
+		}
+		if db.geo != nil {
+			if c, ok := db.geo.countries.LookupPrefix(p); ok {
+				v |= uint64(c + 1)
+			}
+		}
+		return v
+	}
+	for p := range db.asn.prefixes.All() {
+		db.cells.Insert(p, value(p))
+	}
+	// A country prefix needs a cell only where it says something its
+	// enclosing cell does not: most countries are uniform across a network.
+	// Sorted order visits enclosing prefixes first, so the enclosing cell is
+	// final when a prefix is considered.
+	if db.geo != nil {
+		for p := range db.geo.countries.AllSorted() {
+			v := value(p)
+			if cur, ok := db.cells.LookupPrefix(p); !ok || cur != v {
+				db.cells.Insert(p, v)
+			}
+		}
+	}
 }
 
 // Stats describes a DB for logs and /readyz.
@@ -130,8 +173,9 @@ func (db *DB) ASN() *Table { return db.asn }
 func (db *DB) Enrich(ip netip.Addr) Result {
 	ip = ip.Unmap()
 	r := Result{Type: TypeUnknown}
-	if i, ok := db.asn.prefixes.Lookup(ip); ok {
-		nw, cl := &db.asn.networks[i], &db.classes[i]
+	cell, _ := db.cells.Lookup(ip)
+	if n := cell >> 16; n > 0 {
+		nw, cl := &db.asn.networks[n-1], &db.classes[n-1]
 		r = Result{Known: true, Type: cl.Type, Confidence: cl.Confidence, Source: cl.source,
 			ASN: nw.ASN, ASOrg: nw.Org, CompanyID: nw.CompanyID, CompanyName: nw.Org}
 	}
@@ -148,8 +192,8 @@ func (db *DB) Enrich(ip netip.Addr) Result {
 	if ov, ok := db.overrides.ForIP(ip); ok {
 		applyOverride(&r, ov)
 	}
-	if r.Country == "" {
-		r.Country = db.geo.Country(ip)
+	if c := cell & 0xffff; c > 0 && r.Country == "" {
+		r.Country = db.geo.codes[c-1]
 	}
 	return r
 }

@@ -179,14 +179,24 @@ func runStack(ctx context.Context, name string, stages stack.Stages, args []stri
 				"  Ctrl-C stops every part cleanly.\n\n", s.OwnerKeyPath, s.OwnerKeyPath, s.APIAddr, s.DemoSite, cfg.DataDir)
 		}
 	}
+	// SIGHUP reloads the IP data files; lookups go on meanwhile.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	errc := make(chan error, 1)
 	go func() { errc <- s.Wait() }()
-	select {
-	case <-ctx.Done():
-		log.Info("stopping: draining the pipeline")
-		return s.Stop()
-	case err := <-errc:
-		s.Stop()
-		return err
+	for {
+		select {
+		case <-hup:
+			if s.IPData != nil {
+				go s.ReloadIPData() // logs its own outcome
+			}
+		case <-ctx.Done():
+			log.Info("stopping: draining the pipeline")
+			return s.Stop()
+		case err := <-errc:
+			s.Stop()
+			return err
+		}
 	}
 }

@@ -10,13 +10,17 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/leadpipe/leadpipe/ingest"
+	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/stack"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/ipintel"
@@ -440,4 +444,68 @@ func TestStagesRunSeparately(t *testing.T) {
 func ipDataConfig() stack.IPDataConfig {
 	src := testenv.IPSources()
 	return stack.IPDataConfig{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
+}
+
+// TestIPDataReloadOverNATS changes an overrides file under a running stack
+// and asks it to reload the way `leadpipe ipdb reload` does: the API's
+// answer for the address changes, with no restart.
+func TestIPDataReloadOverNATS(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.IPData.Overrides = filepath.Join(t.TempDir(), "overrides.csv")
+	probe := "198.51.100.10"
+	write := func(typ string) {
+		t.Helper()
+		if err := os.WriteFile(cfg.IPData.Overrides, []byte("match,type,company,domain\n198.51.100.0/24,"+typ+",Acme,acme.example\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("business")
+	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	key, _ := os.ReadFile(s.OwnerKeyPath)
+	c := &client{api: s.APIAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	typeOf := func() string {
+		var a struct {
+			NetworkType string `json:"network_type"`
+		}
+		c.do(t, "GET", "/api/v1/ip/"+probe, nil, &a)
+		return a.NetworkType
+	}
+	if got := typeOf(); got != "business" {
+		t.Fatalf("before reload: %s", got)
+	}
+	write("education")
+	ask := func() bus.IPDBReloadReply {
+		t.Helper()
+		nc, err := nats.Connect(s.Bus.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		msg, err := nc.Request(bus.IPDBReloadSubject, nil, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r bus.IPDBReloadReply
+		if err := json.Unmarshal(msg.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := ask(); !r.OK {
+		t.Fatalf("reload failed: %+v", r)
+	}
+	if got := typeOf(); got != "education" {
+		t.Errorf("after reload: %s, want education", got)
+	}
+	os.WriteFile(cfg.IPData.Overrides, []byte("match,type\nnot-a-cidr,business\n"), 0o600)
+	if r := ask(); r.OK || !strings.Contains(r.Error, "overrides.csv line 2") {
+		t.Errorf("a broken file: %+v, want a failure naming file and line", r)
+	}
+	if got := typeOf(); got != "education" {
+		t.Errorf("after a failed reload: %s, want the previous data (education)", got)
+	}
 }
