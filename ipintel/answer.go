@@ -9,6 +9,7 @@ type Answer struct {
 	ASN         uint32     `json:"asn"`
 	ASOrg       string     `json:"as_org"`
 	Country     string     `json:"country"`
+	City        string     `json:"city,omitempty"`
 	Evidence    []Evidence `json:"evidence"`
 	Confidence  float64    `json:"confidence"`
 	// Decided names the source that decided the network type: override,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,8 @@ type Sources struct {
 	ASNDir string
 	// CountryMMDB is a MaxMind-format country (or city) database.
 	CountryMMDB string
+	// CityMMDB is a MaxMind-format city database (optional).
+	CityMMDB string
 	// Companies is the operator's company ranges file (CSV or JSON).
 	Companies string
 	// Overrides is the operator's corrections file (CSV or JSON).
@@ -66,6 +69,7 @@ type DB struct {
 	// Value: (network index+1)<<16 | (country index+1); 0 = none.
 	cells     bart.Table[uint64]
 	geo       *Geo
+	cities    *Cities
 	companies *Companies
 	overrides *Overrides
 	// Loaded is when the snapshot was built; Sources what from.
@@ -112,6 +116,14 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 			return nil, fmt.Errorf("country database: %w", err)
 		}
 	}
+	if src.CityMMDB != "" {
+		if db.cities, err = LoadCities(src.CityMMDB); err != nil {
+			return nil, fmt.Errorf("city database: %w", err)
+		}
+		// A replaced snapshot may still serve a batch in hand: its file is
+		// closed only when nothing holds the snapshot any more.
+		runtime.AddCleanup(db, func(c *Cities) { c.Close() }, db.cities)
+	}
 	db.combine()
 	return db, nil
 }
@@ -146,6 +158,11 @@ func (db *DB) combine() {
 		}
 	}
 }
+
+// City returns the city of ip when a city database is loaded. It reads the
+// database file and allocates, so the processor asks it only for hits it
+// keeps; Enrich stays allocation-free.
+func (db *DB) City(ip netip.Addr) string { return db.cities.City(ip) }
 
 // Stats describes a DB for logs and /readyz.
 func (db *DB) Stats() []any {
@@ -256,6 +273,10 @@ func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal) Answer {
 	}
 	if c := db.geo.Country(ip); c != "" {
 		a.Evidence = append(a.Evidence, Evidence{Source: "geo", Says: "country " + c})
+	}
+	if c := db.City(ip); c != "" {
+		a.City = c
+		a.Evidence = append(a.Evidence, Evidence{Source: "geo", Says: "city " + c})
 	}
 	if r.Identified() {
 		a.Company = &Company{ID: r.CompanyID, Name: r.CompanyName, Domain: r.CompanyDomain}

@@ -93,3 +93,71 @@ func (g *Geo) Country(ip netip.Addr) string {
 
 // Networks is how many networks the database assigned a country.
 func (g *Geo) Networks() int { return g.networks }
+
+// Cities answers the city of an address from a MaxMind-format city
+// database (GeoLite2-City layout, or ip-location-db's dbip-city). Unlike
+// countries, cities are looked up in the file on demand: there are too many
+// to preload, and only the hits that are kept need one.
+type Cities struct {
+	r *maxminddb.Reader
+}
+
+// cityRecord reads both layouts: MaxMind's {city:{names:{en}}} and
+// ip-location-db's {city:"name"}.
+type cityRecord struct {
+	City any `maxminddb:"city"`
+}
+
+func (r *cityRecord) name() string {
+	switch c := r.City.(type) {
+	case string:
+		return c
+	case map[string]any:
+		if names, ok := c["names"].(map[string]any); ok {
+			if en, ok := names["en"].(string); ok {
+				return en
+			}
+		}
+	}
+	return ""
+}
+
+// LoadCities opens a city database and checks that it has cities.
+func LoadCities(path string) (*Cities, error) {
+	r, err := maxminddb.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	for res := range r.Networks() {
+		var rec cityRecord
+		if err := res.Err(); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
+		if res.Decode(&rec) == nil && rec.name() != "" {
+			return &Cities{r: r}, nil
+		}
+	}
+	r.Close()
+	return nil, fmt.Errorf("reading %s: no network with a city (is this a city database?)", path)
+}
+
+// City returns the English name of ip's city, or "".
+func (c *Cities) City(ip netip.Addr) string {
+	if c == nil {
+		return ""
+	}
+	var rec cityRecord
+	if err := c.r.Lookup(ip.Unmap()).Decode(&rec); err != nil {
+		return ""
+	}
+	return rec.name()
+}
+
+// Close releases the database file.
+func (c *Cities) Close() error {
+	if c == nil {
+		return nil
+	}
+	return c.r.Close()
+}

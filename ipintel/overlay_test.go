@@ -237,3 +237,39 @@ func FuzzLoadGeo(f *testing.F) {
 		_ = g.Country(netip.MustParseAddr("198.51.100.1"))
 	})
 }
+
+func TestLoadCities(t *testing.T) {
+	for _, maxmind := range []bool{false, true} {
+		tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "test-city", RecordSize: 24, IncludeReservedNetworks: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, n, _ := net.ParseCIDR("198.51.100.0/24")
+		v := mmdbtype.Map{"city": mmdbtype.String("Walldorf"), "country_code": mmdbtype.String("DE")}
+		if maxmind {
+			v = mmdbtype.Map{"city": mmdbtype.Map{"names": mmdbtype.Map{"en": mmdbtype.String("Walldorf"), "de": mmdbtype.String("Walldorf (Baden)")}}}
+		}
+		if err := tree.Insert(n, v); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "city.mmdb")
+		f, _ := os.Create(path)
+		tree.WriteTo(f)
+		f.Close()
+		c, err := LoadCities(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.City(netip.MustParseAddr("198.51.100.9")); got != "Walldorf" {
+			t.Errorf("maxmind layout %v: City = %q, want Walldorf", maxmind, got)
+		}
+		if got := c.City(netip.MustParseAddr("203.0.113.1")); got != "" {
+			t.Errorf("City outside every network = %q", got)
+		}
+		c.Close()
+	}
+	// A country database is not a city database.
+	if _, err := LoadCities(writeMMDB(t, false, map[string]string{"198.51.100.0/24": "DE"})); err == nil || !strings.Contains(err.Error(), "no network with a city") {
+		t.Errorf("LoadCities(country db) = %v", err)
+	}
+}

@@ -307,7 +307,7 @@ type row struct {
 	visitorID                                             uint64
 	engagedMS                                             uint32
 	companyID, companyName, companyDomain, asOrg          string
-	industry, size, networkType, country, lang            string
+	industry, size, networkType, country, city, lang      string
 	asn                                                   uint32
 	seq                                                   uint64
 }
@@ -357,7 +357,7 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			ts: ts, received: time.UnixMilli(hit.ReceivedAt).UTC(), visitorID: vid, engagedMS: hit.EngagedMS,
 			companyID: res.CompanyID, companyName: res.CompanyName, companyDomain: res.CompanyDomain,
 			industry: res.Industry, size: res.Size, asOrg: res.ASOrg, asn: res.ASN,
-			networkType: res.Type, country: res.Country, lang: hit.Lang, seq: seq,
+			networkType: res.Type, country: res.Country, city: db.City(ip), lang: hit.Lang, seq: seq,
 		})
 	}
 	b.token = batchToken(seqs)
@@ -503,7 +503,7 @@ func (p *Processor) insertHits(ctx context.Context, token string, rows []row) er
 	batch, err := p.ch.PrepareBatch(insertContext(ctx, "hits-"+token), `INSERT INTO hits
 		(site_id, ts, received_at, hit_id, type, url, path, referrer, title, visitor_id, consent,
 		 engaged_ms, company_id, company_name, company_domain, company_industry, company_size,
-		 asn, as_org, network_type, country, lang, stream_seq)`)
+		 asn, as_org, network_type, country, city, lang, stream_seq)`)
 	if err != nil {
 		return fmt.Errorf("preparing hits insert: %w", err)
 	}
@@ -511,7 +511,7 @@ func (p *Processor) insertHits(ctx context.Context, token string, rows []row) er
 		r := &rows[i]
 		if err := batch.Append(r.site, r.ts, r.received, r.hitID, r.typ, r.url, r.path, r.referrer, r.title,
 			r.visitorID, r.consent, r.engagedMS, r.companyID, r.companyName, r.companyDomain, r.industry, r.size,
-			r.asn, r.asOrg, r.networkType, r.country, r.lang, r.seq); err != nil {
+			r.asn, r.asOrg, r.networkType, r.country, r.city, r.lang, r.seq); err != nil {
 			batch.Abort()
 			return fmt.Errorf("appending hit row: %w", err)
 		}

@@ -23,7 +23,7 @@ func runIPDB(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ipdb reload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("nats.url", "nats://127.0.0.1:4222", "NATS the leadpipe processes use (serve's embedded server listens on --nats.listen)")
-	wait := fs.Duration("wait", 3*time.Second, "how long to collect the processes' answers")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the first answer (a reload takes seconds); later answers are collected until none came for 2s")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -40,13 +40,17 @@ func runIPDB(args []string, stdout, stderr io.Writer) error {
 	if err := nc.PublishRequest(bus.IPDBReloadSubject, inbox, nil); err != nil {
 		return fmt.Errorf("sending the reload request: %w", err)
 	}
+	// Processes reload at the same time, so their answers arrive close
+	// together: after the first, stop once none came for a grace period.
 	deadline := time.Now().Add(*wait)
+	const grace = 2 * time.Second
 	answers, failures := 0, 0
 	for {
 		msg, err := sub.NextMsg(time.Until(deadline))
 		if err != nil {
 			break
 		}
+		deadline = time.Now().Add(grace)
 		var r bus.IPDBReloadReply
 		if err := json.Unmarshal(msg.Data, &r); err != nil {
 			continue

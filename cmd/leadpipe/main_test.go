@@ -142,7 +142,7 @@ func TestSQLReachesRunningServe(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "nowhere") {
 		t.Errorf("bad SQL: exit %d, %q", code, stderr)
 	}
-	code, out, stderr = runCmd(t, "ipdb", "reload", "--nats.url", s.Bus.ClientURL(), "--wait", "5s")
+	code, out, stderr = runCmd(t, "ipdb", "reload", "--nats.url", s.Bus.ClientURL(), "--wait", "2m")
 	if code != 0 || !strings.Contains(out, "reloaded in") {
 		t.Errorf("ipdb reload: exit %d, out %q, err %q", code, out, stderr)
 	}

