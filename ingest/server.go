@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"golang.org/x/time/rate"
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
@@ -33,6 +35,10 @@ type Config struct {
 	MaxBodyBytes int
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration
+	// SiteRate and SiteBurst bound each site's hits per second; over it a
+	// hit gets 429 with Retry-After.
+	SiteRate  float64
+	SiteBurst int
 
 	proxies []netip.Prefix
 }
@@ -43,6 +49,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TrustedProxies, "collector.trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	fs.IntVar(&c.MaxBodyBytes, "collector.max-body-bytes", 16<<10, "largest accepted hit body in bytes")
 	fs.DurationVar(&c.PublishTimeout, "collector.publish-timeout", 5*time.Second, "longest wait for JetStream to acknowledge a hit before answering 503")
+	fs.Float64Var(&c.SiteRate, "collector.site-rate", 1000, "most hits per second per site (429 beyond)")
+	fs.IntVar(&c.SiteBurst, "collector.site-burst", 2000, "hits a site may send at once above its rate")
 }
 
 // Validate refuses values that cannot work, naming the flag.
@@ -60,6 +68,12 @@ func (c *Config) Validate() error {
 	}
 	if c.PublishTimeout <= 0 {
 		return fmt.Errorf("--collector.publish-timeout: must be positive")
+	}
+	if c.SiteRate <= 0 {
+		return fmt.Errorf("--collector.site-rate: must be positive")
+	}
+	if c.SiteBurst < 1 {
+		return fmt.Errorf("--collector.site-burst: must be at least 1")
 	}
 	return nil
 }
@@ -79,12 +93,14 @@ type Server struct {
 	metrics *metrics
 	srv     *fasthttp.Server
 	promh   fasthttp.RequestHandler
+	tracker *tracker
+	limits  sync.Map // site id → *rate.Limiter
 }
 
 // New builds a collector. ready reports whether the whole pipeline can take
 // hits; /readyz answers from it.
 func New(cfg Config, js jetstream.JetStream, sites Sites, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, js: js, sites: sites, ready: ready, log: log, metrics: newMetrics(reg)}
+	s := &Server{cfg: cfg, js: js, sites: sites, ready: ready, log: log, metrics: newMetrics(reg), tracker: newTracker()}
 	s.promh = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	s.srv = &fasthttp.Server{
 		Handler:               s.handle,
@@ -131,6 +147,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		default:
 			writeError(ctx, fasthttp.StatusMethodNotAllowed, "method: use POST")
 		}
+	case "/lf.js":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			writeError(ctx, fasthttp.StatusMethodNotAllowed, "method: use GET")
+			return
+		}
+		s.tracker.serve(ctx)
 	case "/readyz":
 		if err := s.ready(ctx); err != nil {
 			writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
@@ -185,6 +207,12 @@ func (s *Server) handleHit(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.SetBytesV("Access-Control-Allow-Origin", origin)
 		ctx.Response.Header.Set("Vary", "Origin")
 	}
+	if !s.limiter(site.ID).Allow() {
+		s.metrics.rejected.WithLabelValues("rate_limited").Inc()
+		ctx.Response.Header.Set("Retry-After", "1")
+		writeError(ctx, fasthttp.StatusTooManyRequests, "site: over its rate of hits, retry later")
+		return
+	}
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	hit.IP = VisitorIP(peer, forwardedFor(&ctx.Request.Header), s.cfg.proxies).String()
 	hit.UserAgent = truncate(string(ctx.UserAgent()), 512)
@@ -224,6 +252,16 @@ func (s *Server) publish(parent context.Context, hit *bus.Hit) error {
 		s.metrics.duplicates.Inc()
 	}
 	return nil
+}
+
+// limiter returns the site's token bucket, making it on first use. Sites
+// are few and known (unknown ones are refused before), so the map is bounded.
+func (s *Server) limiter(site string) *rate.Limiter {
+	if l, ok := s.limits.Load(site); ok {
+		return l.(*rate.Limiter)
+	}
+	l, _ := s.limits.LoadOrStore(site, rate.NewLimiter(rate.Limit(s.cfg.SiteRate), s.cfg.SiteBurst))
+	return l.(*rate.Limiter)
 }
 
 // forwardedFor joins every X-Forwarded-For header line in order: a proxy
@@ -286,6 +324,12 @@ func originAllowed(origin, domain string) bool {
 }
 
 func (s *Server) handleReadError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	if errors.As(err, &small) {
+		s.metrics.rejected.WithLabelValues("too_large").Inc()
+		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "headers: request line and headers larger than 8 KiB")
+		return
+	}
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		s.metrics.rejected.WithLabelValues("too_large").Inc()
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", s.cfg.MaxBodyBytes))
@@ -352,7 +396,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
 	}
-	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable", "stream_full"} {
+	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable", "stream_full", "rate_limited"} {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.accepted, m.duplicates, m.rejected, m.publishSeconds)

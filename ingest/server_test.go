@@ -1,8 +1,11 @@
 package ingest_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -64,7 +67,7 @@ func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*ingest.Config)) *co
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := ingest.Config{Addr: "127.0.0.1:0", TrustedProxies: "127.0.0.1", MaxBodyBytes: 4096, PublishTimeout: 2 * time.Second}
+	cfg := ingest.Config{Addr: "127.0.0.1:0", TrustedProxies: "127.0.0.1", MaxBodyBytes: 4096, PublishTimeout: 2 * time.Second, SiteRate: 1000, SiteBurst: 5000}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -282,5 +285,72 @@ func TestCollectorStreamFull(t *testing.T) {
 	}
 	if got := c.rejected(t, "stream_full"); got != 1 {
 		t.Errorf("rejected{reason=stream_full} = %v, want 1", got)
+	}
+}
+
+func TestCollectorServesTracker(t *testing.T) {
+	c := startCollector(t, nil)
+	get := func(headers ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, c.url+"/lf.js", nil)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		tr := &http.Transport{DisableCompression: true}
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body
+	}
+	resp, plain := get()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/javascript") || !bytes.Contains(plain, []byte("_lfa_test_cookie_stored")) {
+		t.Fatalf("/lf.js: %d %s, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(plain))
+	}
+	if bytes.Contains(plain, []byte("Options (attributes of the tag)")) {
+		t.Error("the served tracker still carries its documentation comments")
+	}
+	resp, gz := get("Accept-Encoding", "gzip")
+	if resp.Header.Get("Content-Encoding") != "gzip" || len(gz) >= 4096 {
+		t.Errorf("gzipped tracker: encoding %q, %d bytes; want gzip under 4 KiB", resp.Header.Get("Content-Encoding"), len(gz))
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unz, _ := io.ReadAll(zr); !bytes.Equal(unz, plain) {
+		t.Error("gzipped and plain trackers differ")
+	}
+	if resp, _ := get("If-None-Match", resp.Header.Get("ETag")); resp.StatusCode != http.StatusNotModified {
+		t.Errorf("revalidation with the ETag: %d, want 304", resp.StatusCode)
+	}
+}
+
+func TestCollectorRateLimitsSites(t *testing.T) {
+	c := startCollector(t, func(cfg *ingest.Config) { cfg.SiteRate, cfg.SiteBurst = 1, 3 })
+	body := `{"site":"` + c.site.ID + `","type":"pageview","url":"https://example.com/"}`
+	codes := map[int]int{}
+	for range 6 {
+		code, out, h := c.post(t, body)
+		codes[code]++
+		if code == http.StatusTooManyRequests && (h.Get("Retry-After") == "" || !strings.Contains(out["error"], "rate")) {
+			t.Errorf("429 without Retry-After or a clear error: %v", out)
+		}
+	}
+	if codes[http.StatusAccepted] != 3 || codes[http.StatusTooManyRequests] != 3 {
+		t.Errorf("statuses %v, want 3×202 (the burst) then 3×429", codes)
+	}
+	if n := c.rejected(t, "rate_limited"); n != 3 {
+		t.Errorf("rejected{reason=rate_limited} = %v, want 3", n)
+	}
+}
+
+func TestCollectorHeadersTooLarge(t *testing.T) {
+	c := startCollector(t, nil)
+	code, out, _ := c.post(t, `{}`, "X-Padding", strings.Repeat("p", 10000))
+	if code != http.StatusRequestHeaderFieldsTooLarge || !strings.Contains(out["error"], "headers") {
+		t.Errorf("10 KB header: %d %v, want 431 naming the headers", code, out)
 	}
 }

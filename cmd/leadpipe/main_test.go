@@ -119,7 +119,7 @@ func TestSQLReachesRunningServe(t *testing.T) {
 	cfg := stack.Config{
 		Stages: stack.All, DataDir: dir, IPData: ipDataConfig(),
 		NATS: testenv.BusConfig(), ClickHouse: testenv.ClickHouseConfig(),
-		Collector: ingest.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: time.Second},
+		Collector: ingest.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: time.Second, SiteRate: 1000, SiteBurst: 5000},
 		Processor: processor.Config{BatchSize: 100, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: time.Minute},
 		API:       query.Config{Addr: "127.0.0.1:0"},
 	}

@@ -47,7 +47,7 @@ func testConfig(t *testing.T, dataDir string) stack.Config {
 		IPData:     ipDataConfig(),
 		NATS:       testenv.BusConfig(),
 		ClickHouse: testenv.ClickHouseConfig(),
-		Collector:  ingest.Config{Addr: freeAddr(t), TrustedProxies: "127.0.0.1", MaxBodyBytes: 16 << 10, PublishTimeout: 5 * time.Second},
+		Collector:  ingest.Config{Addr: freeAddr(t), TrustedProxies: "127.0.0.1", MaxBodyBytes: 16 << 10, PublishTimeout: 5 * time.Second, SiteRate: 100000, SiteBurst: 100000},
 		Processor:  processor.Config{BatchSize: 1000, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: 30 * time.Second},
 		API:        query.Config{Addr: freeAddr(t)},
 	}
