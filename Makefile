@@ -21,15 +21,17 @@ build:
 run: setup build
 	$(BIN) serve --demo --data-dir $(DATA_DIR)
 
-vet:
+vet: setup
 	$(GO) vet ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 # Every test: unit, integration against embedded NATS JetStream and the real
-# ClickHouse engine. Test packages that start an engine share one per package.
-test: setup vet
+# ClickHouse engine, browser tests in headless Chromium (installed here when
+# missing). Test packages that start an engine share one per package.
+test: vet
+	@scripts/setup.sh --browser
 	$(GO) test -race -timeout 30m -count=1 $(GOTESTFLAGS) ./...
 
 clean:

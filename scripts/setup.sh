@@ -5,7 +5,13 @@
 # against the registry's sha512 integrity before it is used.
 #
 #   LEADPIPE_CACHE  cache directory (default: ${XDG_CACHE_HOME:-~/.cache}/leadpipe)
+#
+# With --browser it also makes sure a Chromium is there for the browser tests
+# (Debian's chromium package; a test tool's own browser download does not
+# work everywhere, Debian's package does).
 set -euo pipefail
+browser=false
+[ "${1:-}" = "--browser" ] && browser=true
 
 cache="${LEADPIPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leadpipe}"
 mkdir -p "$cache/dl" "$cache/current/ipdb"
@@ -58,6 +64,17 @@ for f in asn-ipv4.csv asn-ipv6.csv DBIP-LICENSE ROUTEVIEWS-LICENSE NRO_LICENSE; 
   ln -sfn "$asn/$f" "$cache/current/ipdb/$f"
 done
 ln -sfn "$geo/geo-whois-asn-country.mmdb" "$cache/current/ipdb/country.mmdb"
+
+if $browser && [ -z "${LEADPIPE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the browser tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: the browser tests need Chromium: sudo apt-get install chromium (or set LEADPIPE_CHROMIUM)" >&2
+    exit 1
+  fi
+fi
 
 (cd "$(dirname "$0")/.." && go mod download)
 echo "setup: ready in $cache/current" >&2
