@@ -240,18 +240,32 @@ func (s *Server) publish(parent context.Context, hit *bus.Hit) error {
 	msg := nats.NewMsg(bus.HitSubject(hit.Site))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, hit.MsgID())
-	ctx, cancel := context.WithTimeout(parent, s.cfg.PublishTimeout)
-	defer cancel()
+	// Asynchronous publishing lets the publishes of all requests in flight
+	// share one reply subscription and go out back to back; the client
+	// bounds how many are pending (bus.MaxPendingPublishes) and blocks new
+	// ones beyond it. The request still waits for its own ack: 202 means
+	// stored.
 	start := time.Now()
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(bus.HitsStream))
-	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	fut, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(bus.HitsStream))
 	if err != nil {
 		return err
 	}
-	if ack.Duplicate {
-		s.metrics.duplicates.Inc()
+	timer := time.NewTimer(s.cfg.PublishTimeout)
+	defer timer.Stop()
+	select {
+	case ack := <-fut.Ok():
+		s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+		if ack.Duplicate {
+			s.metrics.duplicates.Inc()
+		}
+		return nil
+	case err := <-fut.Err():
+		return err
+	case <-timer.C:
+		return errors.New("no acknowledgement within --collector.publish-timeout")
+	case <-parent.Done():
+		return parent.Err()
 	}
-	return nil
 }
 
 // limiter returns the site's token bucket, making it on first use. Sites

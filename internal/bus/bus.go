@@ -40,6 +40,11 @@ type IPDBReloadReply struct {
 	Took    string `json:"took"`
 }
 
+// MaxPendingPublishes bounds the collector's asynchronous publishes awaiting
+// an ack: beyond it, publishing waits, so a slow JetStream slows the
+// collector instead of growing its memory.
+const MaxPendingPublishes = 4096
+
 // HitSubject is the subject a site's hits are published on.
 func HitSubject(site string) string { return "hits." + site }
 
@@ -171,7 +176,7 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 			return nil, fmt.Errorf("--nats.url=%s: connecting: %w", cfg.URL, err)
 		}
 	}
-	b.JS, err = jetstream.New(b.Conn)
+	b.JS, err = jetstream.New(b.Conn, jetstream.WithPublishAsyncMaxPending(MaxPendingPublishes))
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)
