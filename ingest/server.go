@@ -78,9 +78,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Sites tells whether a site exists.
+// Sites tells whether a site exists, and whose a site secret is.
 type Sites interface {
 	Site(id string) (tenant.Site, bool)
+	AuthenticateSite(token string) (tenant.Site, bool)
 }
 
 // Server is the collector.
@@ -103,12 +104,13 @@ func New(cfg Config, js jetstream.JetStream, sites Sites, ready func(context.Con
 	s := &Server{cfg: cfg, js: js, sites: sites, ready: ready, log: log, metrics: newMetrics(reg), tracker: newTracker()}
 	s.promh = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	s.srv = &fasthttp.Server{
-		Handler:               s.handle,
-		Name:                  "leadpipe",
-		ReadTimeout:           10 * time.Second,
-		WriteTimeout:          10 * time.Second,
-		IdleTimeout:           60 * time.Second,
-		MaxRequestBodySize:    cfg.MaxBodyBytes,
+		Handler:      s.handle,
+		Name:         "leadpipe",
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		IdleTimeout:  60 * time.Second,
+		// The batch endpoint's limit; /v1/hit checks its own smaller one.
+		MaxRequestBodySize:    MaxBatchBytes,
 		ReadBufferSize:        8 << 10, // also the limit on request line + headers
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
@@ -147,6 +149,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		default:
 			writeError(ctx, fasthttp.StatusMethodNotAllowed, "method: use POST")
 		}
+	case "/v1/batch":
+		if !ctx.IsPost() {
+			writeError(ctx, fasthttp.StatusMethodNotAllowed, "method: use POST")
+			return
+		}
+		s.handleBatch(ctx)
 	case "/lf.js":
 		if !ctx.IsGet() && !ctx.IsHead() {
 			writeError(ctx, fasthttp.StatusMethodNotAllowed, "method: use GET")
@@ -186,7 +194,13 @@ func (s *Server) handleHit(ctx *fasthttp.RequestCtx) {
 	now := time.Now()
 	// fasthttp reuses the request's buffers once the handler returns;
 	// ParseHit copies every string it keeps.
-	hit, err := ParseHit(ctx.PostBody(), now)
+	body := ctx.PostBody()
+	if len(body) > s.cfg.MaxBodyBytes {
+		s.metrics.rejected.WithLabelValues("too_large").Inc()
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", s.cfg.MaxBodyBytes))
+		return
+	}
+	hit, err := ParseHit(body, now)
 	if err != nil {
 		s.metrics.rejected.WithLabelValues("malformed").Inc()
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
@@ -233,33 +247,48 @@ func (s *Server) handleHit(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) publish(parent context.Context, hit *bus.Hit) error {
+	p, err := s.startPublish(hit)
+	if err != nil {
+		return err
+	}
+	return s.awaitAck(parent, p)
+}
+
+// pending is a publish awaiting its JetStream ack.
+type pending struct {
+	fut   jetstream.PubAckFuture
+	start time.Time
+}
+
+// startPublish sends a hit without waiting. Asynchronous publishing lets the
+// publishes of all requests in flight share one reply subscription and go
+// out back to back; the client bounds how many are pending
+// (bus.MaxPendingPublishes) and blocks new ones beyond it.
+func (s *Server) startPublish(hit *bus.Hit) (pending, error) {
 	data, err := hit.Encode()
 	if err != nil {
-		return fmt.Errorf("encoding hit: %w", err)
+		return pending{}, fmt.Errorf("encoding hit: %w", err)
 	}
 	msg := nats.NewMsg(bus.HitSubject(hit.Site))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, hit.MsgID())
-	// Asynchronous publishing lets the publishes of all requests in flight
-	// share one reply subscription and go out back to back; the client
-	// bounds how many are pending (bus.MaxPendingPublishes) and blocks new
-	// ones beyond it. The request still waits for its own ack: 202 means
-	// stored.
 	start := time.Now()
 	fut, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(bus.HitsStream))
-	if err != nil {
-		return err
-	}
-	timer := time.NewTimer(s.cfg.PublishTimeout)
+	return pending{fut, start}, err
+}
+
+// awaitAck waits for a publish's ack: 202 means stored.
+func (s *Server) awaitAck(parent context.Context, p pending) error {
+	timer := time.NewTimer(max(s.cfg.PublishTimeout-time.Since(p.start), 0))
 	defer timer.Stop()
 	select {
-	case ack := <-fut.Ok():
-		s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	case ack := <-p.fut.Ok():
+		s.metrics.publishSeconds.Observe(time.Since(p.start).Seconds())
 		if ack.Duplicate {
 			s.metrics.duplicates.Inc()
 		}
 		return nil
-	case err := <-fut.Err():
+	case err := <-p.fut.Err():
 		return err
 	case <-timer.C:
 		return errors.New("no acknowledgement within --collector.publish-timeout")
@@ -346,7 +375,7 @@ func (s *Server) handleReadError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		s.metrics.rejected.WithLabelValues("too_large").Inc()
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", s.cfg.MaxBodyBytes))
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", MaxBatchBytes))
 		return
 	}
 	s.metrics.rejected.WithLabelValues("bad_request").Inc()
@@ -410,7 +439,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
 	}
-	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable", "stream_full", "rate_limited"} {
+	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable", "stream_full", "rate_limited", "unauthorized"} {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.accepted, m.duplicates, m.rejected, m.publishSeconds)

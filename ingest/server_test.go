@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -352,5 +353,92 @@ func TestCollectorHeadersTooLarge(t *testing.T) {
 	code, out, _ := c.post(t, `{}`, "X-Padding", strings.Repeat("p", 10000))
 	if code != http.StatusRequestHeaderFieldsTooLarge || !strings.Contains(out["error"], "headers") {
 		t.Errorf("10 KB header: %d %v, want 431 naming the headers", code, out)
+	}
+}
+
+func TestCollectorBatch(t *testing.T) {
+	c := startCollector(t, nil)
+	ctx := context.Background()
+	tenants, err := tenant.Open(ctx, c.bus.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := tenants.RotateSiteSecret(ctx, c.site.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(auth, contentType, body string) (int, map[string]any) {
+		t.Helper()
+		var code int
+		var out map[string]any
+		// The collector's own store learns of the secret through the KV
+		// watch within milliseconds.
+		testenv.Eventually(t, 5*time.Second, func() error {
+			req, _ := http.NewRequest(http.MethodPost, c.url+"/v1/batch", strings.NewReader(body))
+			req.Header.Set("Content-Type", contentType)
+			if auth != "" {
+				req.Header.Set("Authorization", "Bearer "+auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			code = resp.StatusCode
+			out = nil
+			json.NewDecoder(resp.Body).Decode(&out)
+			if code == http.StatusUnauthorized && auth == secret {
+				return fmt.Errorf("secret not known yet")
+			}
+			return nil
+		})
+		return code, out
+	}
+	hit := func(id, ip string) string {
+		return `{"site":"` + c.site.ID + `","type":"pageview","url":"https://example.com/","id":"` + id + `","ip":"` + ip + `","ua":"Mozilla/5.0 Chrome/131","lang":"fr-FR,fr"}`
+	}
+	ndjson := hit("b1", "198.51.100.1") + "\n\n" + hit("b2", "2001:db8::7") + "\n" +
+		`{"site":"` + c.site.ID + `","type":"pageview","url":"https://example.com/","id":"b3"}` + "\n" +
+		`{"site":"othersite","type":"pageview","url":"https://example.com/","ip":"198.51.100.1"}`
+	code, out := post(secret, "application/x-ndjson", ndjson)
+	if code != http.StatusOK {
+		t.Fatalf("batch: %d %v", code, out)
+	}
+	results := out["results"].([]any)
+	want := []struct {
+		status float64
+		err    string
+	}{{202, ""}, {202, ""}, {400, "ip: is required"}, {400, "site: is not the site of this secret"}}
+	for i, w := range want {
+		r := results[i].(map[string]any)
+		if r["status"] != w.status || (w.err != "" && !strings.Contains(fmt.Sprint(r["error"]), w.err)) {
+			t.Errorf("result %d = %v, want %v %q", i, r, w.status, w.err)
+		}
+	}
+	// The same hits as a JSON array: retries, queued once.
+	code, out = post(secret, "application/json", "["+hit("b1", "198.51.100.1")+","+hit("b2", "2001:db8::7")+"]")
+	if code != http.StatusOK || len(out["results"].([]any)) != 2 {
+		t.Errorf("array batch: %d %v", code, out)
+	}
+	if n := c.streamMsgs(t); n != 2 {
+		t.Errorf("stream holds %d hits, want 2 (b1 and b2 once each)", n)
+	}
+	st, _ := c.bus.JS.Stream(ctx, bus.HitsStream)
+	msg, _ := st.GetMsg(ctx, 2)
+	if h, _ := bus.DecodeHit(msg.Data); h.IP != "2001:db8::7" || h.Lang != "fr-FR" || h.UserAgent != "Mozilla/5.0 Chrome/131" {
+		t.Errorf("batch hit carries %+v, want the sender's visitor IP, UA and language", h)
+	}
+	if code, _ := post("lps_"+c.site.ID+"_wrong", "application/json", "[]"); code != http.StatusUnauthorized {
+		t.Errorf("wrong secret: %d, want 401", code)
+	}
+	if code, _ := post("", "application/json", "[]"); code != http.StatusUnauthorized {
+		t.Errorf("no secret: %d, want 401", code)
+	}
+	if code, out := post(secret, "application/json", "[1,"); code != http.StatusBadRequest {
+		t.Errorf("malformed batch: %d %v, want 400", code, out)
+	}
+	many := "[" + strings.TrimSuffix(strings.Repeat(hit("x", "198.51.100.1")+",", ingest.MaxBatchHits+1), ",") + "]"
+	if code, _ := post(secret, "application/json", many); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("%d hits: %d, want 413", ingest.MaxBatchHits+1, code)
 	}
 }

@@ -89,6 +89,22 @@ func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.K
 	writeJSON(w, http.StatusOK, siteOut(updated))
 }
 
+// rotateSiteSecret makes a new secret for the site's server-side senders
+// (POST /v1/batch on the collector); the old one stops working.
+func (s *Server) rotateSiteSecret(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	secret, err := s.tenants.RotateSiteSecret(r.Context(), site.ID)
+	if err != nil {
+		s.log.Error("rotating site secret", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "sites: cannot be stored now, retry")
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"site": site.ID, "secret": secret})
+}
+
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	var in struct {
 		Role  string   `json:"role"`

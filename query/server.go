@@ -85,6 +85,7 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, ipdata IPData, ptr P
 	s.route(mux, "POST /api/v1/sites", tenant.RoleAdmin, s.createSite)
 	s.route(mux, "GET /api/v1/sites", tenant.RoleViewer, s.listSites)
 	s.route(mux, "PATCH /api/v1/sites/{site}", tenant.RoleAdmin, s.updateSite)
+	s.route(mux, "POST /api/v1/sites/{site}/secret", tenant.RoleAdmin, s.rotateSiteSecret)
 	s.route(mux, "POST /api/v1/keys", tenant.RoleAdmin, s.createKey)
 	s.route(mux, "GET /api/v1/sites/{site}/companies", tenant.RoleViewer, s.companies)
 	s.route(mux, "GET /api/v1/sites/{site}/filtered", tenant.RoleViewer, s.filtered)

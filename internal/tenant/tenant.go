@@ -67,6 +67,9 @@ type Site struct {
 	// dropped as non-human by default (for sites whose visitors work from
 	// virtual desktops or corporate cloud proxies).
 	KeepHosting bool `json:"keep_hosting,omitempty"`
+	// SecretHash is the SHA-256 of the site secret that server-side senders
+	// present to POST /v1/batch; empty until one is made.
+	SecretHash string `json:"secret_hash,omitempty"`
 }
 
 // Key is an API key as stored: its secret only as a hash.
@@ -286,6 +289,39 @@ func (s *Store) LookupSite(ctx context.Context, id string) (Site, bool) {
 	}
 	s.applySite(e.Value(), false, id)
 	return s.Site(id)
+}
+
+// SiteSecretPrefix starts every site secret.
+const SiteSecretPrefix = "lps_"
+
+// RotateSiteSecret makes a new secret for a site's server-side senders,
+// replacing the old one, and returns it: it is stored only as a hash.
+func (s *Store) RotateSiteSecret(ctx context.Context, id string) (string, error) {
+	secret := randomID(32)
+	if _, err := s.UpdateSite(ctx, id, func(site *Site) { site.SecretHash = hashSecret(secret) }); err != nil {
+		return "", err
+	}
+	return SiteSecretPrefix + id + "_" + secret, nil
+}
+
+// AuthenticateSite returns the site a site secret belongs to.
+func (s *Store) AuthenticateSite(token string) (Site, bool) {
+	rest, ok := strings.CutPrefix(token, SiteSecretPrefix)
+	if !ok {
+		return Site{}, false
+	}
+	id, secret, ok := strings.Cut(rest, "_")
+	if !ok {
+		return Site{}, false
+	}
+	site, ok := s.Site(id)
+	if !ok || site.SecretHash == "" {
+		return Site{}, false
+	}
+	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(site.SecretHash)) != 1 {
+		return Site{}, false
+	}
+	return site, true
 }
 
 // KeyPrefix starts every API key, so leaked keys are easy to find by scanners.
