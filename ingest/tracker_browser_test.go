@@ -334,3 +334,73 @@ func TestTrackerRetryCountedOnce(t *testing.T) {
 		t.Errorf("queued %d hits for one pageview delivered twice, want 1", len(hits))
 	}
 }
+
+// TestTrackerConsentManagers: an IAB TCF v2 CMP's purpose-1 consent and
+// Google Consent Mode's analytics_storage decide storage when present.
+func TestTrackerConsentManagers(t *testing.T) {
+	t.Run("tcf=granted", func(t *testing.T) {
+		cmp := `<script>window.__tcfapi=function(cmd,v,cb){if(cmd==='addEventListener')cb({eventStatus:'tcloaded',gdprApplies:true,purpose:{consents:{1:true}}},true)};</script>`
+		e := startBrowserEnv(t, page("required", cmp))
+		e.run(t, chromedp.Navigate(e.pages.URL+"/"))
+		h := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
+		if h.ClientID == "" || h.Consent != "granted" || e.cookies(t)["_lfa"] == nil {
+			t.Errorf("TCF purpose 1 granted: %+v, cookies %v", h, e.cookies(t))
+		}
+	})
+	t.Run("tcf=refused", func(t *testing.T) {
+		cmp := `<script>window.__tcfapi=function(cmd,v,cb){if(cmd==='addEventListener')cb({eventStatus:'useractioncomplete',gdprApplies:true,purpose:{consents:{1:false}}},true)};</script>`
+		e := startBrowserEnv(t, page("not-required", cmp))
+		e.run(t, chromedp.Navigate(e.pages.URL+"/"))
+		h := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
+		if h.ClientID != "" || h.Consent != "denied" || len(e.cookies(t)) != 0 {
+			t.Errorf("TCF purpose 1 refused: %+v, cookies %v", h, e.cookies(t))
+		}
+	})
+	t.Run("gcm=update", func(t *testing.T) {
+		gcm := `<script>window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)};gtag('consent','default',{analytics_storage:'denied'});</script>`
+		e := startBrowserEnv(t, page("not-required", gcm))
+		e.run(t, chromedp.Navigate(e.pages.URL+"/"))
+		h := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
+		if h.ClientID != "" || len(e.cookies(t)) != 0 {
+			t.Errorf("Consent Mode default denied: %+v, cookies %v", h, e.cookies(t))
+		}
+		var ignored any
+		e.eval(t, `gtag('consent','update',{analytics_storage:'granted'}); 1`, &ignored)
+		if e.cookies(t)["_lfa"] == nil {
+			t.Error("Consent Mode update to granted did not store the client id")
+		}
+	})
+}
+
+// TestTrackerGPC: Global Privacy Control is a refusal of storage unless the
+// site opts out with data-respect-dnt="false".
+func TestTrackerGPC(t *testing.T) {
+	gpc := `<script>Object.defineProperty(navigator,'globalPrivacyControl',{get:()=>true});</script>`
+	e := startBrowserEnv(t, page("not-required", gpc))
+	e.run(t, chromedp.Navigate(e.pages.URL+"/"))
+	h := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
+	if h.ClientID != "" || h.Consent != "denied" || len(e.cookies(t)) != 0 {
+		t.Errorf("with GPC: %+v, cookies %v", h, e.cookies(t))
+	}
+}
+
+// TestTrackerLoadedTwice: two tags on one page count one pageview.
+func TestTrackerLoadedTwice(t *testing.T) {
+	e := startBrowserEnv(t, page("not-required", fmt.Sprintf(tag, "not-required")))
+	e.run(t, chromedp.Navigate(e.pages.URL+"/"))
+	e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
+	// Give a second copy every chance to send its own pageview: navigate
+	// in-app and wait for that pageview, which comes after any duplicate.
+	var ignored any
+	e.eval(t, `history.pushState({}, '', '/second'); 1`, &ignored)
+	e.waitHit(t, "second pageview", func(h bus.Hit) bool { return strings.HasSuffix(h.URL, "/second") })
+	n := 0
+	for _, h := range e.hits(t) {
+		if h.Type == "pageview" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d pageviews for one load and one navigation with the tag twice, want 2", n)
+	}
+}
