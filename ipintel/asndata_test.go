@@ -17,6 +17,9 @@ func asnDir() (string, error) {
 	if dir := os.Getenv("LEADPIPE_ASN_DIR"); dir != "" {
 		return dir, nil
 	}
+	if cache := os.Getenv("LEADPIPE_CACHE"); cache != "" {
+		return filepath.Join(cache, "current", "ipdb"), nil
+	}
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return "", fmt.Errorf("finding the ASN database: %w (set LEADPIPE_ASN_DIR)", err)
