@@ -2,8 +2,11 @@ package query
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -173,4 +176,85 @@ func (s *Server) ip(w http.ResponseWriter, r *http.Request, _ tenant.Key) {
 		}
 	}
 	writeJSON(w, http.StatusOK, s.ipdata.DB().Explain(ip, sig))
+}
+
+const companySQL = `
+SELECT company_id,
+       anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
+       uniqExactMerge(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
+       min(first_seen), max(last_seen)
+FROM company_daily
+WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY company_id`
+
+// The company page reads a company's raw hits of the range; its visits are
+// built from them. maxCompanyHits bounds what one request reads.
+const (
+	companyHitsSQL = `
+SELECT visitor_id, ts, type, url, title, referrer, engaged_ms
+FROM hits
+WHERE site_id = {site:String} AND company_id = {company:String}
+  AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')
+ORDER BY visitor_id, ts
+LIMIT {limit:UInt32}`
+	maxCompanyHits = 200000
+	maxVisits      = 500
+)
+
+func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	from, to, ok := dateRange(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	p := clickhouse.Parameters{"site": site.ID, "company": id, "from": from, "to": to, "limit": strconv.Itoa(maxCompanyHits)}
+	var c Company
+	var first, last time.Time
+	err := s.ch.QueryRow(params(r.Context(), p), companySQL).Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country,
+		&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		writeError(w, http.StatusNotFound, "company: no visits of this company to this site in the range")
+		return
+	}
+	if err != nil {
+		s.log.Error("querying company", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
+
+	rows, err := s.ch.Query(params(r.Context(), p), companyHitsSQL)
+	if err != nil {
+		s.log.Error("querying company hits", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	defer rows.Close()
+	var hits []hitRow
+	for rows.Next() {
+		var h hitRow
+		if err := rows.Scan(&h.visitor, &h.ts, &h.typ, &h.url, &h.title, &h.referrer, &h.engagedMS); err != nil {
+			writeError(w, http.StatusInternalServerError, "database: cannot read result")
+			return
+		}
+		hits = append(hits, h)
+	}
+	if err := rows.Err(); err != nil {
+		s.log.Error("reading company hits", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	visits := buildVisits(hits)
+	slices.SortFunc(visits, func(a, b Visit) int { return b.Started.Compare(a.Started) })
+	if len(visits) > maxVisits {
+		visits = visits[:maxVisits]
+	}
+	if visits == nil {
+		visits = []Visit{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"company": c, "visits": visits, "from": from, "to": to})
 }

@@ -182,3 +182,45 @@ func jsonString(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+func TestCompanyPage(t *testing.T) {
+	a, exec := startAPI(t)
+	site, other := a.createSite(t, "delta"), a.createSite(t, "epsilon")
+	base := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
+	insert := func(site string, visitor uint64, offset time.Duration, typ, url string, engagedMS uint32) {
+		t.Helper()
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, visitor_id, consent, engaged_ms,
+			company_id, company_name, asn, as_org, network_type, country)
+			VALUES (?, ?, ?, ?, ?, ?, '/', 'Title', '', ?, 'granted', ?, 'c42', 'Acme AG', 1, 'Acme AG', 'business', 'DE')`,
+			site, base.Add(offset), base.Add(offset), testenv.RandomHex(8), typ, url, visitor, engagedMS)
+	}
+	insert(site, 1, 0, "pageview", "https://delta.example/", 0)
+	insert(site, 1, 2*time.Minute, "engagement", "https://delta.example/", 42000)
+	insert(site, 1, 50*time.Minute, "pageview", "https://delta.example/pricing", 0)
+	insert(other, 9, 0, "pageview", "https://epsilon.example/secret", 0)
+
+	code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies/c42", "")
+	if code != 200 {
+		t.Fatalf("company page: %d %v", code, out)
+	}
+	company := out["company"].(map[string]any)
+	visits := out["visits"].([]any)
+	if company["name"] != "Acme AG" || company["pageviews"] != float64(2) || len(visits) != 2 {
+		t.Fatalf("company page: %v", out)
+	}
+	latest := visits[0].(map[string]any)
+	earlier := visits[1].(map[string]any)
+	if len(latest["pages"].([]any)) != 1 || earlier["engaged_seconds"] != float64(42) {
+		t.Errorf("visits newest first, with engaged time: %v", visits)
+	}
+	if strings.Contains(jsonString(out), "secret") {
+		t.Error("the company page of one site shows another site's hits")
+	}
+	if code, _ := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies/nosuchcompany", ""); code != 404 {
+		t.Errorf("unknown company: %d, want 404", code)
+	}
+	viewer := a.createKey(t, "viewer", other)
+	if code, _ := a.call(t, viewer, "GET", "/api/v1/sites/"+site+"/companies/c42", ""); code != 404 {
+		t.Errorf("a key of another site: %d, want 404", code)
+	}
+}
