@@ -1,14 +1,18 @@
 package query_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
@@ -222,5 +226,70 @@ func TestCompanyPage(t *testing.T) {
 	viewer := a.createKey(t, "viewer", other)
 	if code, _ := a.call(t, viewer, "GET", "/api/v1/sites/"+site+"/companies/c42", ""); code != 404 {
 		t.Errorf("a key of another site: %d, want 404", code)
+	}
+}
+
+func TestExports(t *testing.T) {
+	a, exec := startAPI(t)
+	site := a.createSite(t, "zeta")
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	for i, c := range []string{"Acme AG", "Beta GmbH", "Acme AG"} {
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, engaged_ms,
+			company_id, company_name, asn, as_org, network_type, country)
+			VALUES (?, ?, ?, ?, 'pageview', 'https://zeta.example/', '/', ?, 'granted', 1500, ?, ?, 1, 'x', 'business', 'DE')`,
+			site, day.Add(time.Duration(i)*time.Minute), day, testenv.RandomHex(8), i, "id-"+c, c)
+	}
+	get := func(key, format string) (int, string, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", a.srv.URL+"/api/v1/sites/"+site+"/export?format="+format, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), body
+	}
+	analyst := a.createKey(t, "analyst", site)
+
+	code, ct, body := get(analyst, "csv")
+	lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+	if code != 200 || ct != "text/csv; charset=utf-8" || len(lines) != 3 || !strings.HasPrefix(lines[0], "day,company_id,company_name") ||
+		!strings.Contains(lines[1], "Acme AG") || !strings.Contains(lines[1], ",2,") {
+		t.Errorf("csv: %d %s\n%s", code, ct, body)
+	}
+	code, _, body = get(analyst, "ndjson")
+	if n := strings.Count(string(body), "\n"); code != 200 || n != 2 || !strings.Contains(string(body), `"company_name":"Beta GmbH"`) {
+		t.Errorf("ndjson: %d\n%s", code, body)
+	}
+	code, ct, body = get(analyst, "arrow")
+	if code != 200 || ct != "application/vnd.apache.arrow.stream" {
+		t.Fatalf("arrow: %d %s", code, ct)
+	}
+	rd, err := ipc.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Release()
+	rows := 0
+	var pageviews uint64
+	for rd.Next() {
+		rec := rd.RecordBatch()
+		rows += int(rec.NumRows())
+		col := rec.Column(rec.Schema().FieldIndices("pageviews")[0]).(*array.Uint64)
+		for i := 0; i < col.Len(); i++ {
+			pageviews += col.Value(i)
+		}
+	}
+	if rd.Err() != nil || rows != 2 || pageviews != 3 || !rd.Schema().Equal(query.ExportSchema) {
+		t.Errorf("arrow stream read back: %d rows, %d pageviews, err %v", rows, pageviews, rd.Err())
+	}
+	viewer := a.createKey(t, "viewer", site)
+	if code, _, _ := get(viewer, "csv"); code != http.StatusForbidden {
+		t.Errorf("a viewer exporting: %d, want 403 (exports need analyst)", code)
+	}
+	if code, _, body := get(analyst, "xml"); code != http.StatusBadRequest || !strings.Contains(string(body), "format:") {
+		t.Errorf("format=xml: %d %s", code, body)
 	}
 }

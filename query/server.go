@@ -90,6 +90,7 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, ipdata IPData, ptr P
 	s.route(mux, "GET /api/v1/sites/{site}/companies", tenant.RoleViewer, s.companies)
 	s.route(mux, "GET /api/v1/sites/{site}/companies/{id}", tenant.RoleViewer, s.company)
 	s.route(mux, "GET /api/v1/sites/{site}/filtered", tenant.RoleViewer, s.filtered)
+	s.route(mux, "GET /api/v1/sites/{site}/export", tenant.RoleAnalyst, s.export)
 	s.route(mux, "GET /api/v1/ip/{ip}", tenant.RoleViewer, s.ip)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path: not found")

@@ -1,0 +1,209 @@
+package query
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/leadpipe/leadpipe/internal/tenant"
+)
+
+// exportRow is one company on one day: the export's grain, so a range's
+// rows add up to the feed's figures (but visitors, which are distinct per
+// day here).
+type exportRow struct {
+	Day            string `json:"day"`
+	CompanyID      string `json:"company_id"`
+	CompanyName    string `json:"company_name"`
+	CompanyDomain  string `json:"company_domain"`
+	NetworkType    string `json:"network_type"`
+	Country        string `json:"country"`
+	Visits         uint64 `json:"visits"`
+	Pageviews      uint64 `json:"pageviews"`
+	Visitors       uint64 `json:"visitors"`
+	EngagedSeconds uint64 `json:"engaged_seconds"`
+	FirstSeen      string `json:"first_seen"`
+	LastSeen       string `json:"last_seen"`
+}
+
+var exportColumns = []string{"day", "company_id", "company_name", "company_domain", "network_type", "country",
+	"visits", "pageviews", "visitors", "engaged_seconds", "first_seen", "last_seen"}
+
+const exportSQL = `
+SELECT day, company_id,
+       anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
+       uniqExactMerge(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
+       min(first_seen), max(last_seen)
+FROM company_daily
+WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY day, company_id
+ORDER BY day, company_id`
+
+// export streams the site's company-day rows as CSV, NDJSON or an Arrow IPC
+// stream, row by row (Arrow: in record batches of 4,096), never holding the
+// whole result in memory.
+func (s *Server) export(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	from, to, ok := dateRange(w, r)
+	if !ok {
+		return
+	}
+	format := r.URL.Query().Get("format")
+	if format == "" {
+		format = "csv"
+	}
+	if format != "csv" && format != "ndjson" && format != "arrow" {
+		writeError(w, http.StatusBadRequest, "format: must be csv, ndjson or arrow")
+		return
+	}
+	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"site": site.ID, "from": from, "to": to}), exportSQL)
+	if err != nil {
+		s.log.Error("querying export", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	defer rows.Close()
+	next := func(row *exportRow) (bool, error) {
+		if !rows.Next() {
+			return false, rows.Err()
+		}
+		var day, first, last time.Time
+		err := rows.Scan(&day, &row.CompanyID, &row.CompanyName, &row.CompanyDomain, &row.NetworkType, &row.Country,
+			&row.Visits, &row.Pageviews, &row.Visitors, &row.EngagedSeconds, &first, &last)
+		row.Day = day.Format(time.DateOnly)
+		row.FirstSeen, row.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
+		return err == nil, err
+	}
+	name := "leadpipe-" + site.ID + "-" + from + "-" + to
+	w.Header().Set("Cache-Control", "no-store")
+	var n int
+	switch format {
+	case "csv":
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
+		n, err = writeCSV(w, next)
+	case "ndjson":
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.ndjson"`)
+		n, err = writeNDJSON(w, next)
+	case "arrow":
+		w.Header().Set("Content-Type", "application/vnd.apache.arrow.stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.arrows"`)
+		n, err = writeArrow(w, next)
+	}
+	if err != nil {
+		// Headers are gone: the client sees a truncated body; the log says why.
+		s.log.Error("streaming export", "format", format, "rows", n, "err", err)
+	}
+}
+
+func writeCSV(w http.ResponseWriter, next func(*exportRow) (bool, error)) (int, error) {
+	cw := csv.NewWriter(w)
+	cw.Write(exportColumns)
+	n := 0
+	var row exportRow
+	for {
+		ok, err := next(&row)
+		if !ok {
+			cw.Flush()
+			return n, err
+		}
+		cw.Write([]string{row.Day, row.CompanyID, row.CompanyName, row.CompanyDomain, row.NetworkType, row.Country,
+			strconv.FormatUint(row.Visits, 10), strconv.FormatUint(row.Pageviews, 10), strconv.FormatUint(row.Visitors, 10),
+			strconv.FormatUint(row.EngagedSeconds, 10), row.FirstSeen, row.LastSeen})
+		n++
+	}
+}
+
+func writeNDJSON(w http.ResponseWriter, next func(*exportRow) (bool, error)) (int, error) {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	n := 0
+	var row exportRow
+	for {
+		ok, err := next(&row)
+		if !ok {
+			bw.Flush()
+			return n, err
+		}
+		if err := enc.Encode(&row); err != nil {
+			return n, err
+		}
+		n++
+	}
+}
+
+// ExportSchema is the Arrow schema of an export.
+var ExportSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "day", Type: arrow.FixedWidthTypes.Date32},
+	{Name: "company_id", Type: arrow.BinaryTypes.String},
+	{Name: "company_name", Type: arrow.BinaryTypes.String},
+	{Name: "company_domain", Type: arrow.BinaryTypes.String},
+	{Name: "network_type", Type: arrow.BinaryTypes.String},
+	{Name: "country", Type: arrow.BinaryTypes.String},
+	{Name: "visits", Type: arrow.PrimitiveTypes.Uint64},
+	{Name: "pageviews", Type: arrow.PrimitiveTypes.Uint64},
+	{Name: "visitors", Type: arrow.PrimitiveTypes.Uint64},
+	{Name: "engaged_seconds", Type: arrow.PrimitiveTypes.Uint64},
+	{Name: "first_seen", Type: &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}},
+	{Name: "last_seen", Type: &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}},
+}, nil)
+
+const arrowBatchRows = 4096
+
+func writeArrow(w http.ResponseWriter, next func(*exportRow) (bool, error)) (int, error) {
+	mem := memory.NewGoAllocator()
+	b := array.NewRecordBuilder(mem, ExportSchema)
+	defer b.Release()
+	iw := ipc.NewWriter(w, ipc.WithSchema(ExportSchema), ipc.WithAllocator(mem))
+	flush := func() error {
+		rec := b.NewRecord()
+		defer rec.Release()
+		return iw.Write(rec)
+	}
+	n, inBatch := 0, 0
+	var row exportRow
+	for {
+		ok, err := next(&row)
+		if !ok {
+			if err == nil && inBatch > 0 {
+				err = flush()
+			}
+			if cerr := iw.Close(); err == nil {
+				err = cerr
+			}
+			return n, err
+		}
+		day, _ := time.Parse(time.DateOnly, row.Day)
+		first, _ := time.Parse(time.RFC3339Nano, row.FirstSeen)
+		last, _ := time.Parse(time.RFC3339Nano, row.LastSeen)
+		b.Field(0).(*array.Date32Builder).Append(arrow.Date32FromTime(day))
+		for i, v := range []string{row.CompanyID, row.CompanyName, row.CompanyDomain, row.NetworkType, row.Country} {
+			b.Field(1 + i).(*array.StringBuilder).Append(v)
+		}
+		for i, v := range []uint64{row.Visits, row.Pageviews, row.Visitors, row.EngagedSeconds} {
+			b.Field(6 + i).(*array.Uint64Builder).Append(v)
+		}
+		b.Field(10).(*array.TimestampBuilder).Append(arrow.Timestamp(first.UnixMilli()))
+		b.Field(11).(*array.TimestampBuilder).Append(arrow.Timestamp(last.UnixMilli()))
+		n++
+		if inBatch++; inBatch == arrowBatchRows {
+			if err := flush(); err != nil {
+				return n, err
+			}
+			inBatch = 0
+		}
+	}
+}
