@@ -21,6 +21,7 @@ import (
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/ipintel"
 )
 
@@ -118,7 +119,7 @@ type Processor struct {
 	ipdata  IPData
 	ptr     PTR
 	sites   Sites
-	keys    *visitorKeys
+	keys    *visitor.Keys
 	log     *slog.Logger
 	metrics *metrics
 	running atomic.Bool
@@ -128,7 +129,7 @@ type Processor struct {
 // New builds a processor.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Processor {
 	return &Processor{cfg: cfg, js: deps.JS, ch: deps.ClickHouse, ipdata: deps.IPData, ptr: deps.PTR, sites: deps.Sites,
-		keys: newVisitorKeys(deps.JS), log: log, metrics: newMetrics(reg)}
+		keys: visitor.NewKeys(deps.JS), log: log, metrics: newMetrics(reg)}
 }
 
 // Healthy reports whether the processor is running and ClickHouse accepts
@@ -347,7 +348,7 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			p.drop(b, &hit, ts, reason)
 			continue
 		}
-		vid, err := p.keys.visitorID(ctx, &hit, ip)
+		vid, err := p.keys.ID(ctx, &hit, ip)
 		if err != nil {
 			return nil, fmt.Errorf("deriving visitor id: %w", err)
 		}

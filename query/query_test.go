@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,21 +12,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
+	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/query"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 type api struct {
-	srv     *httptest.Server
-	tenants *tenant.Store
-	owner   string
+	srv      *httptest.Server
+	tenants  *tenant.Store
+	visitors *visitor.Keys
+	conn     driver.Conn
+	owner    string
 }
 
 func startAPI(t *testing.T) (*api, func(string, ...any)) {
@@ -43,7 +48,8 @@ func startAPI(t *testing.T) (*api, func(string, ...any)) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	s := query.New(query.Config{Addr: "127.0.0.1:0"}, conn, tenants, testenv.IPData(t), nil, func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
+	visitors := visitor.NewKeys(b.JS)
+	s := query.New(query.Config{Addr: "127.0.0.1:0"}, conn, tenants, visitors, testenv.IPData(t), nil, func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	exec := func(q string, args ...any) {
@@ -52,7 +58,7 @@ func startAPI(t *testing.T) (*api, func(string, ...any)) {
 			t.Fatal(err)
 		}
 	}
-	return &api{srv: srv, tenants: tenants, owner: owner}, exec
+	return &api{srv: srv, tenants: tenants, visitors: visitors, conn: conn, owner: owner}, exec
 }
 
 func (a *api) call(t *testing.T, key, method, path, body string) (int, map[string]any) {
@@ -291,5 +297,51 @@ func TestExports(t *testing.T) {
 	}
 	if code, _, body := get(analyst, "xml"); code != http.StatusBadRequest || !strings.Contains(string(body), "format:") {
 		t.Errorf("format=xml: %d %s", code, body)
+	}
+}
+
+// TestVisitorAccessAndErasure: an admin exports and erases a visitor's
+// data by client id; each request is recorded with its completion time.
+func TestVisitorAccessAndErasure(t *testing.T) {
+	a, exec := startAPI(t)
+	site := a.createSite(t, "eta")
+	keys := a.visitors
+	ctx := context.Background()
+	mine, err := keys.ClientID(ctx, site, "LF1.1.abc.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := keys.ClientID(ctx, site, "LF1.1.other.2")
+	for i, vid := range []uint64{mine, mine, other} {
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, company_id, company_name, asn, as_org, network_type)
+			VALUES (?, now64(3), now64(3), ?, 'pageview', ?, '/', ?, 'granted', 'c1', 'Acme AG', 1, 'x', 'business')`,
+			site, fmt.Sprint("h", i), fmt.Sprintf("https://eta.example/%d", i), vid)
+	}
+	analyst := a.createKey(t, "analyst", site)
+	if code, _ := a.call(t, analyst, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1/export", ""); code != http.StatusForbidden {
+		t.Errorf("an analyst exporting a visitor: %d, want 403", code)
+	}
+	code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1/export", "")
+	if hits, _ := out["hits"].([]any); code != 200 || len(hits) != 2 {
+		t.Fatalf("visitor export: %d %v", code, out)
+	}
+	code, out = a.call(t, a.owner, "DELETE", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1", "")
+	if code != 200 || out["deleted"] != float64(2) {
+		t.Fatalf("visitor erasure: %d %v", code, out)
+	}
+	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1/export", "")
+	if hits, _ := out["hits"].([]any); code != 200 || len(hits) != 0 {
+		t.Errorf("after erasure the export still has %v", out)
+	}
+	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.other.2/export", "")
+	if hits, _ := out["hits"].([]any); len(hits) != 1 {
+		t.Errorf("erasing one visitor touched another: %v", out)
+	}
+	var requests uint64
+	if err := a.conn.QueryRow(ctx, "SELECT count() FROM data_requests WHERE site_id = ? AND completed_at >= requested_at", site).Scan(&requests); err != nil {
+		t.Fatal(err)
+	}
+	if requests != 4 {
+		t.Errorf("%d data requests recorded, want 4 (3 exports, 1 erasure)", requests)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/ipintel"
 )
 
@@ -53,21 +54,22 @@ type PTR interface {
 
 // Server is the query API.
 type Server struct {
-	cfg     Config
-	ch      driver.Conn
-	tenants *tenant.Store
-	ipdata  IPData
-	ptr     PTR
-	ready   func(context.Context) error
-	log     *slog.Logger
-	handler http.Handler
-	reqs    *prometheus.CounterVec
+	cfg      Config
+	ch       driver.Conn
+	tenants  *tenant.Store
+	ipdata   IPData
+	ptr      PTR
+	visitors *visitor.Keys
+	ready    func(context.Context) error
+	log      *slog.Logger
+	handler  http.Handler
+	reqs     *prometheus.CounterVec
 }
 
 // New builds the API. ptr may be nil (reverse DNS off). ready reports
 // whether the whole pipeline can take and serve hits; /readyz answers from it.
-func New(cfg Config, ch driver.Conn, tenants *tenant.Store, ipdata IPData, ptr PTR, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, ch: ch, tenants: tenants, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
+func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Keys, ipdata IPData, ptr PTR, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, ch: ch, tenants: tenants, visitors: visitors, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})
@@ -92,6 +94,8 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, ipdata IPData, ptr P
 	s.route(mux, "GET /api/v1/sites/{site}/filtered", tenant.RoleViewer, s.filtered)
 	s.route(mux, "GET /api/v1/sites/{site}/export", tenant.RoleAnalyst, s.export)
 	s.route(mux, "GET /api/v1/ip/{ip}", tenant.RoleViewer, s.ip)
+	s.route(mux, "GET /api/v1/sites/{site}/visitors/{cid}/export", tenant.RoleAdmin, s.exportVisitor)
+	s.route(mux, "DELETE /api/v1/sites/{site}/visitors/{cid}", tenant.RoleAdmin, s.eraseVisitor)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path: not found")
 	})

@@ -27,6 +27,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/chengine"
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/processor"
 	"github.com/leadpipe/leadpipe/query"
@@ -322,7 +323,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		if s.rdns != nil {
 			ptr = s.rdns
 		}
-		api := query.New(cfg.API, s.conn, s.Tenants, s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
+		api := query.New(cfg.API, s.conn, s.Tenants, visitor.NewKeys(s.Bus.JS), s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, apiLn) })
 	}
 	if metricsLn != nil {

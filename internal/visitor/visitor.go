@@ -1,4 +1,7 @@
-package processor
+// Package visitor derives the pseudonymous visitor id stored with each hit.
+// The processor uses it to key hits; the query API uses it to find a
+// visitor's data for an access or erasure request by client id.
+package visitor
 
 import (
 	"context"
@@ -17,33 +20,30 @@ import (
 	"github.com/leadpipe/leadpipe/internal/bus"
 )
 
-// visitorKeys derives the stored visitor id. A browser's client id is never
+// Keys derives the stored visitor id. A browser's client id is never
 // stored: it is keyed-hashed with an installation secret, so a stolen
 // database cannot be linked to cookies. A hit without a client id (no
 // consent) gets a hash of site, IP and user agent under a salt of the day;
 // salts live two days in JetStream, then yesterday's hashes cannot be
 // recomputed by anyone. Every processor reads the same secret and salts.
-type visitorKeys struct {
+type Keys struct {
 	js     jetstream.JetStream
 	mu     sync.Mutex
 	secret []byte
 	salts  map[string][]byte
 }
 
-func newVisitorKeys(js jetstream.JetStream) *visitorKeys {
-	return &visitorKeys{js: js, salts: map[string][]byte{}}
+// NewKeys reads the installation secret and daily salts from JetStream KV.
+func NewKeys(js jetstream.JetStream) *Keys {
+	return &Keys{js: js, salts: map[string][]byte{}}
 }
 
-// visitorID keys a hit's visitor. The salt is the one of the day the hit was
+// ID keys a hit's visitor. The salt is the one of the day the hit was
 // received, not of its (client-given, possibly days old) event time: salts
 // of past days are gone and must not be made again.
-func (v *visitorKeys) visitorID(ctx context.Context, h *bus.Hit, ip netip.Addr) (uint64, error) {
+func (v *Keys) ID(ctx context.Context, h *bus.Hit, ip netip.Addr) (uint64, error) {
 	if h.ClientID != "" {
-		secret, err := v.installSecret(ctx)
-		if err != nil {
-			return 0, err
-		}
-		return keyedHash(secret, h.Site, h.ClientID), nil
+		return v.ClientID(ctx, h.Site, h.ClientID)
 	}
 	salt, err := v.salt(ctx, time.UnixMilli(h.ReceivedAt).UTC().Format("20060102"))
 	if err != nil {
@@ -51,6 +51,15 @@ func (v *visitorKeys) visitorID(ctx context.Context, h *bus.Hit, ip netip.Addr) 
 	}
 	ipb := ip.Unmap().AsSlice()
 	return keyedHash(salt, h.Site, string(ipb), h.UserAgent), nil
+}
+
+// ClientID is the stored visitor id of a site's client id (the _lfa cookie).
+func (v *Keys) ClientID(ctx context.Context, site, cid string) (uint64, error) {
+	secret, err := v.installSecret(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return keyedHash(secret, site, cid), nil
 }
 
 func keyedHash(key []byte, parts ...string) uint64 {
@@ -62,7 +71,7 @@ func keyedHash(key []byte, parts ...string) uint64 {
 	return binary.BigEndian.Uint64(m.Sum(nil))
 }
 
-func (v *visitorKeys) installSecret(ctx context.Context) ([]byte, error) {
+func (v *Keys) installSecret(ctx context.Context) ([]byte, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.secret != nil {
@@ -76,7 +85,7 @@ func (v *visitorKeys) installSecret(ctx context.Context) ([]byte, error) {
 	return s, nil
 }
 
-func (v *visitorKeys) salt(ctx context.Context, day string) ([]byte, error) {
+func (v *Keys) salt(ctx context.Context, day string) ([]byte, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if s, ok := v.salts[day]; ok {

@@ -1,0 +1,130 @@
+package query
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/leadpipe/leadpipe/internal/tenant"
+)
+
+// visitorHit is one hit in a visitor's data export.
+type visitorHit struct {
+	TS             time.Time `json:"ts"`
+	Type           string    `json:"type"`
+	URL            string    `json:"url"`
+	Title          string    `json:"title"`
+	Referrer       string    `json:"referrer"`
+	EngagedSeconds float64   `json:"engaged_seconds"`
+	Consent        string    `json:"consent"`
+	Company        string    `json:"company"`
+	Country        string    `json:"country"`
+	City           string    `json:"city,omitempty"`
+	Lang           string    `json:"lang,omitempty"`
+}
+
+const visitorHitsSQL = `
+SELECT ts, type, url, title, referrer, engaged_ms, consent, company_name, country, city, lang
+FROM hits
+WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}
+ORDER BY ts`
+
+// visitorID resolves the {cid} path value (the visitor's _lfa client id) to
+// the stored visitor id.
+func (s *Server) visitorID(w http.ResponseWriter, r *http.Request, site tenant.Site) (uint64, bool) {
+	cid := r.PathValue("cid")
+	if cid == "" || len(cid) > 64 {
+		writeError(w, http.StatusBadRequest, "cid: must be the visitor's _lfa client id")
+		return 0, false
+	}
+	vid, err := s.visitors.ClientID(r.Context(), site.ID, cid)
+	if err != nil {
+		s.log.Error("deriving visitor id", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "visitors: unavailable, retry")
+		return 0, false
+	}
+	return vid, true
+}
+
+// exportVisitor answers a data subject's access request: every stored hit
+// of the visitor with this client id, as JSON.
+func (s *Server) exportVisitor(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	vid, ok := s.visitorID(w, r, site)
+	if !ok {
+		return
+	}
+	requested := time.Now()
+	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"site": site.ID, "visitor": strconv.FormatUint(vid, 10)}), visitorHitsSQL)
+	if err != nil {
+		s.log.Error("querying visitor data", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	defer rows.Close()
+	hits := []visitorHit{}
+	for rows.Next() {
+		var h visitorHit
+		var ms uint32
+		if err := rows.Scan(&h.TS, &h.Type, &h.URL, &h.Title, &h.Referrer, &ms, &h.Consent, &h.Company, &h.Country, &h.City, &h.Lang); err != nil {
+			writeError(w, http.StatusInternalServerError, "database: cannot read result")
+			return
+		}
+		h.EngagedSeconds = float64(ms) / 1000
+		hits = append(hits, h)
+	}
+	if err := rows.Err(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	id := s.recordRequest(r.Context(), site.ID, "access", key.ID, requested, uint64(len(hits)))
+	writeJSON(w, http.StatusOK, map[string]any{"request": id, "site": site.ID, "client_id": r.PathValue("cid"), "hits": hits})
+}
+
+// eraseVisitor answers an erasure request: the visitor's hits are deleted
+// (a lightweight delete: gone from every query at once, removed from disk
+// by the next merges).
+func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	vid, ok := s.visitorID(w, r, site)
+	if !ok {
+		return
+	}
+	requested := time.Now()
+	ctx := params(r.Context(), clickhouse.Parameters{"site": site.ID, "visitor": strconv.FormatUint(vid, 10)})
+	var n uint64
+	if err := s.ch.QueryRow(ctx, "SELECT count() FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}").Scan(&n); err != nil {
+		s.log.Error("counting visitor data", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return
+	}
+	if n > 0 {
+		if err := s.ch.Exec(ctx, "DELETE FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}"); err != nil {
+			s.log.Error("erasing visitor data", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+			return
+		}
+	}
+	id := s.recordRequest(r.Context(), site.ID, "erasure", key.ID, requested, n)
+	writeJSON(w, http.StatusOK, map[string]any{"request": id, "deleted": n})
+}
+
+// recordRequest writes a completed data subject request; a failure to
+// record is logged, the request itself is done.
+func (s *Server) recordRequest(ctx context.Context, site, kind, keyID string, requested time.Time, rows uint64) string {
+	id := strconv.FormatInt(requested.UnixNano(), 36)
+	if err := s.ch.Exec(context.WithoutCancel(ctx), `INSERT INTO data_requests (id, site_id, kind, key_id, requested_at, completed_at, rows)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, id, site, kind, keyID, requested, time.Now(), rows); err != nil {
+		s.log.Error("recording data request", "kind", kind, "err", err)
+	}
+	return id
+}
