@@ -3,11 +3,13 @@ package query
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -53,29 +55,190 @@ func params(ctx context.Context, p clickhouse.Parameters) context.Context {
 
 // Company is one row of the company feed.
 type Company struct {
-	ID             string `json:"id"`
-	Name           string `json:"name"`
-	Domain         string `json:"domain"`
-	NetworkType    string `json:"network_type"`
-	Country        string `json:"country"`
-	Visits         uint64 `json:"visits"`
-	Pageviews      uint64 `json:"pageviews"`
-	Visitors       uint64 `json:"visitors"`
-	EngagedSeconds uint64 `json:"engaged_seconds"`
-	FirstSeen      string `json:"first_seen"`
-	LastSeen       string `json:"last_seen"`
+	ID             string  `json:"id"`
+	Name           string  `json:"name"`
+	Domain         string  `json:"domain"`
+	NetworkType    string  `json:"network_type"`
+	Country        string  `json:"country"`
+	Visits         uint64  `json:"visits"`
+	Pageviews      uint64  `json:"pageviews"`
+	Visitors       uint64  `json:"visitors"`
+	EngagedSeconds uint64  `json:"engaged_seconds"`
+	FirstSeen      string  `json:"first_seen"`
+	LastSeen       string  `json:"last_seen"`
+	LeadScore      float64 `json:"lead_score"`
 }
 
-const companiesSQL = `
+// The company feed's query is made of fixed fragments only: every value
+// the request gives is a bound parameter, every choice (which filters,
+// which order) picks among constants.
+const (
+	feedSelect = `
 SELECT company_id,
-       anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
-       uniqExactMerge(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
-       min(first_seen), max(last_seen)
+       anyLast(company_name) AS f_name, anyLast(company_domain) AS f_domain,
+       anyLast(network_type) AS f_network, anyLast(country) AS f_country,
+       uniqExactMerge(visits) AS f_visits, sum(pageviews) AS f_pageviews, uniqExactMerge(visitors) AS f_visitors,
+       intDiv(sum(engaged_ms), 1000) AS f_engaged,
+       min(first_seen) AS f_first_seen, max(last_seen) AS f_last_seen,
+       ` + leadScoreSQL + ` AS f_score
 FROM company_daily
-WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
+WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
+	// Aliases are f_*: an alias named like a column would shadow the
+	// column inside the other aggregates.
+	// Filters that need the raw hits (pages, source, industry) select the
+	// companies that have a matching hit in the range.
+	feedHitsFilter = `
+  AND company_id IN (SELECT company_id FROM hits
+                     WHERE site_id = {site:String}
+                       AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')`
+	feedPageContains   = ` AND positionCaseInsensitive(path, {page:String}) > 0`
+	feedPageEquals     = ` AND path = {page:String}`
+	feedIndustry       = ` AND company_industry = {industry:String}`
+	feedSourceCampaign = ` AND type = 'pageview' AND (match(url, '[?&](utm_[a-z]+|gclid|msclkid|li_fat_id)=') )`
+	feedHitsEnd        = `)`
+	feedGroup          = `
 GROUP BY company_id
-ORDER BY max(last_seen) DESC, company_id
-LIMIT {limit:UInt32}`
+HAVING 1`
+	feedCountry   = ` AND f_country = {country:String}`
+	feedNetwork   = ` AND f_network = {network:String}`
+	feedMinVisits = ` AND f_visits >= {min_visits:UInt64}`
+	feedSearch    = ` AND (positionCaseInsensitive(f_name, {q:String}) > 0 OR positionCaseInsensitive(f_domain, {q:String}) > 0)`
+	feedLimit     = `
+LIMIT {limit:UInt32} OFFSET {offset:UInt32}`
+
+	// leadScoreSQL is the lead score, 0–100: engagement saturating towards
+	// 100 (ten engaged minutes, three visits or ten pageviews each count as
+	// one unit; 1 − e^−units), times recency halving about every ten days
+	// since the company was last seen (e^(−days/14)).
+	leadScoreSQL = `round(100 * (1 - exp(-(sum(engaged_ms) / 600000 + uniqExactMerge(visits) / 3 + sum(pageviews) / 10)))
+                     * exp(-dateDiff('second', max(last_seen), now64(3)) / 86400 / 14), 1)`
+)
+
+// feedOrders are the feed's sort orders; the request names one.
+var feedOrders = map[string]string{
+	"last_seen": "\nORDER BY f_last_seen DESC, company_id",
+	"visits":    "\nORDER BY f_visits DESC, f_last_seen DESC, company_id",
+	"engaged":   "\nORDER BY f_engaged DESC, f_last_seen DESC, company_id",
+	"pageviews": "\nORDER BY f_pageviews DESC, f_last_seen DESC, company_id",
+	"score":     "\nORDER BY f_score DESC, f_last_seen DESC, company_id",
+}
+
+// feedQuery reads the feed's filters from the request and returns the
+// query and its parameters, or the error naming the bad parameter.
+func feedQuery(r *http.Request, site, from, to string) (string, clickhouse.Parameters, int, int, error) {
+	q := r.URL.Query()
+	p := clickhouse.Parameters{"site": site, "from": from, "to": to}
+	var b strings.Builder
+	b.WriteString(feedSelect)
+	page, pageMode := q.Get("page"), q.Get("page_match")
+	industry, source := q.Get("industry"), q.Get("source")
+	if page != "" || industry != "" || source != "" {
+		b.WriteString(feedHitsFilter)
+		if page != "" {
+			p["page"] = page
+			switch pageMode {
+			case "", "contains":
+				b.WriteString(feedPageContains)
+			case "equals":
+				b.WriteString(feedPageEquals)
+			default:
+				return "", nil, 0, 0, errors.New("page_match: must be contains or equals")
+			}
+		}
+		if industry != "" {
+			p["industry"] = industry
+			b.WriteString(feedIndustry)
+		}
+		switch source {
+		case "":
+		case "campaign":
+			b.WriteString(feedSourceCampaign)
+		default:
+			return "", nil, 0, 0, errors.New("source: only campaign can be filtered in the feed for now")
+		}
+		b.WriteString(feedHitsEnd)
+	}
+	b.WriteString(feedGroup)
+	if v := q.Get("country"); v != "" {
+		if len(v) != 2 {
+			return "", nil, 0, 0, errors.New("country: must be a two-letter code")
+		}
+		p["country"] = strings.ToUpper(v)
+		b.WriteString(feedCountry)
+	}
+	if v := q.Get("network_type"); v != "" {
+		if !ipintel.KnownType(v) {
+			return "", nil, 0, 0, errors.New("network_type: must be one of " + strings.Join(ipintel.Types, ", "))
+		}
+		p["network"] = v
+		b.WriteString(feedNetwork)
+	}
+	if v := q.Get("min_visits"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return "", nil, 0, 0, errors.New("min_visits: must be a whole number")
+		}
+		p["min_visits"] = strconv.FormatUint(n, 10)
+		b.WriteString(feedMinVisits)
+	}
+	if v := q.Get("q"); v != "" {
+		if len(v) > 200 {
+			return "", nil, 0, 0, errors.New("q: longer than 200 characters")
+		}
+		p["q"] = v
+		b.WriteString(feedSearch)
+	}
+	sort := q.Get("sort")
+	if sort == "" {
+		sort = "last_seen"
+	}
+	order, ok := feedOrders[sort]
+	if !ok {
+		return "", nil, 0, 0, errors.New("sort: must be last_seen, visits, engaged, pageviews or score")
+	}
+	b.WriteString(order)
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return "", nil, 0, 0, errors.New("limit: must be between 1 and 10000")
+		}
+		limit = n
+	}
+	offset := 0
+	if v := q.Get("cursor"); v != "" {
+		n, err := decodeCursor(v)
+		if err != nil {
+			return "", nil, 0, 0, errors.New("cursor: not a cursor this API gave")
+		}
+		offset = n
+	}
+	// One row more than asked tells whether there is a next page.
+	p["limit"], p["offset"] = strconv.Itoa(limit+1), strconv.Itoa(offset)
+	b.WriteString(feedLimit)
+	return b.String(), p, limit, offset, nil
+}
+
+// Cursors are opaque to clients: the offset of the next page.
+func encodeCursor(offset int) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(offset)))
+}
+
+func decodeCursor(c string) (int, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, err
+	}
+	s, ok := strings.CutPrefix(string(raw), "o:")
+	if !ok {
+		return 0, errors.New("bad cursor")
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 1_000_000 {
+		return 0, errors.New("bad cursor")
+	}
+	return n, nil
+}
 
 func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	site, ok := s.site(w, r, key)
@@ -86,17 +249,12 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 	if !ok {
 		return
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "limit: must be between 1 and 10000")
-			return
-		}
-		limit = n
+	query, p, limit, offset, err := feedQuery(r, site.ID, from, to)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
-	ctx := params(r.Context(), clickhouse.Parameters{"site": site.ID, "from": from, "to": to, "limit": strconv.Itoa(limit)})
-	rows, err := s.ch.Query(ctx, companiesSQL)
+	rows, err := s.ch.Query(params(r.Context(), p), query)
 	if err != nil {
 		s.log.Error("querying company feed", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
@@ -107,7 +265,8 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 	for rows.Next() {
 		var c Company
 		var first, last time.Time
-		if err := rows.Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country, &c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last); err != nil {
+		if err := rows.Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country, &c.Visits, &c.Pageviews, &c.Visitors,
+			&c.EngagedSeconds, &first, &last, &c.LeadScore); err != nil {
 			s.log.Error("reading company feed", "err", err)
 			writeError(w, http.StatusInternalServerError, "database: cannot read result")
 			return
@@ -120,7 +279,13 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"companies": out, "from": from, "to": to})
+	resp := map[string]any{"from": from, "to": to}
+	if len(out) > limit {
+		out = out[:limit]
+		resp["next_cursor"] = encodeCursor(offset + limit)
+	}
+	resp["companies"] = out
+	writeJSON(w, http.StatusOK, resp)
 }
 
 const filteredSQL = `
@@ -182,7 +347,7 @@ const companySQL = `
 SELECT company_id,
        anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
        uniqExactMerge(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
-       min(first_seen), max(last_seen)
+       min(first_seen), max(last_seen), ` + leadScoreSQL + `
 FROM company_daily
 WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
 GROUP BY company_id`
@@ -215,7 +380,7 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 	var c Company
 	var first, last time.Time
 	err := s.ch.QueryRow(params(r.Context(), p), companySQL).Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country,
-		&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last)
+		&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore)
 	if errors.Is(err, sql.ErrNoRows) {
 		writeError(w, http.StatusNotFound, "company: no visits of this company to this site in the range")
 		return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -343,5 +344,107 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 	}
 	if requests != 4 {
 		t.Errorf("%d data requests recorded, want 4 (3 exports, 1 erasure)", requests)
+	}
+}
+
+// TestFeedFiltersSortAndPages: every feed filter on the real engine, the
+// sort orders, cursor pagination, and bad or hostile parameters.
+func TestFeedFiltersSortAndPages(t *testing.T) {
+	a, exec := startAPI(t)
+	site := a.createSite(t, "theta")
+	now := time.Now().UTC()
+	type co struct {
+		id, name, domain, country, network, industry string
+		visitors, pages                              int
+		path                                         string
+		engagedMS                                    uint32
+		age                                          time.Duration
+	}
+	companies := []co{
+		{"c-acme", "Acme AG", "acme.example", "DE", "business", "Manufacturing", 3, 2, "/pricing", 600000, time.Hour},
+		{"c-beta", "Beta University", "beta.example", "FR", "education", "Education", 1, 5, "/docs/api", 60000, 3 * time.Hour},
+		{"c-gamma", "Gamma Ltd", "gamma.example", "GB", "business", "Software", 2, 1, "/careers", 0, 2 * time.Hour},
+	}
+	n := 0
+	for _, c := range companies {
+		for v := range c.visitors {
+			for range c.pages {
+				n++
+				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, engaged_ms,
+					company_id, company_name, company_domain, company_industry, asn, as_org, network_type, country)
+					VALUES (?, ?, ?, ?, 'pageview', ?, ?, ?, 'granted', ?, ?, ?, ?, ?, 1, 'x', ?, ?)`,
+					site, now.Add(-c.age), now, fmt.Sprint("h", n), "https://theta.example"+c.path, c.path, uint64(v+1)*1000+uint64(len(c.id)),
+					c.engagedMS, c.id, c.name, c.domain, c.industry, c.network, c.country)
+			}
+		}
+	}
+	feed := func(query string) ([]string, map[string]any) {
+		t.Helper()
+		code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies?"+query, "")
+		if code != 200 {
+			t.Fatalf("feed ?%s: %d %v", query, code, out)
+		}
+		var ids []string
+		for _, c := range out["companies"].([]any) {
+			ids = append(ids, c.(map[string]any)["id"].(string))
+		}
+		return ids, out
+	}
+	check := func(query string, want ...string) {
+		t.Helper()
+		got, _ := feed(query)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("feed ?%s = %v, want %v", query, got, want)
+		}
+	}
+	check("", "c-acme", "c-gamma", "c-beta") // last seen first
+	check("sort=visits", "c-acme", "c-gamma", "c-beta")
+	check("sort=pageviews", "c-acme", "c-beta", "c-gamma")
+	check("sort=engaged", "c-acme", "c-beta", "c-gamma")
+	check("sort=score", "c-acme", "c-beta", "c-gamma")
+	check("country=fr", "c-beta")
+	check("network_type=business", "c-acme", "c-gamma")
+	check("min_visits=2", "c-acme", "c-gamma")
+	check("q=UNIVERSITY", "c-beta")
+	check("q=gamma.ex", "c-gamma")
+	check("page=docs", "c-beta")
+	check("page=/pricing&page_match=equals", "c-acme")
+	check("page=/pric&page_match=equals")
+	check("industry=Software", "c-gamma")
+	check("country=DE&min_visits=3&q=acme", "c-acme")
+	// Pages of one, following the cursor.
+	var all []string
+	query := "limit=1&sort=pageviews"
+	for range 5 {
+		ids, out := feed(query)
+		all = append(all, ids...)
+		next, ok := out["next_cursor"].(string)
+		if !ok {
+			break
+		}
+		query = "limit=1&sort=pageviews&cursor=" + url.QueryEscape(next)
+	}
+	if strings.Join(all, ",") != "c-acme,c-beta,c-gamma" {
+		t.Errorf("paging by one: %v", all)
+	}
+	_, out := feed("")
+	if score := out["companies"].([]any)[0].(map[string]any)["lead_score"].(float64); score <= 0 || score > 100 {
+		t.Errorf("lead score %v outside (0, 100]", score)
+	}
+	for _, bad := range []string{"sort=random", "country=Germany", "network_type=cable", "min_visits=-1", "page=x&page_match=regex", "cursor=!!", "source=search"} {
+		if code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies?"+bad, ""); code != 400 {
+			t.Errorf("feed ?%s: %d %v, want 400", bad, code, out)
+		}
+	}
+	// Hostile values are data, never SQL: they match nothing.
+	for _, hostile := range []string{"' OR 1=1 --", "x') OR ('1'='1", "\\'; DROP TABLE hits; --", "{site:String}"} {
+		for _, param := range []string{"q", "page", "industry"} {
+			if ids, _ := feed(param + "=" + url.QueryEscape(hostile)); len(ids) != 0 {
+				t.Errorf("feed ?%s=%q returned %v", param, hostile, ids)
+			}
+		}
+	}
+	if code, _ := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies", ""); code != 200 {
+		t.Error("the hits table did not survive the hostile parameters")
 	}
 }
