@@ -53,6 +53,7 @@ func (s *Server) listSites(w http.ResponseWriter, r *http.Request, key tenant.Ke
 			out = append(out, siteOut(site))
 		}
 	}
+	setRows(w, len(out))
 	writeJSON(w, http.StatusOK, map[string]any{"sites": out})
 }
 

@@ -103,6 +103,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, key tenant.Key) 
 		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.arrows"`)
 		n, err = writeArrow(w, next)
 	}
+	setRows(w, n)
 	if err != nil {
 		// Headers are gone: the client sees a truncated body; the log says why.
 		s.log.Error("streaming export", "format", format, "rows", n, "err", err)

@@ -285,6 +285,7 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 		resp["next_cursor"] = encodeCursor(offset + limit)
 	}
 	resp["companies"] = out
+	setRows(w, len(out))
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -325,6 +326,7 @@ func (s *Server) filtered(w http.ResponseWriter, r *http.Request, key tenant.Key
 		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
 		return
 	}
+	setRows(w, len(reasons))
 	writeJSON(w, http.StatusOK, map[string]any{"reasons": reasons, "from": from, "to": to})
 }
 
@@ -421,5 +423,6 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 	if visits == nil {
 		visits = []Visit{}
 	}
+	setRows(w, len(visits))
 	writeJSON(w, http.StatusOK, map[string]any{"company": c, "visits": visits, "from": from, "to": to})
 }

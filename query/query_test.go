@@ -448,3 +448,66 @@ func TestFeedFiltersSortAndPages(t *testing.T) {
 		t.Error("the hits table did not survive the hostile parameters")
 	}
 }
+
+// TestAuditLog: reads of customer data, admin actions and refused requests
+// are written to the audit log with who, what, where and how many rows;
+// an admin of some sites sees only their entries.
+func TestAuditLog(t *testing.T) {
+	a, _ := startAPI(t)
+	site, other := a.createSite(t, "iota"), a.createSite(t, "kappa")
+	viewer := a.createKey(t, "viewer", site)
+	a.call(t, viewer, "GET", "/api/v1/sites/"+site+"/companies", "")
+	a.call(t, viewer, "GET", "/api/v1/sites/"+other+"/companies", "") // refused: 404
+	a.call(t, "lp_nobody_x", "GET", "/api/v1/sites", "")              // refused: 401
+	scoped := a.createKey(t, "admin", site)
+	type entry struct {
+		Key, Route, Site string
+		Status           int
+	}
+	var got []entry
+	testenv.Eventually(t, 10*time.Second, func() error {
+		code, out := a.call(t, a.owner, "GET", "/api/v1/audit", "")
+		if code != 200 {
+			return fmt.Errorf("audit: %d %v", code, out)
+		}
+		got = nil
+		for _, e := range out["entries"].([]any) {
+			m := e.(map[string]any)
+			got = append(got, entry{m["key"].(string), m["route"].(string), m["site"].(string), int(m["status"].(float64))})
+		}
+		if len(got) < 6 {
+			return fmt.Errorf("%d audit entries so far", len(got))
+		}
+		return nil
+	})
+	want := []entry{
+		{"", "GET /api/v1/sites", "", 401},
+		{"", "GET /api/v1/sites/{site}/companies", other, 404},
+		{"", "GET /api/v1/sites/{site}/companies", site, 200},
+		{"", "POST /api/v1/sites", "", 201},
+	}
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			if g.Route == w.Route && g.Site == w.Site && g.Status == w.Status {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no audit entry %+v in %+v", w, got)
+		}
+	}
+	// The scoped admin sees its site's entries and not the other site's.
+	code, out := a.call(t, scoped, "GET", "/api/v1/audit", "")
+	if code != 200 {
+		t.Fatalf("scoped audit: %d %v", code, out)
+	}
+	for _, e := range out["entries"].([]any) {
+		if e.(map[string]any)["site"] == other {
+			t.Errorf("an admin of %s sees the audit of %s: %v", site, other, e)
+		}
+	}
+	if code, _ := a.call(t, viewer, "GET", "/api/v1/audit", ""); code != http.StatusForbidden {
+		t.Errorf("a viewer reading the audit log: %d, want 403", code)
+	}
+}

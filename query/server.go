@@ -60,6 +60,7 @@ type Server struct {
 	ipdata   IPData
 	ptr      PTR
 	visitors *visitor.Keys
+	audit    *auditLog
 	ready    func(context.Context) error
 	log      *slog.Logger
 	handler  http.Handler
@@ -74,6 +75,7 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})
 	reg.MustRegister(s.reqs)
+	s.audit = newAuditLog(ch, reg, log)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +96,7 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 	s.route(mux, "GET /api/v1/sites/{site}/filtered", tenant.RoleViewer, s.filtered)
 	s.route(mux, "GET /api/v1/sites/{site}/export", tenant.RoleAnalyst, s.export)
 	s.route(mux, "GET /api/v1/ip/{ip}", tenant.RoleViewer, s.ip)
+	s.route(mux, "GET /api/v1/audit", tenant.RoleAdmin, s.auditEntries)
 	s.route(mux, "GET /api/v1/sites/{site}/visitors/{cid}/export", tenant.RoleAdmin, s.exportVisitor)
 	s.route(mux, "DELETE /api/v1/sites/{site}/visitors/{cid}", tenant.RoleAdmin, s.eraseVisitor)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -126,7 +129,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return srv.Shutdown(shutdownCtx)
+	err := srv.Shutdown(shutdownCtx)
+	s.audit.close()
+	return err
 }
 
 type keyCtx struct{}
@@ -135,9 +140,14 @@ type keyCtx struct{}
 func (s *Server) route(mux *http.ServeMux, pattern string, min tenant.Role, h func(http.ResponseWriter, *http.Request, tenant.Key)) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		defer func() { s.reqs.WithLabelValues(pattern, fmt.Sprintf("%dxx", sw.code/100)).Inc() }()
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		key, valid := s.tenants.Authenticate(strings.TrimSpace(token))
+		defer func() {
+			s.reqs.WithLabelValues(pattern, fmt.Sprintf("%dxx", sw.code/100)).Inc()
+			// Every request is audited, refused ones too.
+			s.audit.record(auditEntry{ts: time.Now(), keyID: key.ID, role: string(key.Role), method: r.Method,
+				route: pattern, site: r.PathValue("site"), status: uint16(sw.code), rows: uint64(sw.rows), ip: remoteIP(r)})
+		}()
 		if !ok || !valid {
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="leadpipe"`)
 			writeError(sw, http.StatusUnauthorized, "authorization: missing or invalid API key")
@@ -154,6 +164,7 @@ func (s *Server) route(mux *http.ServeMux, pattern string, min tenant.Role, h fu
 type statusWriter struct {
 	http.ResponseWriter
 	code int
+	rows int // rows of customer data the answer carried, for the audit log
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -84,6 +84,7 @@ func (s *Server) exportVisitor(w http.ResponseWriter, r *http.Request, key tenan
 		return
 	}
 	id := s.recordRequest(r.Context(), site.ID, "access", key.ID, requested, uint64(len(hits)))
+	setRows(w, len(hits))
 	writeJSON(w, http.StatusOK, map[string]any{"request": id, "site": site.ID, "client_id": r.PathValue("cid"), "hits": hits})
 }
 
@@ -115,6 +116,7 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 		}
 	}
 	id := s.recordRequest(r.Context(), site.ID, "erasure", key.ID, requested, n)
+	setRows(w, int(n))
 	writeJSON(w, http.StatusOK, map[string]any{"request": id, "deleted": n})
 }
 
