@@ -249,6 +249,10 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 	if !ok {
 		return
 	}
+	r, ok = s.withSavedFeed(w, r, site.ID)
+	if !ok {
+		return
+	}
 	query, p, limit, offset, err := feedQuery(r, site.ID, from, to)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())

@@ -511,3 +511,50 @@ func TestAuditLog(t *testing.T) {
 		t.Errorf("a viewer reading the audit log: %d, want 403", code)
 	}
 }
+
+func TestSavedFeeds(t *testing.T) {
+	a, exec := startAPI(t)
+	site, other := a.createSite(t, "lambda"), a.createSite(t, "mu")
+	for i, c := range []string{"DE", "FR"} {
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, company_id, company_name, asn, as_org, network_type, country)
+			VALUES (?, now64(3), now64(3), ?, 'pageview', 'https://l.example/', '/', 1, 'granted', ?, 'Co', 1, 'x', 'business', ?)`, site, fmt.Sprint("h", i), "c-"+c, c)
+	}
+	analyst, viewer := a.createKey(t, "analyst", site), a.createKey(t, "viewer", site)
+	code, out := a.call(t, analyst, "POST", "/api/v1/sites/"+site+"/feeds", `{"name":"German visitors","filters":"country=DE&sort=visits"}`)
+	if code != 201 {
+		t.Fatalf("save feed: %d %v", code, out)
+	}
+	id := out["id"].(string)
+	if code, _ := a.call(t, viewer, "POST", "/api/v1/sites/"+site+"/feeds", `{"name":"x","filters":""}`); code != 403 {
+		t.Errorf("a viewer saving a feed: %d, want 403", code)
+	}
+	for _, bad := range []string{`{"name":"x","filters":"country=Germany"}`, `{"name":"x","filters":"limit=5"}`, `{"name":"","filters":""}`} {
+		if code, out := a.call(t, analyst, "POST", "/api/v1/sites/"+site+"/feeds", bad); code != 400 {
+			t.Errorf("save %s: %d %v, want 400", bad, code, out)
+		}
+	}
+	code, out = a.call(t, viewer, "GET", "/api/v1/sites/"+site+"/feeds", "")
+	if feeds := out["feeds"].([]any); code != 200 || len(feeds) != 1 || feeds[0].(map[string]any)["name"] != "German visitors" {
+		t.Errorf("list feeds (shared with the site's viewers): %d %v", code, out)
+	}
+	code, out = a.call(t, viewer, "GET", "/api/v1/sites/"+site+"/companies?feed="+id, "")
+	if cos := out["companies"].([]any); code != 200 || len(cos) != 1 || cos[0].(map[string]any)["id"] != "c-DE" {
+		t.Errorf("feed applied: %d %v", code, out)
+	}
+	if code, _ := a.call(t, viewer, "GET", "/api/v1/sites/"+site+"/companies?feed=nosuch", ""); code != 404 {
+		t.Errorf("unknown feed: %d, want 404", code)
+	}
+	otherKey := a.createKey(t, "admin", other)
+	if code, _ := a.call(t, otherKey, "GET", "/api/v1/sites/"+other+"/companies?feed="+id, ""); code != 404 {
+		t.Errorf("another site's feed id: %d, want 404", code)
+	}
+	if code, _ := a.call(t, viewer, "DELETE", "/api/v1/sites/"+site+"/feeds/"+id, ""); code != 403 {
+		t.Errorf("a viewer deleting: %d, want 403", code)
+	}
+	req, _ := http.NewRequest("DELETE", a.srv.URL+"/api/v1/sites/"+site+"/feeds/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+analyst)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Errorf("owner deleting its feed: %v %v", resp.StatusCode, err)
+	}
+}

@@ -25,6 +25,7 @@ const (
 	KeysBucket    = "leadpipe_keys"
 	SecretsBucket = "leadpipe_secrets"
 	SaltsBucket   = "leadpipe_salts"
+	FeedsBucket   = "leadpipe_feeds"
 )
 
 // IPDBReloadSubject is a core NATS subject (not a stream): every process
@@ -227,6 +228,7 @@ func (b *Bus) ensure(ctx context.Context) error {
 		// A day's salt for visitors without a client id lives two days, so
 		// yesterday's visitor hashes cannot be recomputed after that.
 		{Bucket: SaltsBucket, Description: "daily salts for visitors without a client id", TTL: 48 * time.Hour},
+		{Bucket: FeedsBucket, Description: "saved feeds: <site>.<id> → name and filters"},
 	}
 	for _, kv := range buckets {
 		kv.Storage = jetstream.FileStorage

@@ -97,6 +97,7 @@ type snapshot struct {
 
 // Store reads and writes sites and keys; reads come from a watched snapshot.
 type Store struct {
+	js    jetstream.JetStream
 	sites jetstream.KeyValue
 	keys  jetstream.KeyValue
 	log   *slog.Logger
@@ -108,7 +109,7 @@ type Store struct {
 // Open binds the buckets, loads the current sites and keys, and keeps the
 // snapshot current until ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store, error) {
-	s := &Store{log: log}
+	s := &Store{js: js, log: log}
 	var err error
 	if s.sites, err = js.KeyValue(ctx, bus.SitesBucket); err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", bus.SitesBucket, err)
