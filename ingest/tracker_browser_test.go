@@ -232,9 +232,11 @@ func TestTrackerConsentRequired(t *testing.T) {
 	}
 
 	// A single-page-app navigation is a pageview, now with the client id.
-	e.eval(t, `history.pushState({}, '', '/customers'); 1`, &ignored)
+	// A router changes the title after pushState returns.
+	e.eval(t, `history.pushState({}, '', '/customers'); document.title = 'Customers – Example'; 1`, &ignored)
 	spa := e.waitHit(t, "SPA pageview", func(h bus.Hit) bool { return h.Type == "pageview" && strings.HasSuffix(h.URL, "/customers") })
-	if spa.ClientID != cookies["_lfa"].Value || spa.Consent != "granted" || !strings.HasSuffix(spa.Referrer, "/pricing?utm_source=newsletter") {
+	if spa.ClientID != cookies["_lfa"].Value || spa.Consent != "granted" || !strings.HasSuffix(spa.Referrer, "/pricing?utm_source=newsletter") ||
+		spa.Title != "Customers – Example" {
 		t.Errorf("SPA pageview: %+v", spa)
 	}
 
@@ -264,12 +266,25 @@ func TestTrackerDenied(t *testing.T) {
 	if after.ClientID != "" || after.Consent != "denied" {
 		t.Errorf("pageview after denial: %+v", after)
 	}
-	if c := e.cookies(t); len(c) != 0 {
-		t.Errorf("cookies after denial: %v", c)
+	// Only the refusal itself is remembered (consent is not required here,
+	// so without it the next page would store an id again).
+	checkNothingPersonal := func(when string) {
+		t.Helper()
+		c := e.cookies(t)
+		if len(c) != 1 || c["_lfa_consent"] == nil || c["_lfa_consent"].Value != "denied" {
+			t.Errorf("cookies %s: %v, want only _lfa_consent=denied", when, c)
+		}
+		if ls := e.localStorage(t); len(ls) != 0 {
+			t.Errorf("localStorage %s: %v", when, ls)
+		}
 	}
-	if ls := e.localStorage(t); len(ls) != 0 {
-		t.Errorf("localStorage after denial: %v", ls)
+	checkNothingPersonal("after denial")
+	e.run(t, chromedp.Navigate(e.pages.URL+"/next-page"))
+	next := e.waitHit(t, "pageview of the next page", func(h bus.Hit) bool { return strings.HasSuffix(h.URL, "/next-page") })
+	if next.ClientID != "" || next.Consent != "denied" {
+		t.Errorf("the next page after denial: %+v", next)
 	}
+	checkNothingPersonal("on the next page")
 }
 
 // TestTrackerQueuedConsent: calls made before the async script loads are
@@ -352,7 +367,7 @@ func TestTrackerConsentManagers(t *testing.T) {
 		e := startBrowserEnv(t, page("not-required", cmp))
 		e.run(t, chromedp.Navigate(e.pages.URL+"/"))
 		h := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
-		if h.ClientID != "" || h.Consent != "denied" || len(e.cookies(t)) != 0 {
+		if h.ClientID != "" || h.Consent != "denied" || !onlyRefusal(e.cookies(t)) {
 			t.Errorf("TCF purpose 1 refused: %+v, cookies %v", h, e.cookies(t))
 		}
 	})
@@ -361,7 +376,7 @@ func TestTrackerConsentManagers(t *testing.T) {
 		e := startBrowserEnv(t, page("not-required", gcm))
 		e.run(t, chromedp.Navigate(e.pages.URL+"/"))
 		h := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
-		if h.ClientID != "" || len(e.cookies(t)) != 0 {
+		if h.ClientID != "" || !onlyRefusal(e.cookies(t)) {
 			t.Errorf("Consent Mode default denied: %+v, cookies %v", h, e.cookies(t))
 		}
 		var ignored any
@@ -370,6 +385,12 @@ func TestTrackerConsentManagers(t *testing.T) {
 			t.Error("Consent Mode update to granted did not store the client id")
 		}
 	})
+}
+
+// onlyRefusal reports whether the only leadpipe storage is the remembered
+// refusal.
+func onlyRefusal(c map[string]*network.Cookie) bool {
+	return len(c) == 1 && c["_lfa_consent"] != nil && c["_lfa_consent"].Value == "denied"
 }
 
 // TestTrackerGPC: Global Privacy Control is a refusal of storage unless the

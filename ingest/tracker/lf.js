@@ -20,7 +20,10 @@
  *
  * Storage (first-party, SameSite=Lax, Secure on https), as the seed lists it:
  *   cookie _lfa                     client id                    data-cookie-days
- *   cookie _lfa_consent             consent status ("granted")   2 years
+ *   cookie _lfa_consent             consent status               2 years
+ *                                   ("granted"; "denied" only where consent
+ *                                   is not required, so that the refusal
+ *                                   outlasts the page)
  *   cookie _lfa_test_cookie_stored  probe, deleted at once       immediately
  *   localStorage _lfa, _lfa_expiry  client id and its expiry (restores a cookie
  *                                   a browser shortened)
@@ -41,17 +44,21 @@
     var attr = function (name, def) { var v = tag.getAttribute('data-' + name); return v === null ? def : v; };
     var endpoint = attr('endpoint', tag.src.replace(/\/lf\.js(\?.*)?$/, '/v1/hit'));
     var consentRequired = attr('consent', 'not-required') === 'required';
-    var cookieDays = +attr('cookie-days', 730) || 730;
+    var cookieDays = Math.max(+attr('cookie-days', 730) || 730, 1);
     var respectDNT = attr('respect-dnt', 'true') !== 'false';
     var trackHash = attr('hash', 'false') === 'true';
-    var heartbeatMs = (+attr('heartbeat', 15) || 15) * 1000;
+    var heartbeatMs = Math.max(+attr('heartbeat', 15) || 15, 5) * 1000;
     var secure = location.protocol === 'https:' ? ';Secure' : '';
     var DAY = 864e5;
+    // guard wraps every callback the browser calls later: nothing leadpipe
+    // does may throw into the host page.
+    var guard = function (fn) { return function () { try { return fn.apply(this, arguments); } catch (e) { /* never break the host page */ } }; };
 
     // ---- consent -------------------------------------------------------
     // explicit: what leadpipe('consent', …), a TCF CMP or Google Consent Mode
     // said; null until one of them speaks.
-    var explicit = getCookie('_lfa_consent') === 'granted' ? 'granted' : null;
+    var remembered = getCookie('_lfa_consent');
+    var explicit = remembered === 'granted' || remembered === 'denied' ? remembered : null;
     var privacySignal = respectDNT && (navigator.globalPrivacyControl === true ||
       navigator.doNotTrack === '1' || w.doNotTrack === '1');
 
@@ -70,6 +77,11 @@
         clientId();
       } else {
         forget();
+        // Where storage needs no consent, the refusal itself must be
+        // remembered, or the next page would store the id again. Where
+        // consent is required, nothing is stored by default anyway.
+        if (consentRequired) deleteCookie('_lfa_consent');
+        else setCookie('_lfa_consent', 'denied', 730 * DAY);
       }
       return changed;
     }
@@ -77,7 +89,8 @@
     // ---- storage -------------------------------------------------------
     function getCookie(name) {
       var m = d.cookie.match(new RegExp('(?:^|; )' + name + '=([^;]*)'));
-      return m ? decodeURIComponent(m[1]) : null;
+      if (!m) return null;
+      try { return decodeURIComponent(m[1]); } catch (e) { return null; }
     }
     var cookieDomain = null; // chosen once: the widest domain that takes a cookie
     function setCookie(name, value, maxAgeMs) {
@@ -140,9 +153,9 @@
       ls('set', '_lfa_expiry', String(expiry));
       return id;
     }
+    // forget removes the client id; the consent cookie is the caller's.
     function forget() {
       deleteCookie('_lfa');
-      deleteCookie('_lfa_consent');
       ls('remove', '_lfa');
       ls('remove', '_lfa_expiry');
     }
@@ -153,7 +166,9 @@
       try {
         w.__tcfapi('addEventListener', 2, function (tc, ok) {
           if (!ok || !tc || (tc.eventStatus !== 'tcloaded' && tc.eventStatus !== 'useractioncomplete')) return;
-          if (tc.gdprApplies === false) { setConsent('granted'); return; }
+          // Outside the GDPR a CMP has nothing to ask; a site that requires
+          // consent still waits for an explicit grant.
+          if (tc.gdprApplies === false) { if (!consentRequired) setConsent('granted'); return; }
           setConsent(tc.purpose && tc.purpose.consents && tc.purpose.consents[1] ? 'granted' : 'denied');
         });
       } catch (e) { /* a broken CMP is the site's problem, not ours */ }
@@ -199,7 +214,7 @@
       var attempt = 0;
       var retry = function () {
         if (++attempt > 4) return;
-        setTimeout(go, 500 * Math.pow(2, attempt));
+        setTimeout(guard(go), 500 * Math.pow(2, attempt));
       };
       var go = function () {
         if (w.fetch) {
@@ -234,18 +249,18 @@
       send(payload('engagement', { engaged_ms: ms }), beacon);
     }
     ['visibilitychange', 'focus', 'blur', 'pagehide', 'pageshow'].forEach(function (ev) {
-      (ev === 'visibilitychange' ? d : w).addEventListener(ev, function () {
+      (ev === 'visibilitychange' ? d : w).addEventListener(ev, guard(function () {
         if (ev === 'pagehide' || (ev === 'visibilitychange' && d.visibilityState === 'hidden')) {
           flushEngagement(true);
         } else {
           tick();
         }
-      });
+      }));
     });
-    setInterval(function () {
+    setInterval(guard(function () {
       tick();
       if (engagedMs >= heartbeatMs) flushEngagement(false);
-    }, Math.min(heartbeatMs, 5000));
+    }), 5000);
 
     // ---- page views, including single-page-app navigation ----------------
     var currentURL = pageURL(), currentReferrer = d.referrer;
@@ -253,13 +268,16 @@
       tick();
       send(payload('pageview', {}));
     }
+    // navigated counts an in-app navigation. The router updates the title
+    // after pushState returns, so the pageview goes out a tick later, with
+    // the URL taken now.
     function navigated() {
       var next = pageURL();
       if (next === currentURL) return;
       flushEngagement(false);
       currentReferrer = currentURL;
       currentURL = next;
-      pageview();
+      setTimeout(guard(function () { if (currentURL === next) pageview(); }), 0);
     }
     ['pushState', 'replaceState'].forEach(function (name) {
       var orig = history[name];
@@ -270,8 +288,8 @@
         return r;
       };
     });
-    w.addEventListener('popstate', navigated);
-    if (trackHash) w.addEventListener('hashchange', navigated);
+    w.addEventListener('popstate', guard(navigated));
+    if (trackHash) w.addEventListener('hashchange', guard(navigated));
 
     // ---- public API and the queue of early calls ------------------------
     var queued = (w.leadpipe && w.leadpipe.q) || [];
@@ -284,7 +302,7 @@
     for (var q = 0; q < queued.length; q++) w.leadpipe.apply(null, queued[q]);
 
     if (d.readyState === 'loading') {
-      d.addEventListener('DOMContentLoaded', function () { currentURL = pageURL(); pageview(); });
+      d.addEventListener('DOMContentLoaded', guard(function () { currentURL = pageURL(); pageview(); }));
     } else {
       pageview();
     }
