@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -19,7 +20,8 @@ const (
 )
 
 // batchExtra is what a server-side sender adds to each hit: the visitor's
-// IP and headers, which it saw and the collector did not.
+// IP and headers, which it saw and the collector did not. All three are
+// required: without a browser's headers the hit would be dropped as a bot.
 type batchExtra struct {
 	IP   string `json:"ip"`
 	UA   string `json:"ua"`
@@ -59,13 +61,16 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("body: more than %d hits", MaxBatchHits))
 		return
 	}
-	if !s.limiter(site.ID).AllowN(time.Now(), len(items)) {
+	// A batch larger than the burst can never fit the bucket at once: it
+	// is charged the burst at most.
+	if !s.limiter(site.ID).AllowN(time.Now(), min(len(items), s.cfg.SiteBurst)) {
 		s.metrics.rejected.WithLabelValues("rate_limited").Add(float64(len(items)))
 		ctx.Response.Header.Set("Retry-After", "1")
 		writeError(ctx, fasthttp.StatusTooManyRequests, "site: over its rate of hits, retry later")
 		return
 	}
 	now := time.Now()
+	queueDown := false // after one failed publish the rest are not tried
 	results := make([]BatchResult, len(items))
 	waits := make([]pending, len(items))
 	started := make([]bool, len(items))
@@ -84,6 +89,12 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx) {
 				err = fieldErr("ip", "is required (the visitor's address)")
 			case perr != nil || ip.Zone() != "":
 				err = fieldErr("ip", "is not an IPv4 or IPv6 address")
+			case extra.UA == "":
+				// Without a browser's headers the processor would drop the
+				// hit as a bot: say so now rather than accept it silently.
+				err = fieldErr("ua", "is required (the visitor's User-Agent)")
+			case extra.Lang == "":
+				err = fieldErr("lang", "is required (the visitor's Accept-Language)")
 			default:
 				hit.IP = ip.Unmap().String()
 			}
@@ -96,8 +107,13 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx) {
 		hit.UserAgent = truncate(extra.UA, 512)
 		hit.Lang = firstLanguage([]byte(extra.Lang))
 		results[i].ID = hit.ID
+		if queueDown {
+			s.failPublish(&results[i], errQueueDown)
+			continue
+		}
 		if waits[i], err = s.startPublish(&hit); err != nil {
 			s.failPublish(&results[i], err)
+			queueDown = true
 			continue
 		}
 		started[i] = true
@@ -118,6 +134,8 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx) {
 	body, _ := json.Marshal(map[string]any{"results": results})
 	ctx.SetBody(body)
 }
+
+var errQueueDown = errors.New("not tried: an earlier hit of the batch could not be queued")
 
 func (s *Server) failPublish(r *BatchResult, err error) {
 	s.metrics.rejected.WithLabelValues(publishFailure(err)).Inc()

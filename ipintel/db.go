@@ -162,7 +162,12 @@ func (db *DB) combine() {
 // City returns the city of ip when a city database is loaded. It reads the
 // database file and allocates, so the processor asks it only for hits it
 // keeps; Enrich stays allocation-free.
-func (db *DB) City(ip netip.Addr) string { return db.cities.City(ip) }
+func (db *DB) City(ip netip.Addr) string {
+	// The city file is closed by a cleanup when db is unreachable: db must
+	// stay reachable until the lookup has finished reading the file.
+	defer runtime.KeepAlive(db)
+	return db.cities.City(ip)
+}
 
 // Stats describes a DB for logs and /readyz.
 func (db *DB) Stats() []any {

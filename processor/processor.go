@@ -59,6 +59,10 @@ func (c *Config) Validate() error {
 	if c.AckWait < 10*time.Second {
 		return fmt.Errorf("--processor.ack-wait: %v is shorter than 10s", c.AckWait)
 	}
+	if c.BatchWait > c.AckWait/3 {
+		// Messages wait for their batch before the in-progress ticker runs.
+		return fmt.Errorf("--processor.batch-wait: %v must be at most a third of --processor.ack-wait (%v)", c.BatchWait, c.AckWait)
+	}
 	return nil
 }
 
@@ -288,9 +292,9 @@ type batch struct {
 
 // droppedHit is all that is kept of a dropped hit, for two days.
 type droppedHit struct {
-	site, reason string
-	ts           time.Time
-	key          uint64 // hitKey(site, hit id)
+	site, id, reason string
+	ts               time.Time
+	key              uint64 // hitKey(site, id)
 }
 
 // hitKey hashes a hit's identity for the dropped-hit record.
@@ -395,7 +399,7 @@ func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip
 
 // drop records a hit that is not stored: what remains of it is a count.
 func (p *Processor) drop(b *batch, hit *bus.Hit, ts time.Time, reason string) {
-	b.dropped = append(b.dropped, droppedHit{site: hit.Site, reason: reason, ts: ts, key: hitKey(hit.Site, hit.ID)})
+	b.dropped = append(b.dropped, droppedHit{site: hit.Site, id: hit.ID, reason: reason, ts: ts, key: hitKey(hit.Site, hit.ID)})
 }
 
 // batchToken derives the insert deduplication token from the stream
@@ -433,44 +437,37 @@ func urlPath(raw string) string {
 func (p *Processor) write(ctx context.Context, b *batch) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	// Every batch asks which of its hits are already written: a redelivery
-	// after a crash between insert and ack, a message JetStream hands out
-	// again after its own crash (acks are persisted on a timer), or a
-	// client's retry that JetStream no longer recognised. A hit id twice in
-	// one batch is written once.
-	rows := b.rows
-	if len(rows) > 0 {
-		stored, err := p.storedHits(ctx, rows)
+	// Every batch asks which of its hits are already written, kept or
+	// dropped: a redelivery after a crash between insert and ack, a message
+	// JetStream hands out again after its own crash (acks are persisted on
+	// a timer), or a client's retry that JetStream no longer recognised —
+	// even if the hit is judged differently this time (new IP data, a PTR
+	// answer, a site setting). A hit id twice in one batch is written once.
+	refs := make([]hitRef, 0, len(b.rows)+len(b.dropped))
+	for _, r := range b.rows {
+		refs = append(refs, hitRef{site: r.site, id: r.hitID, ts: r.ts})
+	}
+	for _, d := range b.dropped {
+		refs = append(refs, hitRef{site: d.site, id: d.id, ts: d.ts})
+	}
+	rows, dropped := b.rows, b.dropped
+	if len(refs) > 0 {
+		written, err := p.writtenHits(ctx, refs)
 		if err != nil {
 			return err
 		}
-		seen := make(map[string]bool, len(rows))
-		skipped := 0
-		rows = slices.DeleteFunc(slices.Clone(rows), func(r row) bool {
-			k := r.site + "\x00" + r.hitID
-			if stored[k] || seen[k] {
-				skipped++
+		seen := make(map[uint64]bool, len(refs))
+		skip := func(site, id string) bool {
+			k := hitKey(site, id)
+			if written[k] || seen[k] {
 				return true
 			}
 			seen[k] = true
 			return false
-		})
-		p.metrics.duplicatesSkipped.Add(float64(skipped))
-	}
-	dropped := b.dropped
-	if len(dropped) > 0 {
-		recorded, err := p.droppedKeys(ctx, dropped)
-		if err != nil {
-			return err
 		}
-		seen := make(map[uint64]bool, len(dropped))
-		dropped = slices.DeleteFunc(slices.Clone(dropped), func(d droppedHit) bool {
-			if recorded[d.key] || seen[d.key] {
-				return true
-			}
-			seen[d.key] = true
-			return false
-		})
+		rows = slices.DeleteFunc(slices.Clone(rows), func(r row) bool { return skip(r.site, r.hitID) })
+		dropped = slices.DeleteFunc(slices.Clone(dropped), func(d droppedHit) bool { return skip(d.site, d.id) })
+		p.metrics.duplicatesSkipped.Add(float64(len(b.rows) + len(b.dropped) - len(rows) - len(dropped)))
 	}
 	if len(rows) > 0 {
 		start := time.Now()
@@ -542,45 +539,30 @@ func (p *Processor) insertDropped(ctx context.Context, token string, dropped []d
 	return nil
 }
 
-// droppedKeys returns which of the dropped hits are already recorded.
-func (p *Processor) droppedKeys(ctx context.Context, dropped []droppedHit) (map[uint64]bool, error) {
-	keys := make([]uint64, len(dropped))
-	from := dropped[0].ts
-	for i, d := range dropped {
-		keys[i] = d.key
-		if d.ts.Before(from) {
-			from = d.ts
-		}
-	}
-	res, err := p.ch.Query(ctx, `SELECT hit_key FROM dropped_hits
-		WHERE ts >= fromUnixTimestamp64Milli(?) AND hit_key IN ?`, from.Add(-retryHorizon).UnixMilli(), keys)
-	if err != nil {
-		return nil, fmt.Errorf("checking recorded dropped hits: %w", err)
-	}
-	defer res.Close()
-	out := map[uint64]bool{}
-	for res.Next() {
-		var k uint64
-		if err := res.Scan(&k); err != nil {
-			return nil, fmt.Errorf("checking recorded dropped hits: %w", err)
-		}
-		out[k] = true
-	}
-	return out, res.Err()
+// hitRef identifies a hit for the already-written check.
+type hitRef struct {
+	site, id string
+	ts       time.Time
 }
 
 // retryHorizon is how long after a hit a retry of it (same id, with no
-// client timestamp) is still recognised as already stored.
+// client timestamp) is still recognised as already written.
 const retryHorizon = 24 * time.Hour
 
-// storedHits returns which of rows' hits ClickHouse already holds, keyed
-// site + "\x00" + hit id.
-func (p *Processor) storedHits(ctx context.Context, rows []row) (map[string]bool, error) {
-	ids := make([]string, 0, len(rows))
+// writtenHits returns the keys (hitKey) of the hits already stored in hits
+// or recorded in dropped_hits. The time range prunes the search to a few
+// daily partitions; the bloom filter index on hit_id (hits) and the
+// primary key (dropped_hits) do the rest. A retried hit without a client
+// timestamp gets a new one at the collector, so the range reaches back by
+// the retry horizon.
+func (p *Processor) writtenHits(ctx context.Context, refs []hitRef) (map[uint64]bool, error) {
+	ids := make([]string, 0, len(refs))
+	keys := make([]uint64, 0, len(refs))
 	sites := map[string]bool{}
-	from, to := rows[0].ts, rows[0].ts
-	for _, r := range rows {
-		ids = append(ids, r.hitID)
+	from, to := refs[0].ts, refs[0].ts
+	for _, r := range refs {
+		ids = append(ids, r.id)
+		keys = append(keys, hitKey(r.site, r.id))
 		sites[r.site] = true
 		if r.ts.Before(from) {
 			from = r.ts
@@ -593,26 +575,40 @@ func (p *Processor) storedHits(ctx context.Context, rows []row) (map[string]bool
 	for s := range sites {
 		siteList = append(siteList, s)
 	}
-	// The time range prunes the search to a few daily partitions; the
-	// bloom filter index on hit_id does the rest. A retried hit without a
-	// client timestamp gets a new one at the collector, so the range
-	// reaches back by the retry horizon.
+	since, until := from.Add(-retryHorizon).UnixMilli(), to.UnixMilli()
+	written := map[uint64]bool{}
 	res, err := p.ch.Query(ctx, `SELECT site_id, hit_id FROM hits
 		WHERE site_id IN ? AND ts BETWEEN fromUnixTimestamp64Milli(?) AND fromUnixTimestamp64Milli(?) AND hit_id IN ?`,
-		siteList, from.Add(-retryHorizon).UnixMilli(), to.UnixMilli(), ids)
+		siteList, since, until, ids)
 	if err != nil {
 		return nil, fmt.Errorf("checking stored hits: %w", err)
 	}
-	defer res.Close()
-	stored := map[string]bool{}
 	for res.Next() {
 		var site, id string
 		if err := res.Scan(&site, &id); err != nil {
+			res.Close()
 			return nil, fmt.Errorf("checking stored hits: %w", err)
 		}
-		stored[site+"\x00"+id] = true
+		written[hitKey(site, id)] = true
 	}
-	return stored, res.Err()
+	res.Close()
+	if err := res.Err(); err != nil {
+		return nil, fmt.Errorf("checking stored hits: %w", err)
+	}
+	res, err = p.ch.Query(ctx, `SELECT hit_key FROM dropped_hits
+		WHERE site_id IN ? AND ts >= fromUnixTimestamp64Milli(?) AND hit_key IN ?`, siteList, since, keys)
+	if err != nil {
+		return nil, fmt.Errorf("checking recorded dropped hits: %w", err)
+	}
+	defer res.Close()
+	for res.Next() {
+		var k uint64
+		if err := res.Scan(&k); err != nil {
+			return nil, fmt.Errorf("checking recorded dropped hits: %w", err)
+		}
+		written[k] = true
+	}
+	return written, res.Err()
 }
 
 func sleep(ctx context.Context, d time.Duration) {

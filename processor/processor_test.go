@@ -323,3 +323,83 @@ func TestProcessorFilters(t *testing.T) {
 		t.Errorf("dropped_hits or filtered_daily has %d columns beyond site, time, reason, hit hash and count", cols)
 	}
 }
+
+// TestRetriedInsertCountedOnceInAggregates: the same batch inserted twice
+// (a retry whose first attempt did reach ClickHouse) counts once in hits
+// and in the company aggregate alike.
+func TestRetriedInsertCountedOnceInAggregates(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	p := New(testConfig(), deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
+	publish(t, b.JS, "s", businessIPs(t, table, 212794, 25), "r")
+	cons, err := p.consumer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := p.fetch(cons)
+	if err != nil || len(msgs) != 25 {
+		t.Fatalf("fetched %d: %v", len(msgs), err)
+	}
+	built, err := p.build(context.Background(), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := p.insertHits(context.Background(), built.token, built.rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count(t, conn, "SELECT count() FROM hits"); n != 25 {
+		t.Errorf("hits: %d rows, want 25", n)
+	}
+	if n := count(t, conn, "SELECT sum(pageviews) FROM company_daily"); n != 25 {
+		t.Errorf("company_daily: %d pageviews, want 25 (the retried block deduplicated in the view too)", n)
+	}
+}
+
+// TestHitJudgedAgainIsNotWrittenTwice: a hit dropped once and delivered
+// again after its site changed a setting (so it would now be kept) stays
+// dropped: it is written once, in one table.
+func TestHitJudgedAgainIsNotWrittenTwice(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	d := deps(t, b, conn)
+	ctx := context.Background()
+	site, err := d.Sites.(*tenant.Store).CreateSite(ctx, "Flip", "flip.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(testConfig(), d, prometheus.NewRegistry(), testenv.Quiet())
+	run(t, p)
+	aws := businessIPs(t, table, 16509, 1)[0]
+	h := bus.Hit{ID: "flip-1", Site: site.ID, Type: "pageview", URL: "https://flip.example/", Consent: "granted",
+		TS: time.Now().UnixMilli(), ReceivedAt: time.Now().UnixMilli(), IP: aws.String(), UserAgent: browserUA, Lang: "en"}
+	data, _ := h.Encode()
+	// No Nats-Msg-Id: JetStream must not be what recognises the repeat.
+	if _, err := b.JS.Publish(ctx, bus.HitSubject(site.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if n := count(t, conn, "SELECT sum(hits) FROM filtered_daily WHERE reason = 'hosting'"); n != 1 {
+			return fmt.Errorf("ledger hosting = %d", n)
+		}
+		return nil
+	})
+	if _, err := d.Sites.(*tenant.Store).UpdateSite(ctx, site.ID, func(s *tenant.Site) { s.KeepHosting = true }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.JS.Publish(ctx, bus.HitSubject(site.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if skipped := testutil.ToFloat64(p.metrics.duplicatesSkipped); skipped != 1 {
+			return fmt.Errorf("duplicates skipped %v", skipped)
+		}
+		return nil
+	})
+	if n := count(t, conn, "SELECT count() FROM hits"); n != 0 {
+		t.Errorf("the repeated hit was stored after being dropped: %d rows", n)
+	}
+}

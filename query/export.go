@@ -105,8 +105,10 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, key tenant.Key) 
 	}
 	setRows(w, n)
 	if err != nil {
-		// Headers are gone: the client sees a truncated body; the log says why.
+		// The status is sent: abort the response so the client sees a broken
+		// transfer, not an export that looks complete.
 		s.log.Error("streaming export", "format", format, "rows", n, "err", err)
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -179,13 +181,15 @@ func writeArrow(w http.ResponseWriter, next func(*exportRow) (bool, error)) (int
 	for {
 		ok, err := next(&row)
 		if !ok {
-			if err == nil && inBatch > 0 {
-				err = flush()
+			if err != nil {
+				return n, err // no end-of-stream marker: the stream is visibly cut
 			}
-			if cerr := iw.Close(); err == nil {
-				err = cerr
+			if inBatch > 0 {
+				if err := flush(); err != nil {
+					return n, err
+				}
 			}
-			return n, err
+			return n, iw.Close()
 		}
 		day, _ := time.Parse(time.DateOnly, row.Day)
 		first, _ := time.Parse(time.RFC3339Nano, row.FirstSeen)

@@ -359,16 +359,20 @@ WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN 
 GROUP BY company_id`
 
 // The company page reads a company's raw hits of the range; its visits are
-// built from them. maxCompanyHits bounds what one request reads.
+// built from them. maxCompanyHits bounds what one request reads (and holds).
 const (
+	// The latest hits first (so a busy company's newest visits are the
+	// ones shown), then regrouped by visitor and time.
 	companyHitsSQL = `
-SELECT visitor_id, ts, type, url, title, referrer, engaged_ms
-FROM hits
-WHERE site_id = {site:String} AND company_id = {company:String}
-  AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')
-ORDER BY visitor_id, ts
-LIMIT {limit:UInt32}`
-	maxCompanyHits = 200000
+SELECT visitor_id, ts, type, url, title, referrer, engaged_ms FROM (
+    SELECT visitor_id, ts, type, url, title, referrer, engaged_ms
+    FROM hits
+    WHERE site_id = {site:String} AND company_id = {company:String}
+      AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')
+    ORDER BY ts DESC
+    LIMIT {limit:UInt32})
+ORDER BY visitor_id, ts`
+	maxCompanyHits = 20000
 	maxVisits      = 500
 )
 
@@ -419,6 +423,7 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
 		return
 	}
+	truncated := len(hits) == maxCompanyHits
 	visits := buildVisits(hits)
 	slices.SortFunc(visits, func(a, b Visit) int { return b.Started.Compare(a.Started) })
 	if len(visits) > maxVisits {
@@ -428,5 +433,6 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 		visits = []Visit{}
 	}
 	setRows(w, len(visits))
-	writeJSON(w, http.StatusOK, map[string]any{"company": c, "visits": visits, "from": from, "to": to})
+	// truncated: older visits of the range are not shown (narrow the range).
+	writeJSON(w, http.StatusOK, map[string]any{"company": c, "visits": visits, "from": from, "to": to, "truncated": truncated || len(visits) == maxVisits})
 }

@@ -96,8 +96,26 @@ func buildVisits(rows []hitRow) []Visit {
 	return visits
 }
 
-var searchEngines = []string{"google.", "bing.", "duckduckgo.", "yahoo.", "baidu.", "yandex.", "ecosia.", "startpage.", "qwant.", "search.brave.", "naver.", "seznam."}
-var socialNetworks = []string{"linkedin.", "lnkd.in", "facebook.", "fb.", "twitter.", "x.com", "t.co", "instagram.", "reddit.", "youtube.", "xing.", "tiktok.", "pinterest.", "mastodon", "threads.net", "news.ycombinator."}
+// Search engines and social networks by registrable name: a referrer host
+// matches when it is the name or a subdomain of it, under any top-level
+// domain for names ending in a dot ("google." matches www.google.co.uk).
+var searchEngines = []string{"google.", "bing.com", "duckduckgo.com", "yahoo.", "baidu.com", "yandex.", "ecosia.org", "startpage.com", "qwant.com", "search.brave.com", "naver.com", "seznam.cz"}
+var socialNetworks = []string{"linkedin.com", "lnkd.in", "facebook.com", "fb.com", "twitter.com", "x.com", "t.co", "instagram.com", "reddit.com", "youtube.com", "xing.com", "tiktok.com", "pinterest.", "mastodon.social", "threads.net", "news.ycombinator.com"}
+
+// hostIs reports whether host is name or a subdomain of it; a name ending
+// in a dot stands for that label under any suffix.
+func hostIs(host, name string) bool {
+	if strings.HasSuffix(name, ".") {
+		label := strings.TrimSuffix(name, ".")
+		for _, part := range strings.Split(host, ".") {
+			if part == label {
+				return true
+			}
+		}
+		return false
+	}
+	return host == name || strings.HasSuffix(host, "."+name)
+}
 
 // Source classifies how a visit came: campaign (UTM parameters or an ad
 // click id), search, social, referral (another site) or direct (no referrer,
@@ -117,12 +135,12 @@ func Source(pageURL, referrer string) string {
 		}
 		host := strings.ToLower(r.Hostname())
 		for _, s := range searchEngines {
-			if strings.Contains(host, s) {
+			if hostIs(host, s) {
 				return "search"
 			}
 		}
 		for _, s := range socialNetworks {
-			if host == s || strings.HasPrefix(host, s) || strings.Contains(host, "."+s) {
+			if hostIs(host, s) {
 				return "social"
 			}
 		}

@@ -18,6 +18,10 @@ func TestSource(t *testing.T) {
 		{"https://acme.example/", "https://news.ycombinator.com/item?id=1", "social"},
 		{"https://acme.example/", "https://blog.partner.example/post", "referral"},
 		{"https://acme.example/", "android-app://com.slack/", "referral"},
+		{"https://acme.example/", "https://t.contoso.com/", "referral"},
+		{"https://acme.example/", "https://crabbing.com/", "referral"},
+		{"https://acme.example/", "https://www.google.co.uk/search?q=x", "search"},
+		{"https://acme.example/", "https://m.facebook.com/", "social"},
 	} {
 		if got := Source(tc.url, tc.ref); got != tc.want {
 			t.Errorf("Source(%s, %s) = %s, want %s", tc.url, tc.ref, got, tc.want)

@@ -46,6 +46,11 @@ type IPDBReloadReply struct {
 // collector instead of growing its memory.
 const MaxPendingPublishes = 4096
 
+// PublishAsyncTimeout is how long an asynchronous publish may wait for its
+// ack before the client gives up on it (the collector stops waiting sooner,
+// at --collector.publish-timeout).
+const PublishAsyncTimeout = 30 * time.Second
+
 // HitSubject is the subject a site's hits are published on.
 func HitSubject(site string) string { return "hits." + site }
 
@@ -177,7 +182,10 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 			return nil, fmt.Errorf("--nats.url=%s: connecting: %w", cfg.URL, err)
 		}
 	}
-	b.JS, err = jetstream.New(b.Conn, jetstream.WithPublishAsyncMaxPending(MaxPendingPublishes))
+	// An ack that never comes must not hold a pending slot forever: the
+	// client forgets it after PublishAsyncTimeout.
+	b.JS, err = jetstream.New(b.Conn, jetstream.WithPublishAsyncMaxPending(MaxPendingPublishes),
+		jetstream.WithPublishAsyncTimeout(PublishAsyncTimeout))
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)
