@@ -12,14 +12,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -34,21 +31,6 @@ type browserEnv struct {
 	*collector
 	pages *httptest.Server
 	tab   context.Context
-}
-
-// chromium is the browser binary: LEADPIPE_CHROMIUM, else Debian's.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("LEADPIPE_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if _, err := exec.LookPath(p); err == nil {
-			return p
-		}
-	}
-	t.Fatal("no Chromium found: run `make setup` (it installs Debian's chromium) or set LEADPIPE_CHROMIUM")
-	return ""
 }
 
 // startBrowserEnv serves page (with {{COLLECTOR}} and {{SITE}} replaced) at
@@ -77,27 +59,7 @@ func startBrowserEnv(t *testing.T, page string) *browserEnv {
 	}))
 	t.Cleanup(env.pages.Close)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	tab, cancelTab := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelTab)
-	env.tab = tab
-	// The first Run starts the browser and binds it to tab (not to a
-	// shorter-lived context). Headless tabs have no window focus; engaged
-	// time counts focused time, so focus is emulated.
-	if err := chromedp.Run(tab, emulation.SetFocusEmulationEnabled(true)); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
+	env.tab = testenv.Browser(t)
 	return env
 }
 

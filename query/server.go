@@ -26,11 +26,15 @@ import (
 type Config struct {
 	// Addr is the listen address.
 	Addr string
+	// CollectorURL is the collector's public URL, shown in the dashboard's
+	// tracking snippet.
+	CollectorURL string
 }
 
 // RegisterFlags registers the api.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "api.addr", "127.0.0.1:8090", "query API and dashboard listen address")
+	fs.StringVar(&c.CollectorURL, "api.collector-url", "", "the collector's public URL, for the dashboard's tracking snippet (default: http://<collector.addr> under serve)")
 }
 
 // Validate refuses values that cannot work, naming the flag.
@@ -102,6 +106,7 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 	s.route(mux, "GET /api/v1/audit", tenant.RoleAdmin, s.auditEntries)
 	s.route(mux, "GET /api/v1/sites/{site}/visitors/{cid}/export", tenant.RoleAdmin, s.exportVisitor)
 	s.route(mux, "DELETE /api/v1/sites/{site}/visitors/{cid}", tenant.RoleAdmin, s.eraseVisitor)
+	s.dashboardRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path: not found")
 	})

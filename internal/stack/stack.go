@@ -323,7 +323,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		if s.rdns != nil {
 			ptr = s.rdns
 		}
-		api := query.New(cfg.API, s.conn, s.Tenants, visitor.NewKeys(s.Bus.JS), s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
+		apiCfg := cfg.API
+		if apiCfg.CollectorURL == "" && s.CollectorAddr != "" {
+			apiCfg.CollectorURL = "http://" + s.CollectorAddr
+		}
+		api := query.New(apiCfg, s.conn, s.Tenants, visitor.NewKeys(s.Bus.JS), s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, apiLn) })
 	}
 	if metricsLn != nil {

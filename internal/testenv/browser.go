@@ -1,0 +1,53 @@
+package testenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+)
+
+// Chromium is the browser binary: LEADPIPE_CHROMIUM, else Debian's, which
+// `make test` installs. Its absence fails the test.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("LEADPIPE_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if _, err := exec.LookPath(p); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no Chromium found: run `make setup` (it installs Debian's chromium) or set LEADPIPE_CHROMIUM")
+	return ""
+}
+
+// Browser starts a headless Chromium with a fresh profile and returns a tab,
+// closed when the test ends. Focus is emulated (headless tabs have none).
+func Browser(t testing.TB) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(Chromium(t)),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	tab, cancelTab := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelTab)
+	// The first Run starts the browser and binds it to tab.
+	if err := chromedp.Run(tab, emulation.SetFocusEmulationEnabled(true)); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return tab
+}
