@@ -34,7 +34,7 @@ type api struct {
 	owner    string
 }
 
-func startAPI(t *testing.T) (*api, func(string, ...any)) {
+func startAPI(t testing.TB) (*api, func(string, ...any)) {
 	t.Helper()
 	b := testenv.Bus(t)
 	conn, _ := testenv.Database(t)
@@ -62,7 +62,7 @@ func startAPI(t *testing.T) (*api, func(string, ...any)) {
 	return &api{srv: srv, tenants: tenants, visitors: visitors, conn: conn, owner: owner}, exec
 }
 
-func (a *api) call(t *testing.T, key, method, path, body string) (int, map[string]any) {
+func (a *api) call(t testing.TB, key, method, path, body string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))
 	if key != "" {
@@ -80,7 +80,7 @@ func (a *api) call(t *testing.T, key, method, path, body string) (int, map[strin
 	return resp.StatusCode, out
 }
 
-func (a *api) createSite(t *testing.T, name string) string {
+func (a *api) createSite(t testing.TB, name string) string {
 	t.Helper()
 	code, out := a.call(t, a.owner, "POST", "/api/v1/sites", `{"name":"`+name+`","domain":"`+name+`.example"}`)
 	if code != http.StatusCreated {
@@ -89,7 +89,7 @@ func (a *api) createSite(t *testing.T, name string) string {
 	return out["id"].(string)
 }
 
-func (a *api) createKey(t *testing.T, role, site string) string {
+func (a *api) createKey(t testing.TB, role, site string) string {
 	t.Helper()
 	code, out := a.call(t, a.owner, "POST", "/api/v1/keys", `{"role":"`+role+`","sites":["`+site+`"]}`)
 	if code != http.StatusCreated {
