@@ -83,6 +83,19 @@ SELECT company_id,
        ` + leadScoreSQL + ` AS f_score
 FROM company_daily
 WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
+	// feedCheapSelect computes only what is cheap (no distinct-count
+	// merges): when the order and filters need nothing more, it picks the
+	// page's companies first, and feedSelect then computes the full rows
+	// for those few (a two-phase feed).
+	feedCheapSelect = `
+SELECT company_id,
+       anyLast(company_name) AS f_name, anyLast(company_domain) AS f_domain,
+       anyLast(network_type) AS f_network, anyLast(country) AS f_country,
+       sum(pageviews) AS f_pageviews, intDiv(sum(engaged_ms), 1000) AS f_engaged, max(last_seen) AS f_last_seen
+FROM company_daily
+WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
+	feedOnlyIDs = `
+  AND company_id IN {ids:Array(String)}`
 	// Aliases are f_*: an alias named like a column would shadow the
 	// column inside the other aggregates.
 	// Filters that need the raw hits (pages, source, industry) select the
@@ -123,70 +136,82 @@ var feedOrders = map[string]string{
 	"score":     "\nORDER BY f_score DESC, f_last_seen DESC, company_id",
 }
 
-// feedQuery reads the feed's filters from the request and returns the
-// query and its parameters, or the error naming the bad parameter.
-func feedQuery(r *http.Request, site, from, to string) (string, clickhouse.Parameters, int, int, error) {
+// feedPlan is how a feed request is answered: one query (full), or, when
+// the order and filters are cheap, a first query (pick) choosing the page's
+// company ids and then full for those ids only.
+type feedPlan struct {
+	pick, full    string
+	p             clickhouse.Parameters
+	limit, offset int
+}
+
+// cheapOrders can be decided without distinct-count merges.
+var cheapOrders = map[string]bool{"last_seen": true, "pageviews": true, "engaged": true}
+
+// feedQuery reads the feed's filters from the request and plans its
+// queries, or returns the error naming the bad parameter.
+func feedQuery(r *http.Request, site, from, to string) (feedPlan, error) {
 	q := r.URL.Query()
 	p := clickhouse.Parameters{"site": site, "from": from, "to": to}
-	var b strings.Builder
-	b.WriteString(feedSelect)
+	var where, having strings.Builder
 	page, pageMode := q.Get("page"), q.Get("page_match")
 	industry, source := q.Get("industry"), q.Get("source")
 	if page != "" || industry != "" || source != "" {
-		b.WriteString(feedHitsFilter)
+		where.WriteString(feedHitsFilter)
 		if page != "" {
 			p["page"] = page
 			switch pageMode {
 			case "", "contains":
-				b.WriteString(feedPageContains)
+				where.WriteString(feedPageContains)
 			case "equals":
-				b.WriteString(feedPageEquals)
+				where.WriteString(feedPageEquals)
 			default:
-				return "", nil, 0, 0, errors.New("page_match: must be contains or equals")
+				return feedPlan{}, errors.New("page_match: must be contains or equals")
 			}
 		}
 		if industry != "" {
 			p["industry"] = industry
-			b.WriteString(feedIndustry)
+			where.WriteString(feedIndustry)
 		}
 		switch source {
 		case "":
 		case "campaign":
-			b.WriteString(feedSourceCampaign)
+			where.WriteString(feedSourceCampaign)
 		default:
-			return "", nil, 0, 0, errors.New("source: only campaign can be filtered in the feed for now")
+			return feedPlan{}, errors.New("source: only campaign can be filtered in the feed for now")
 		}
-		b.WriteString(feedHitsEnd)
+		where.WriteString(feedHitsEnd)
 	}
-	b.WriteString(feedGroup)
 	if v := q.Get("country"); v != "" {
 		if len(v) != 2 {
-			return "", nil, 0, 0, errors.New("country: must be a two-letter code")
+			return feedPlan{}, errors.New("country: must be a two-letter code")
 		}
 		p["country"] = strings.ToUpper(v)
-		b.WriteString(feedCountry)
+		having.WriteString(feedCountry)
 	}
 	if v := q.Get("network_type"); v != "" {
 		if !ipintel.KnownType(v) {
-			return "", nil, 0, 0, errors.New("network_type: must be one of " + strings.Join(ipintel.Types, ", "))
+			return feedPlan{}, errors.New("network_type: must be one of " + strings.Join(ipintel.Types, ", "))
 		}
 		p["network"] = v
-		b.WriteString(feedNetwork)
+		having.WriteString(feedNetwork)
 	}
+	minVisits := false
 	if v := q.Get("min_visits"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil {
-			return "", nil, 0, 0, errors.New("min_visits: must be a whole number")
+			return feedPlan{}, errors.New("min_visits: must be a whole number")
 		}
 		p["min_visits"] = strconv.FormatUint(n, 10)
-		b.WriteString(feedMinVisits)
+		having.WriteString(feedMinVisits)
+		minVisits = true
 	}
 	if v := q.Get("q"); v != "" {
 		if len(v) > 200 {
-			return "", nil, 0, 0, errors.New("q: longer than 200 characters")
+			return feedPlan{}, errors.New("q: longer than 200 characters")
 		}
 		p["q"] = v
-		b.WriteString(feedSearch)
+		having.WriteString(feedSearch)
 	}
 	sort := q.Get("sort")
 	if sort == "" {
@@ -194,29 +219,61 @@ func feedQuery(r *http.Request, site, from, to string) (string, clickhouse.Param
 	}
 	order, ok := feedOrders[sort]
 	if !ok {
-		return "", nil, 0, 0, errors.New("sort: must be last_seen, visits, engaged, pageviews or score")
+		return feedPlan{}, errors.New("sort: must be last_seen, visits, engaged, pageviews or score")
 	}
-	b.WriteString(order)
-	limit := 100
+	plan := feedPlan{p: p, limit: 100}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 10000 {
-			return "", nil, 0, 0, errors.New("limit: must be between 1 and 10000")
+			return feedPlan{}, errors.New("limit: must be between 1 and 10000")
 		}
-		limit = n
+		plan.limit = n
 	}
-	offset := 0
 	if v := q.Get("cursor"); v != "" {
 		n, err := decodeCursor(v)
 		if err != nil {
-			return "", nil, 0, 0, errors.New("cursor: not a cursor this API gave")
+			return feedPlan{}, errors.New("cursor: not a cursor this API gave")
 		}
-		offset = n
+		plan.offset = n
 	}
 	// One row more than asked tells whether there is a next page.
-	p["limit"], p["offset"] = strconv.Itoa(limit+1), strconv.Itoa(offset)
-	b.WriteString(feedLimit)
-	return b.String(), p, limit, offset, nil
+	p["limit"], p["offset"] = strconv.Itoa(plan.limit+1), strconv.Itoa(plan.offset)
+	if cheapOrders[sort] && !minVisits {
+		plan.pick = feedCheapSelect + where.String() + feedGroup + having.String() + order + feedLimit
+		plan.full = feedSelect + feedOnlyIDs + feedGroup + order
+	} else {
+		plan.full = feedSelect + where.String() + feedGroup + having.String() + order + feedLimit
+	}
+	return plan, nil
+}
+
+// pickCompanies runs a two-phase plan's first query.
+func (s *Server) pickCompanies(ctx context.Context, plan feedPlan) ([]string, error) {
+	rows, err := s.ch.Query(params(ctx, plan.p), plan.pick)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id, name, domain, network, country string
+		var pageviews, engaged uint64
+		var last time.Time
+		if err := rows.Scan(&id, &name, &domain, &network, &country, &pageviews, &engaged, &last); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+func safeID(id string) bool {
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return id != ""
 }
 
 // Cursors are opaque to clients: the offset of the next page.
@@ -253,12 +310,34 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 	if !ok {
 		return
 	}
-	query, p, limit, offset, err := feedQuery(r, site.ID, from, to)
+	plan, err := feedQuery(r, site.ID, from, to)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	rows, err := s.ch.Query(params(r.Context(), p), query)
+	limit, offset := plan.limit, plan.offset
+	if plan.pick != "" {
+		ids, err := s.pickCompanies(r.Context(), plan)
+		if err != nil {
+			s.log.Error("querying company feed", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+			return
+		}
+		// Company ids are made by leadpipe ("c"/"d" + hex), so the array
+		// literal needs no escaping; anything else is refused.
+		for _, id := range ids {
+			if !safeID(id) {
+				s.log.Error("BUG: unexpected company id in the feed", "id", id)
+				writeError(w, http.StatusInternalServerError, "database: unexpected company id")
+				return
+			}
+		}
+		plan.p["ids"] = "['" + strings.Join(ids, "','") + "']"
+		if len(ids) == 0 {
+			plan.p["ids"] = "[]"
+		}
+	}
+	rows, err := s.ch.Query(params(r.Context(), plan.p), plan.full)
 	if err != nil {
 		s.log.Error("querying company feed", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")

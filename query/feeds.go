@@ -44,7 +44,7 @@ func (s *Server) saveFeed(w http.ResponseWriter, r *http.Request, key tenant.Key
 	}
 	// Check the filters the way the feed will read them.
 	probe := &http.Request{URL: &url.URL{RawQuery: values.Encode()}}
-	if _, _, _, _, err := feedQuery(probe, site.ID, "2000-01-01", "2000-01-01"); err != nil {
+	if _, err := feedQuery(probe, site.ID, "2000-01-01", "2000-01-01"); err != nil {
 		writeError(w, http.StatusBadRequest, "filters: "+err.Error())
 		return
 	}
