@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -507,5 +509,104 @@ func TestIPDataReloadOverNATS(t *testing.T) {
 	}
 	if got := typeOf(); got != "education" {
 		t.Errorf("after a failed reload: %s, want the previous data (education)", got)
+	}
+}
+
+// TestNoVisitorIPAtRest posts hits from many IPv4 and IPv6 addresses (kept
+// and dropped ones), then dumps every table of the database and finds
+// none of the addresses in any textual or numeric form.
+func TestNoVisitorIPAtRest(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	key, _ := os.ReadFile(s.OwnerKeyPath)
+	c := &client{api: s.APIAddr, collector: s.CollectorAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	var site struct{ ID string }
+	c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "Privacy", "domain": "privacy.example"}, &site)
+	table := testenv.ASN(t)
+	r := rand.New(rand.NewPCG(7, 7))
+	var ips []netip.Addr
+	for _, asn := range []uint32{212794, 202200, 7922, 3320, 16509, 6939} { // SAP, Siemens, Comcast, DTAG, AWS, HE (v6)
+		prefixes := table.PrefixesOf(asn)
+		for range 12 {
+			ips = append(ips, ipintel.RandomAddr(prefixes[r.IntN(len(prefixes))], r))
+		}
+	}
+	v6 := 0
+	for i, ip := range ips {
+		if ip.Is6() {
+			v6++
+		}
+		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://privacy.example/", "id": fmt.Sprint("p", i), "cid": fmt.Sprint("v", i), "consent": "granted"})
+		if _, err := c.postHit(context.Background(), body, ip.String(), stack.BrowserUserAgent); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v6 == 0 {
+		t.Fatal("no IPv6 address among the test addresses")
+	}
+	conn, err := s.ClickHouse.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	testenv.Eventually(t, 60*time.Second, func() error {
+		var kept, dropped uint64
+		conn.QueryRow(context.Background(), "SELECT count() FROM hits").Scan(&kept)
+		conn.QueryRow(context.Background(), "SELECT count() FROM dropped_hits").Scan(&dropped)
+		if kept+dropped != uint64(len(ips)) || kept == 0 || dropped == 0 {
+			return fmt.Errorf("%d kept + %d dropped of %d", kept, dropped, len(ips))
+		}
+		return nil
+	})
+	// Every form an address could take in a dump.
+	var needles []string
+	for _, ip := range ips {
+		needles = append(needles, ip.String(), ip.StringExpanded())
+		b := ip.AsSlice()
+		if ip.Is4() {
+			needles = append(needles, fmt.Sprint(uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3])), fmt.Sprintf("%x", b), "::ffff:"+ip.String())
+		} else {
+			needles = append(needles, fmt.Sprintf("%x", b), strings.ReplaceAll(ip.StringExpanded(), ":", ""))
+		}
+	}
+	rows, err := conn.Query(context.Background(), "SELECT name FROM system.tables WHERE database = currentDatabase()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		tables = append(tables, n)
+	}
+	rows.Close()
+	if len(tables) < 8 {
+		t.Fatalf("only %d tables: %v", len(tables), tables)
+	}
+	for _, tbl := range tables {
+		u := "http://" + s.ClickHouse.HTTPAddr + "/?" + url.Values{"query": {"SELECT * FROM " + cfg.ClickHouse.Database + "." + tbl + " FORMAT TSV"}}.Encode()
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dump, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			// Materialized views have no rows of their own to read.
+			if strings.HasSuffix(tbl, "_mv") {
+				continue
+			}
+			t.Fatalf("dumping %s: %d %s", tbl, resp.StatusCode, dump)
+		}
+		text := strings.ToLower(string(dump))
+		for _, n := range needles {
+			if strings.Contains(text, strings.ToLower(n)) {
+				t.Errorf("table %s holds a visitor address (%s)", tbl, n)
+			}
+		}
 	}
 }
