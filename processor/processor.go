@@ -128,6 +128,10 @@ type Processor struct {
 	metrics *metrics
 	running atomic.Bool
 	failing atomic.Bool
+	// lastWrite is when a batch was last written (unix nanoseconds);
+	// oldestAge the age of the oldest hit waiting in the stream.
+	lastWrite atomic.Int64
+	oldestAge atomic.Int64
 }
 
 // New builds a processor.
@@ -145,7 +149,44 @@ func (p *Processor) Healthy() error {
 	if p.failing.Load() {
 		return errors.New("processor: ClickHouse inserts are failing; hits wait in JetStream")
 	}
+	// Stalled: hits have waited long and nothing was written for a while.
+	if age := time.Duration(p.oldestAge.Load()); age > stallAfter && time.Since(time.Unix(0, p.lastWrite.Load())) > stallAfter {
+		return fmt.Errorf("processor: stalled, the oldest hit has waited %v", age.Round(time.Second))
+	}
 	return nil
+}
+
+// stallAfter is how long hits may wait with no batch written before the
+// processor reports the pipeline as unable to make progress.
+const stallAfter = 5 * time.Minute
+
+// watchLag samples the backlog every few seconds for metrics and readiness:
+// how many hits wait (unfetched and unacknowledged) and how old the oldest
+// is (the HITS stream is a work queue, so its first message is the oldest
+// one not yet acknowledged).
+func (p *Processor) watchLag(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if st, err := p.js.Stream(sctx, bus.HitsStream); err == nil {
+			if info, err := st.Info(sctx); err == nil {
+				p.metrics.pending.Set(float64(info.State.Msgs))
+				age := time.Duration(0)
+				if info.State.Msgs > 0 && !info.State.FirstTime.IsZero() {
+					age = time.Since(info.State.FirstTime)
+				}
+				p.oldestAge.Store(int64(age))
+				p.metrics.oldestAge.Set(age.Seconds())
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Run consumes until ctx ends; the batch in hand is then finished (inserted
@@ -153,6 +194,10 @@ func (p *Processor) Healthy() error {
 func (p *Processor) Run(ctx context.Context) error {
 	p.running.Store(true)
 	defer p.running.Store(false)
+	p.lastWrite.Store(time.Now().UnixNano())
+	lagCtx, stopLag := context.WithCancel(ctx)
+	defer stopLag()
+	go p.watchLag(lagCtx)
 	var cons jetstream.Consumer
 	for ctx.Err() == nil {
 		if cons == nil {
@@ -262,6 +307,7 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 		backoff = min(backoff*2, 15*time.Second)
 	}
 	p.failing.Store(false)
+	p.lastWrite.Store(time.Now().UnixNano())
 	poison := map[jetstream.Msg]bool{}
 	for _, m := range b.poison {
 		poison[m] = true
@@ -629,6 +675,8 @@ type metrics struct {
 	insertSeconds     prometheus.Histogram
 	batchSeconds      prometheus.Histogram
 	batchHits         prometheus.Histogram
+	pending           prometheus.Gauge
+	oldestAge         prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -642,9 +690,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		batchSeconds:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "leadpipe_processor_batch_seconds", Help: "Time to enrich, write and acknowledge a batch.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		batchHits:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "leadpipe_processor_batch_hits", Help: "Hits per batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 	}
+	m.pending = prometheus.NewGauge(prometheus.GaugeOpts{Name: "leadpipe_processor_pending_hits", Help: "Hits waiting in the HITS stream (not yet acknowledged)."})
+	m.oldestAge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "leadpipe_processor_oldest_pending_age_seconds", Help: "Age of the oldest hit not yet acknowledged."})
 	for _, r := range Reasons {
 		m.filtered.WithLabelValues(r)
 	}
+	reg.MustRegister(m.pending, m.oldestAge)
 	reg.MustRegister(m.inserted, m.insertErrors, m.redelivered, m.duplicatesSkipped, m.filtered, m.insertSeconds, m.batchSeconds, m.batchHits)
 	return m
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,6 +229,13 @@ func TestProcessorClickHouseDown(t *testing.T) {
 		}
 		return nil
 	})
+	// The backlog shows in the lag metrics.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if n, age := testutil.ToFloat64(p.metrics.pending), testutil.ToFloat64(p.metrics.oldestAge); n < 100 || age <= 0 {
+			return fmt.Errorf("pending %v, oldest age %vs; want the 100 waiting hits", n, age)
+		}
+		return nil
+	})
 	if err := engine.StartEngine(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -401,5 +409,26 @@ func TestHitJudgedAgainIsNotWrittenTwice(t *testing.T) {
 	})
 	if n := count(t, conn, "SELECT count() FROM hits"); n != 0 {
 		t.Errorf("the repeated hit was stored after being dropped: %d rows", n)
+	}
+}
+
+func TestHealthyReportsAStall(t *testing.T) {
+	p := &Processor{}
+	if p.Healthy() == nil {
+		t.Error("a processor that is not running reports healthy")
+	}
+	p.running.Store(true)
+	p.lastWrite.Store(time.Now().UnixNano())
+	p.oldestAge.Store(int64(10 * time.Minute))
+	if err := p.Healthy(); err != nil {
+		t.Errorf("old backlog but a batch just written: %v", err)
+	}
+	p.lastWrite.Store(time.Now().Add(-6 * time.Minute).UnixNano())
+	if err := p.Healthy(); err == nil || !strings.Contains(err.Error(), "stalled") {
+		t.Errorf("old backlog and nothing written for 6 minutes: %v, want stalled", err)
+	}
+	p.oldestAge.Store(int64(time.Minute))
+	if err := p.Healthy(); err != nil {
+		t.Errorf("idle with a fresh backlog: %v", err)
 	}
 }
