@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/cespare/xxhash/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -311,8 +312,7 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 	poison := map[jetstream.Msg]bool{}
 	for _, m := range b.poison {
 		poison[m] = true
-		// Never redelivered: it can never be processed.
-		_ = m.Term()
+		p.deadLetter(m)
 	}
 	for _, m := range msgs {
 		if poison[m] {
@@ -326,6 +326,29 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 	}
 	p.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 	p.metrics.batchHits.Observe(float64(len(msgs)))
+}
+
+// deadLetter sets a message that can never be processed aside in the
+// dead-letter stream, with the reason, and then terminates it so it is never
+// redelivered. If the dead-letter publish fails, the message is left
+// unacknowledged and comes back later: nothing is dropped silently.
+func (p *Processor) deadLetter(m jetstream.Msg) {
+	reason := "undecodable"
+	if _, err := bus.DecodeHit(m.Data()); err != nil {
+		reason = err.Error()
+	}
+	dl := nats.NewMsg(bus.DeadLetterSubject(m.Subject()))
+	dl.Data = m.Data()
+	dl.Header.Set(bus.DeadLetterReasonHeader, reason)
+	dl.Header.Set(bus.DeadLetterSubjectHeader, m.Subject())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
+		p.log.Error("setting a hit aside in the dead-letter stream", "err", err)
+		return
+	}
+	p.metrics.deadLetters.Inc()
+	_ = m.Term()
 }
 
 // batch is one insert's worth of enriched rows and dropped hits.
@@ -677,6 +700,7 @@ type metrics struct {
 	batchHits         prometheus.Histogram
 	pending           prometheus.Gauge
 	oldestAge         prometheus.Gauge
+	deadLetters       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -695,7 +719,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range Reasons {
 		m.filtered.WithLabelValues(r)
 	}
-	reg.MustRegister(m.pending, m.oldestAge)
+	m.deadLetters = prometheus.NewCounter(prometheus.CounterOpts{Name: "leadpipe_processor_dead_letters_total", Help: "Hits that can never be processed, set aside in the dead-letter stream."})
+	reg.MustRegister(m.pending, m.oldestAge, m.deadLetters)
 	reg.MustRegister(m.inserted, m.insertErrors, m.redelivered, m.duplicatesSkipped, m.filtered, m.insertSeconds, m.batchSeconds, m.batchHits)
 	return m
 }

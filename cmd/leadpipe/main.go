@@ -32,6 +32,7 @@ Commands:
   sql        run SQL on leadpipe's ClickHouse database, print TSV
   ip lookup  explain what leadpipe knows about IP addresses
   ipdb reload  make every running process reload its IP data files
+  dlq list|replay  show or replay hits that could never be processed
   version    print the version
 
 Every flag can also be set in the environment: --collector.addr is
@@ -77,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runIPLookup(args[1:], stdout, stderr)
 	case "ipdb":
 		err = runIPDB(args, stdout, stderr)
+	case "dlq":
+		err = runDLQ(ctx, args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "leadpipe", version)
 	case "help", "-h", "--help":

@@ -28,6 +28,20 @@ const (
 	FeedsBucket   = "leadpipe_feeds"
 )
 
+// Dead letters: hits that can never be processed, kept with the reason for
+// an operator to read and, once the cause is fixed, replay.
+const (
+	DeadLetterStream   = "DEADLETTERS"
+	DeadLetterSubjects = "deadletter.>"
+	// DeadLetterReasonHeader carries why the hit was set aside.
+	DeadLetterReasonHeader = "Leadpipe-Reason"
+	// DeadLetterSubjectHeader carries the subject the hit was published on.
+	DeadLetterSubjectHeader = "Leadpipe-Subject"
+)
+
+// DeadLetterSubject is the dead-letter subject of a hits subject.
+func DeadLetterSubject(subject string) string { return "deadletter." + subject }
+
 // IPDBReloadSubject is a core NATS subject (not a stream): every process
 // holding IP data subscribes and reloads it when a request arrives, and
 // replies with an IPDBReloadReply.
@@ -228,6 +242,20 @@ func (b *Bus) ensure(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("creating stream %s: %w", HitsStream, err)
+	}
+	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DeadLetterStream,
+		Description: "hits that can never be processed, with the reason",
+		Subjects:    []string{DeadLetterSubjects},
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		// They carry visitor IPs like any hit: kept as long as the HITS
+		// stream would keep them, so an operator can look and replay.
+		MaxAge:   b.cfg.HitsMaxAge,
+		MaxBytes: b.cfg.HitsMaxBytes / 8,
+		Discard:  jetstream.DiscardOld,
+	}); err != nil {
+		return fmt.Errorf("creating stream %s: %w", DeadLetterStream, err)
 	}
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: SitesBucket, Description: "sites: id → settings", History: 5},
