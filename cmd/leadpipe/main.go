@@ -176,10 +176,11 @@ func runStack(ctx context.Context, name string, stages stack.Stages, args []stri
 		log.Info("API listening", "url", "http://"+s.APIAddr, "owner_key", s.OwnerKeyPath)
 		if cfg.Demo {
 			fmt.Fprintf(stderr, "\nleadpipe is running with demo traffic.\n"+
+				"  Dashboard:     http://%s/ (sign in with the owner key)\n"+
 				"  Owner key:     %s\n"+
 				"  Company feed:  curl -s -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/sites/%s/companies\n"+
 				"  SQL:           leadpipe sql --data-dir %s \"SELECT company_name, sum(pageviews) FROM company_daily GROUP BY 1 ORDER BY 2 DESC\"\n"+
-				"  Ctrl-C stops every part cleanly.\n\n", s.OwnerKeyPath, s.OwnerKeyPath, s.APIAddr, s.DemoSite, cfg.DataDir)
+				"  Ctrl-C stops every part cleanly.\n\n", s.APIAddr, s.OwnerKeyPath, s.OwnerKeyPath, s.APIAddr, s.DemoSite, cfg.DataDir)
 		}
 	}
 	// SIGHUP reloads the IP data files; lookups go on meanwhile.
