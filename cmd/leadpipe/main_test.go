@@ -116,10 +116,10 @@ func TestIPLookup(t *testing.T) {
 	}
 }
 
-// TestSQLReachesRunningServe runs `leadpipe sql --data-dir` against the
-// engine a running stack manages, and checks the TSV.
-func TestSQLReachesRunningServe(t *testing.T) {
-	dir := t.TempDir()
+// startServe runs every stage on dir, as `leadpipe serve` does, until the
+// test ends.
+func startServe(t *testing.T, dir string) *stack.Stack {
+	t.Helper()
 	cfg := stack.Config{
 		Stages: stack.All, DataDir: dir, IPData: ipDataConfig(),
 		NATS: testenv.BusConfig(), ClickHouse: testenv.ClickHouseConfig(),
@@ -134,7 +134,15 @@ func TestSQLReachesRunningServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Stop()
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// TestSQLReachesRunningServe runs `leadpipe sql --data-dir` against the
+// engine a running stack manages, and checks the TSV.
+func TestSQLReachesRunningServe(t *testing.T) {
+	dir := t.TempDir()
+	s := startServe(t, dir)
 	code, out, stderr := runCmd(t, "sql", "--data-dir", dir, "SELECT version, name FROM schema_migrations ORDER BY version LIMIT 2")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -162,21 +170,7 @@ func ipDataConfig() stack.IPDataConfig {
 // and `dlq replay` sends it back once the cause is fixed.
 func TestDeadLetters(t *testing.T) {
 	dir := t.TempDir()
-	cfg := stack.Config{
-		Stages: stack.All, DataDir: dir, IPData: ipDataConfig(),
-		NATS: testenv.BusConfig(), ClickHouse: testenv.ClickHouseConfig(),
-		Collector: ingest.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: time.Second, SiteRate: 1000, SiteBurst: 5000},
-		Processor: processor.Config{BatchSize: 100, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: time.Minute},
-		API:       query.Config{Addr: "127.0.0.1:0"},
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
+	s := startServe(t, dir)
 	ctx := context.Background()
 	if _, err := s.Bus.JS.Publish(ctx, bus.HitSubject("somesite"), []byte("not a hit at all")); err != nil {
 		t.Fatal(err)
