@@ -588,7 +588,11 @@ func TestNoVisitorIPAtRest(t *testing.T) {
 		t.Fatalf("only %d tables: %v", len(tables), tables)
 	}
 	for _, tbl := range tables {
-		u := "http://" + s.ClickHouse.HTTPAddr + "/?" + url.Values{"query": {"SELECT * FROM " + cfg.ClickHouse.Database + "." + tbl + " FORMAT TSV"}}.Encode()
+		u := "http://" + s.ClickHouse.HTTPAddr + "/?" + url.Values{
+			"query":     {"SELECT * FROM {db:Identifier}.{tbl:Identifier} FORMAT TSV"},
+			"param_db":  {cfg.ClickHouse.Database},
+			"param_tbl": {tbl},
+		}.Encode()
 		resp, err := http.Get(u)
 		if err != nil {
 			t.Fatal(err)
