@@ -1,18 +1,23 @@
-// Package processor consumes hits from JetStream, enriches each with what the
-// visitor IP says (organisation, network, ASN), drops what must not be stored
-// (counting it in the filter ledger), and batch-inserts the rest into
+// Package processor consumes hits from JetStream, decides what each visitor
+// is (organisation, network type, country) with ipintel, drops what must not
+// be stored (bots, residential, mobile, hosting, unknown networks — leaving
+// only a count in the filter ledger), and batch-inserts the rest into
 // ClickHouse, where materialized views keep the company aggregates.
 //
-// Delivery is at-least-once from JetStream; inserts are made idempotent so
+// Delivery is at-least-once from JetStream; writes are made idempotent so
 // the effect is exactly-once:
 //
 //   - every batch carries an insert_deduplication_token derived from the
-//     stream sequences it holds, so retrying the same batch is a no-op;
-//   - a batch holding a redelivered message (a crash between insert and ack)
-//     first asks ClickHouse which of its hit ids are already stored and
-//     leaves those out;
-//   - messages are acknowledged only after ClickHouse accepted the batch, and
-//     a failing ClickHouse pauses consumption rather than dropping hits.
+//     stream sequences it holds, so retrying the same batch is a no-op, in
+//     the tables and in their materialized views alike;
+//   - every batch first asks ClickHouse which of its hits are already
+//     written (stored in hits or recorded in dropped_hits) and leaves them
+//     out: redeliveries after a crash between insert and ack, and client
+//     retries JetStream no longer recognises, are written once;
+//   - messages are acknowledged only after ClickHouse accepted the batch; a
+//     failing ClickHouse pauses consumption rather than dropping hits, and a
+//     message that can never be read goes to the dead-letter stream.
 //
-// It depends on internal/bus, internal/chengine's connection and ipintel.
+// It depends on internal/bus, internal/tenant, internal/visitor and ipintel,
+// and on a ClickHouse connection; never on ingest or query.
 package processor
