@@ -1,8 +1,11 @@
-// Package ingest is the collector: the fasthttp server that takes page hits
-// from the tracker on customer websites, validates them, finds the visitor
-// IP, and publishes them to the HITS stream of JetStream. It answers 202 only
-// after JetStream acknowledged the publish, so a 202 means durably queued.
+// Package ingest is the collector: the fasthttp server that serves the
+// tracker script (GET /lf.js), takes page hits from it (POST /v1/hit) and
+// from server-side senders (POST /v1/batch, authenticated by a site
+// secret), validates them, finds the visitor IP, applies per-site rate
+// limits, and publishes the hits to the HITS stream of JetStream. It answers
+// 202 only after JetStream acknowledged the publish: 202 means durably
+// queued.
 //
 // It depends on internal/bus (the stream and the hit message) and
-// internal/tenant (which sites exist); nothing downstream.
+// internal/tenant (sites and their secrets); nothing downstream.
 package ingest

@@ -1,9 +1,16 @@
-// Package query is leadpipe's HTTP API: the company feed and the filter
-// ledger read from ClickHouse's aggregates, the IP enrich endpoint, and the
-// admin endpoints for sites and keys. Every request carries a Bearer key;
-// every read is scoped to the sites the key was granted before a query is
-// built, and every value reaches ClickHouse as a bound parameter.
+// Package query is leadpipe's HTTP API and dashboard: the company feed (with
+// filters, sorting, saved feeds and cursors), a company's page with its
+// visits, the filter ledger, exports (CSV, NDJSON, Arrow IPC), the IP enrich
+// endpoint, data subject requests by client id, the admin endpoints for
+// sites and keys, the audit log, and the server-rendered dashboard that
+// reads through the same handlers.
 //
-// It depends on internal/tenant (keys, sites), ipintel (IP answers) and a
-// ClickHouse connection; never on ingest or processor.
+// Every request carries a Bearer key (the dashboard keeps it in an HttpOnly
+// cookie); every read is scoped to the sites the key was granted before a
+// query is built; every value reaches ClickHouse as a bound parameter; every
+// request is written to the audit log.
+//
+// It depends on internal/tenant (keys, sites, saved feeds), internal/visitor
+// (client id → stored visitor id), ipintel (IP answers) and a ClickHouse
+// connection; never on ingest or processor.
 package query
