@@ -163,8 +163,7 @@ func (s *Server) auditEntries(w http.ResponseWriter, r *http.Request, key tenant
 	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"from": from, "to": to, "all": all, "sites": sites,
 		"key": key.ID, "limit": strconv.Itoa(limit)}), auditSQL)
 	if err != nil {
-		s.log.Error("querying audit log", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "querying audit log", err)
 		return
 	}
 	defer rows.Close()

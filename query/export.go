@@ -70,8 +70,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, key tenant.Key) 
 	}
 	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"site": site.ID, "from": from, "to": to}), exportSQL)
 	if err != nil {
-		s.log.Error("querying export", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "querying export", err)
 		return
 	}
 	defer rows.Close()

@@ -319,8 +319,7 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 	if plan.pick != "" {
 		ids, err := s.pickCompanies(r.Context(), plan)
 		if err != nil {
-			s.log.Error("querying company feed", "err", err)
-			writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+			s.dbUnavailable(w, "querying company feed", err)
 			return
 		}
 		// Company ids are made by leadpipe ("c"/"d" + hex), so the array
@@ -339,8 +338,7 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 	}
 	rows, err := s.ch.Query(params(r.Context(), plan.p), plan.full)
 	if err != nil {
-		s.log.Error("querying company feed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "querying company feed", err)
 		return
 	}
 	defer rows.Close()
@@ -358,8 +356,7 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		s.log.Error("reading company feed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "reading company feed", err)
 		return
 	}
 	resp := map[string]any{"from": from, "to": to}
@@ -389,8 +386,7 @@ func (s *Server) filtered(w http.ResponseWriter, r *http.Request, key tenant.Key
 	}
 	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"site": site.ID, "from": from, "to": to}), filteredSQL)
 	if err != nil {
-		s.log.Error("querying filter ledger", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "querying filter ledger", err)
 		return
 	}
 	defer rows.Close()
@@ -405,8 +401,7 @@ func (s *Server) filtered(w http.ResponseWriter, r *http.Request, key tenant.Key
 		reasons[reason] = n
 	}
 	if err := rows.Err(); err != nil {
-		s.log.Error("reading filter ledger", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "reading filter ledger", err)
 		return
 	}
 	setRows(w, len(reasons))
@@ -475,16 +470,14 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 		return
 	}
 	if err != nil {
-		s.log.Error("querying company", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "querying company", err)
 		return
 	}
 	c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
 
 	rows, err := s.ch.Query(params(r.Context(), p), companyHitsSQL)
 	if err != nil {
-		s.log.Error("querying company hits", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "querying company hits", err)
 		return
 	}
 	defer rows.Close()
@@ -498,8 +491,7 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 		hits = append(hits, h)
 	}
 	if err := rows.Err(); err != nil {
-		s.log.Error("reading company hits", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "reading company hits", err)
 		return
 	}
 	truncated := len(hits) == maxCompanyHits

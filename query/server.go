@@ -192,6 +192,13 @@ func (s *Server) site(w http.ResponseWriter, r *http.Request, key tenant.Key) (t
 	return site, true
 }
 
+// dbUnavailable logs what failed and answers 503: ClickHouse could not be
+// read or written now; the client may retry.
+func (s *Server) dbUnavailable(w http.ResponseWriter, what string, err error) {
+	s.log.Error(what, "err", err)
+	writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

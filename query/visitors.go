@@ -63,8 +63,7 @@ func (s *Server) exportVisitor(w http.ResponseWriter, r *http.Request, key tenan
 	requested := time.Now()
 	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"site": site.ID, "visitor": strconv.FormatUint(vid, 10)}), visitorHitsSQL)
 	if err != nil {
-		s.log.Error("querying visitor data", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "querying visitor data", err)
 		return
 	}
 	defer rows.Close()
@@ -104,14 +103,12 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 	ctx := params(r.Context(), clickhouse.Parameters{"site": site.ID, "visitor": strconv.FormatUint(vid, 10)})
 	var n uint64
 	if err := s.ch.QueryRow(ctx, "SELECT count() FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}").Scan(&n); err != nil {
-		s.log.Error("counting visitor data", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		s.dbUnavailable(w, "counting visitor data", err)
 		return
 	}
 	if n > 0 {
 		if err := s.ch.Exec(ctx, "DELETE FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}"); err != nil {
-			s.log.Error("erasing visitor data", "err", err)
-			writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+			s.dbUnavailable(w, "erasing visitor data", err)
 			return
 		}
 	}
