@@ -100,6 +100,9 @@ type Deps struct {
 	// PTR is nil when reverse DNS is off.
 	PTR   PTR
 	Sites Sites
+	// Erased, if set, names visitors erased on request whose queued hits
+	// must be dropped on arrival.
+	Erased *visitor.Erased
 }
 
 // Reasons a hit is dropped before anything about it is stored; the filter
@@ -111,10 +114,11 @@ const (
 	ReasonBot         = "bot"         // a crawler, a headless browser, or a request no browser would send
 	ReasonUnknown     = "unknown"     // no organisation known for the address
 	ReasonInvalid     = "invalid"     // the message could not be decoded
+	ReasonErased      = "erased"      // the visitor's data was erased on request while the hit waited
 )
 
 // Reasons lists every filter reason.
-var Reasons = []string{ReasonResidential, ReasonMobile, ReasonHosting, ReasonBot, ReasonUnknown, ReasonInvalid}
+var Reasons = []string{ReasonResidential, ReasonMobile, ReasonHosting, ReasonBot, ReasonUnknown, ReasonInvalid, ReasonErased}
 
 // Processor turns hits in JetStream into rows in ClickHouse.
 type Processor struct {
@@ -125,6 +129,7 @@ type Processor struct {
 	ptr     PTR
 	sites   Sites
 	keys    *visitor.Keys
+	erased  *visitor.Erased
 	log     *slog.Logger
 	metrics *metrics
 	running atomic.Bool
@@ -138,7 +143,7 @@ type Processor struct {
 // New builds a processor.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Processor {
 	return &Processor{cfg: cfg, js: deps.JS, ch: deps.ClickHouse, ipdata: deps.IPData, ptr: deps.PTR, sites: deps.Sites,
-		keys: visitor.NewKeys(deps.JS), log: log, metrics: newMetrics(reg)}
+		keys: visitor.NewKeys(deps.JS), erased: deps.Erased, log: log, metrics: newMetrics(reg)}
 }
 
 // Healthy reports whether the processor is running and ClickHouse accepts
@@ -424,6 +429,10 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 		vid, err := p.keys.ID(ctx, &hit, ip)
 		if err != nil {
 			return nil, fmt.Errorf("deriving visitor id: %w", err)
+		}
+		if hit.ClientID != "" && p.erased.Has(hit.Site, vid) {
+			p.drop(b, &hit, ts, ReasonErased)
+			continue
 		}
 		b.rows = append(b.rows, row{
 			site: hit.Site, hitID: hit.ID, typ: hit.Type, url: hit.URL, path: urlPath(hit.URL),

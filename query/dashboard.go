@@ -73,6 +73,11 @@ type pageData struct {
 	Snippet      string
 }
 
+// processorReasons are the filter ledger's reasons, in the order the
+// filtered-traffic page lists them (processor.Reasons; query does not
+// import the processor).
+var processorReasons = []string{"residential", "mobile", "hosting", "bot", "unknown", "invalid", "erased"}
+
 type reasonCount struct {
 	Reason string
 	Hits   uint64
@@ -322,7 +327,7 @@ func (s *Server) filteredPage(w http.ResponseWriter, r *http.Request, key string
 	if code, msg := s.api(r, key, "/api/v1/sites/"+site.ID+"/filtered", &out); code != http.StatusOK {
 		d.Error = msg
 	}
-	for _, reason := range []string{"residential", "mobile", "hosting", "bot", "unknown", "invalid"} {
+	for _, reason := range processorReasons {
 		if n := out.Reasons[reason]; n > 0 {
 			d.Reasons = append(d.Reasons, reasonCount{reason, n})
 		}

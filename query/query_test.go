@@ -50,7 +50,11 @@ func startAPI(t testing.TB) (*api, func(string, ...any)) {
 	}
 	reg := prometheus.NewRegistry()
 	visitors := visitor.NewKeys(b.JS)
-	s := query.New(query.Config{Addr: "127.0.0.1:0"}, conn, tenants, visitors, testenv.IPData(t), nil, func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
+	erased, err := visitor.OpenErased(ctx, b.JS, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := query.New(query.Config{Addr: "127.0.0.1:0"}, conn, tenants, visitors, erased, testenv.IPData(t), nil, func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	exec := func(q string, args ...any) {

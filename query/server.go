@@ -64,6 +64,7 @@ type Server struct {
 	ipdata   IPData
 	ptr      PTR
 	visitors *visitor.Keys
+	erased   *visitor.Erased
 	audit    *auditLog
 	ready    func(context.Context) error
 	log      *slog.Logger
@@ -73,8 +74,8 @@ type Server struct {
 
 // New builds the API. ptr may be nil (reverse DNS off). ready reports
 // whether the whole pipeline can take and serve hits; /readyz answers from it.
-func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Keys, ipdata IPData, ptr PTR, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, ch: ch, tenants: tenants, visitors: visitors, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
+func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Keys, erased *visitor.Erased, ipdata IPData, ptr PTR, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, ch: ch, tenants: tenants, visitors: visitors, erased: erased, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})

@@ -112,6 +112,13 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 			return
 		}
 	}
+	// Hits of the visitor still waiting in the stream are dropped when
+	// they arrive.
+	if err := s.erased.Add(r.Context(), site.ID, vid); err != nil {
+		s.log.Error("recording erasure for queued hits", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "visitors: stored hits erased, but queued ones could not be marked; retry")
+		return
+	}
 	id := s.recordRequest(r.Context(), site.ID, "erasure", key.ID, requested, n)
 	setRows(w, int(n))
 	writeJSON(w, http.StatusOK, map[string]any{"request": id, "deleted": n})

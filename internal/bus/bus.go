@@ -26,6 +26,7 @@ const (
 	SecretsBucket = "leadpipe_secrets"
 	SaltsBucket   = "leadpipe_salts"
 	FeedsBucket   = "leadpipe_feeds"
+	ErasedBucket  = "leadpipe_erased"
 )
 
 // Dead letters: hits that can never be processed, kept with the reason for
@@ -265,6 +266,9 @@ func (b *Bus) ensure(ctx context.Context) error {
 		// yesterday's visitor hashes cannot be recomputed after that.
 		{Bucket: SaltsBucket, Description: "daily salts for visitors without a client id", TTL: 48 * time.Hour},
 		{Bucket: FeedsBucket, Description: "saved feeds: <site>.<id> → name and filters"},
+		// An erased visitor's hits may still wait in the HITS stream: the
+		// marker outlives them, so processors drop them on arrival.
+		{Bucket: ErasedBucket, Description: "erased visitors: <site>.<visitor id> while their queued hits may arrive", TTL: b.cfg.HitsMaxAge + time.Hour},
 	}
 	for _, kv := range buckets {
 		kv.Storage = jetstream.FileStorage

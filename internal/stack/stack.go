@@ -263,6 +263,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			log.Info("created the owner API key", "path", s.OwnerKeyPath)
 		}
 	}
+	var erased *visitor.Erased
+	if cfg.Stages.Processor || cfg.Stages.API {
+		if erased, err = visitor.OpenErased(runCtx, s.Bus.JS, cfg.NATS.HitsMaxAge); err != nil {
+			return nil, err
+		}
+	}
 	var demo *demoTraffic
 	if cfg.Demo {
 		if demo, err = prepareDemo(ctx, s); err != nil {
@@ -302,7 +308,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		stage("rdns", func() error { return s.rdns.Run(runCtx) })
 	}
 	if cfg.Stages.Processor {
-		deps := processor.Deps{JS: s.Bus.JS, ClickHouse: s.conn, IPData: s.IPData, Sites: s.Tenants}
+		deps := processor.Deps{JS: s.Bus.JS, ClickHouse: s.conn, IPData: s.IPData, Sites: s.Tenants, Erased: erased}
 		if s.rdns != nil {
 			deps.PTR = s.rdns
 		}
@@ -327,7 +333,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		if apiCfg.CollectorURL == "" && s.CollectorAddr != "" {
 			apiCfg.CollectorURL = "http://" + s.CollectorAddr
 		}
-		api := query.New(apiCfg, s.conn, s.Tenants, visitor.NewKeys(s.Bus.JS), s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
+		api := query.New(apiCfg, s.conn, s.Tenants, visitor.NewKeys(s.Bus.JS), erased, s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, apiLn) })
 	}
 	if metricsLn != nil {

@@ -614,3 +614,59 @@ func TestNoVisitorIPAtRest(t *testing.T) {
 		}
 	}
 }
+
+// TestErasureDropsQueuedHits: after a visitor is erased by client id, a hit
+// of theirs that was still on its way is dropped on arrival (counted as
+// "erased"), while other visitors' hits are stored.
+func TestErasureDropsQueuedHits(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	key, _ := os.ReadFile(s.OwnerKeyPath)
+	c := &client{api: s.APIAddr, collector: s.CollectorAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	var site struct{ ID string }
+	c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "Erase", "domain": "erase.example"}, &site)
+	ip := testenv.ASN(t).PrefixesOf(212794)[0].Addr().Next().String()
+	post := func(id, cid string) {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://erase.example/", "id": id, "cid": cid, "consent": "granted"})
+		if _, err := c.postHit(context.Background(), body, ip, stack.BrowserUserAgent); err != nil {
+			t.Fatal(err)
+		}
+	}
+	post("before", "LF1.1.gone")
+	conn, _ := s.ClickHouse.Open()
+	defer conn.Close()
+	count := func(q string) uint64 {
+		var n uint64
+		conn.QueryRow(context.Background(), q).Scan(&n)
+		return n
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if n := count("SELECT count() FROM hits"); n != 1 {
+			return fmt.Errorf("%d hits", n)
+		}
+		return nil
+	})
+	var out map[string]any
+	if code := c.do(t, "DELETE", "/api/v1/sites/"+site.ID+"/visitors/LF1.1.gone", nil, &out); code != 200 || out["deleted"] != float64(1) {
+		t.Fatalf("erasure: %d %v", code, out)
+	}
+	post("after", "LF1.1.gone")  // on its way when the erasure happened
+	post("other", "LF1.1.stays") // another visitor
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if n := count("SELECT sum(hits) FROM filtered_daily WHERE reason = 'erased'"); n != 1 {
+			return fmt.Errorf("erased in the ledger: %d", n)
+		}
+		if n := count("SELECT count() FROM hits"); n != 1 {
+			return fmt.Errorf("%d hits stored, want only the other visitor's", n)
+		}
+		return nil
+	})
+	if n := count("SELECT count() FROM hits WHERE hit_id = 'other'"); n != 1 {
+		t.Errorf("the other visitor's hit: %d rows", n)
+	}
+}
