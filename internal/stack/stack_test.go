@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -57,6 +58,29 @@ func testConfig(t *testing.T, dataDir string) stack.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// startStack runs a stack of cfg until the test ends and returns it with a
+// client holding its owner key.
+func startStack(t *testing.T, cfg stack.Config, log *slog.Logger) (*stack.Stack, *client) {
+	t.Helper()
+	s, err := stack.Start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s, ownerClient(t, s, s.CollectorAddr)
+}
+
+// ownerClient is an API client of s with its owner key; it posts hits to
+// collector.
+func ownerClient(t *testing.T, s *stack.Stack, collector string) *client {
+	t.Helper()
+	key, err := os.ReadFile(s.OwnerKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &client{api: s.APIAddr, collector: collector, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
 }
 
 type client struct {
@@ -137,11 +161,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { s.Stop() }()
-	key, err := os.ReadFile(s.OwnerKeyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &client{api: s.APIAddr, collector: s.CollectorAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	c := ownerClient(t, s, s.CollectorAddr)
 
 	var sites []string
 	for i := range 3 {
@@ -331,13 +351,7 @@ func TestDemoFillsTheFeed(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := stack.Start(context.Background(), cfg, testenv.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	key, _ := os.ReadFile(s.OwnerKeyPath)
-	c := &client{api: s.APIAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	_, c := startStack(t, cfg, testenv.Logger())
 	var list struct{ Sites []struct{ ID, Name string } }
 	if code := c.do(t, "GET", "/api/v1/sites", nil, &list); code != http.StatusOK || len(list.Sites) != 1 {
 		t.Fatalf("sites: %d %+v, want the demo site", code, list)
@@ -399,8 +413,7 @@ func TestStagesRunSeparately(t *testing.T) {
 		stacks = append(stacks, s)
 	}
 	api, proc, col := stacks[0], stacks[1], stacks[2]
-	key, _ := os.ReadFile(api.OwnerKeyPath)
-	c := &client{api: api.APIAddr, collector: col.CollectorAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	c := ownerClient(t, api, col.CollectorAddr)
 	var site struct{ ID string }
 	if code := c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "Split", "domain": "split.example"}, &site); code != http.StatusCreated {
 		t.Fatalf("creating a site: %d", code)
@@ -462,13 +475,7 @@ func TestIPDataReloadOverNATS(t *testing.T) {
 		}
 	}
 	write("business")
-	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	key, _ := os.ReadFile(s.OwnerKeyPath)
-	c := &client{api: s.APIAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	s, c := startStack(t, cfg, testenv.Quiet())
 	typeOf := func() string {
 		var a struct {
 			NetworkType string `json:"network_type"`
@@ -517,13 +524,7 @@ func TestIPDataReloadOverNATS(t *testing.T) {
 // none of the addresses in any textual or numeric form.
 func TestNoVisitorIPAtRest(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	key, _ := os.ReadFile(s.OwnerKeyPath)
-	c := &client{api: s.APIAddr, collector: s.CollectorAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	s, c := startStack(t, cfg, testenv.Quiet())
 	var site struct{ ID string }
 	c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "Privacy", "domain": "privacy.example"}, &site)
 	table := testenv.ASN(t)
@@ -620,13 +621,7 @@ func TestNoVisitorIPAtRest(t *testing.T) {
 // "erased"), while other visitors' hits are stored.
 func TestErasureDropsQueuedHits(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	key, _ := os.ReadFile(s.OwnerKeyPath)
-	c := &client{api: s.APIAddr, collector: s.CollectorAddr, key: strings.TrimSpace(string(key)), http: &http.Client{Timeout: 10 * time.Second}}
+	s, c := startStack(t, cfg, testenv.Quiet())
 	var site struct{ ID string }
 	c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "Erase", "domain": "erase.example"}, &site)
 	ip := testenv.ASN(t).PrefixesOf(212794)[0].Addr().Next().String()
