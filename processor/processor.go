@@ -122,18 +122,19 @@ var Reasons = []string{ReasonResidential, ReasonMobile, ReasonHosting, ReasonBot
 
 // Processor turns hits in JetStream into rows in ClickHouse.
 type Processor struct {
-	cfg     Config
-	js      jetstream.JetStream
-	ch      driver.Conn
-	ipdata  IPData
-	ptr     PTR
-	sites   Sites
-	keys    *visitor.Keys
-	erased  *visitor.Erased
-	log     *slog.Logger
-	metrics *metrics
-	running atomic.Bool
-	failing atomic.Bool
+	cfg      Config
+	js       jetstream.JetStream
+	ch       driver.Conn
+	ipdata   IPData
+	ptr      PTR
+	sites    Sites
+	keys     *visitor.Keys
+	erased   *visitor.Erased
+	sessions *sessions
+	log      *slog.Logger
+	metrics  *metrics
+	running  atomic.Bool
+	failing  atomic.Bool
 	// lastWrite is when a batch was last written (unix nanoseconds);
 	// oldestAge the age of the oldest hit waiting in the stream.
 	lastWrite atomic.Int64
@@ -143,7 +144,7 @@ type Processor struct {
 // New builds a processor.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Processor {
 	return &Processor{cfg: cfg, js: deps.JS, ch: deps.ClickHouse, ipdata: deps.IPData, ptr: deps.PTR, sites: deps.Sites,
-		keys: visitor.NewKeys(deps.JS), erased: deps.Erased, log: log, metrics: newMetrics(reg)}
+		keys: visitor.NewKeys(deps.JS), erased: deps.Erased, sessions: newSessions(deps.ClickHouse), log: log, metrics: newMetrics(reg)}
 }
 
 // Healthy reports whether the processor is running and ClickHouse accepts
@@ -384,11 +385,16 @@ type row struct {
 	site, hitID, typ, url, path, referrer, title, consent string
 	ts, received                                          time.Time
 	visitorID                                             uint64
-	engagedMS                                             uint32
-	companyID, companyName, companyDomain, asOrg          string
-	industry, size, networkType, country, city, lang      string
-	asn                                                   uint32
-	seq                                                   uint64
+	// The visit, stamped by sessions.assign.
+	visitID                                          uint64
+	visitStart                                       time.Time
+	newVisit                                         uint8
+	source                                           string
+	engagedMS                                        uint32
+	companyID, companyName, companyDomain, asOrg     string
+	industry, size, networkType, country, city, lang string
+	asn                                              uint32
+	seq                                              uint64
 }
 
 func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, error) {
@@ -442,6 +448,9 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			industry: res.Industry, size: res.Size, asOrg: res.ASOrg, asn: res.ASN,
 			networkType: res.Type, country: res.Country, city: db.City(ip), lang: hit.Lang, seq: seq,
 		})
+	}
+	if err := p.sessions.assign(ctx, b.rows); err != nil {
+		return nil, err
 	}
 	b.token = batchToken(seqs)
 	return b, nil
@@ -577,16 +586,16 @@ func insertContext(ctx context.Context, token string) context.Context {
 
 func (p *Processor) insertHits(ctx context.Context, token string, rows []row) error {
 	batch, err := p.ch.PrepareBatch(insertContext(ctx, "hits-"+token), `INSERT INTO hits
-		(site_id, ts, received_at, hit_id, type, url, path, referrer, title, visitor_id, consent,
-		 engaged_ms, company_id, company_name, company_domain, company_industry, company_size,
+		(site_id, ts, received_at, hit_id, type, url, path, referrer, source, title,
+		 visitor_id, visit_id, visit_start, new_visit, consent, engaged_ms, company_id, company_name, company_domain, company_industry, company_size,
 		 asn, as_org, network_type, country, city, lang, stream_seq)`)
 	if err != nil {
 		return fmt.Errorf("preparing hits insert: %w", err)
 	}
 	for i := range rows {
 		r := &rows[i]
-		if err := batch.Append(r.site, r.ts, r.received, r.hitID, r.typ, r.url, r.path, r.referrer, r.title,
-			r.visitorID, r.consent, r.engagedMS, r.companyID, r.companyName, r.companyDomain, r.industry, r.size,
+		if err := batch.Append(r.site, r.ts, r.received, r.hitID, r.typ, r.url, r.path, r.referrer, r.source, r.title,
+			r.visitorID, r.visitID, r.visitStart, r.newVisit, r.consent, r.engagedMS, r.companyID, r.companyName, r.companyDomain, r.industry, r.size,
 			r.asn, r.asOrg, r.networkType, r.country, r.city, r.lang, r.seq); err != nil {
 			batch.Abort()
 			return fmt.Errorf("appending hit row: %w", err)

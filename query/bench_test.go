@@ -30,13 +30,18 @@ func BenchmarkQueries(b *testing.B) {
 	site := a.createSite(b, "bench")
 	start := time.Now()
 	// Visitors belong to companies (visitor % 20000); engagement every
-	// fourth hit; times spread over the last 30 days.
-	exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, visitor_id, consent, engaged_ms,
+	// fourth hit; times spread over the last 30 days. Visits are stamped
+	// as the processor would, coarsely: a visitor's hits of one hour are a
+	// visit, about one hit in three opens one, sources rotate.
+	exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, source,
+			visitor_id, visit_id, visit_start, new_visit, consent, engaged_ms,
 			company_id, company_name, company_domain, asn, as_org, network_type, country)
-		SELECT ?, now64(3) - toIntervalMillisecond(cityHash64(number, 1) % (30 * 86400000)), now64(3), toString(number),
+		SELECT ?, now64(3) - toIntervalMillisecond(cityHash64(number, 1) % (30 * 86400000)) AS t, now64(3), toString(number),
 		       if(number % 4 = 0, 'engagement', 'pageview'),
 		       concat('https://bench.example/p/', toString(number % 200)), concat('/p/', toString(number % 200)), 'Page', '',
-		       cityHash64(number, 2) % 200000 AS v, 'granted', if(number % 4 = 0, toUInt32(cityHash64(number, 3) % 60000), 0),
+		       ['direct', 'search', 'social', 'referral', 'campaign'][1 + number % 5],
+		       cityHash64(number, 2) % 200000 AS v, cityHash64(v, toStartOfHour(t)), toStartOfHour(t), number % 3 = 0,
+		       'granted', if(number % 4 = 0, toUInt32(cityHash64(number, 3) % 60000), 0),
 		       concat('c', toString(v % 20000)), concat('Company ', toString(v % 20000)), concat('company', toString(v % 20000), '.example'),
 		       1, 'x', 'business', ['DE','FR','GB','US','SE','CH'][1 + v % 6]
 		FROM numbers(?)`, site, n)
@@ -51,7 +56,9 @@ func BenchmarkQueries(b *testing.B) {
 	// Measured twice: right after the load, and once the aggregate's parts
 	// are merged, as background merges do in a running system over time.
 	if os.Getenv("LEADPIPE_BENCH_MERGED") != "" {
-		exec("OPTIMIZE TABLE company_daily FINAL")
+		for _, stmt := range []string{"OPTIMIZE TABLE company_daily FINAL", "OPTIMIZE TABLE company_pages_daily FINAL", "OPTIMIZE TABLE visits FINAL"} {
+			exec(stmt)
+		}
 		b.Log("after merging: " + rowsAndParts())
 	}
 
@@ -71,5 +78,7 @@ func BenchmarkQueries(b *testing.B) {
 	}
 	b.Run("query=feed-30d", func(b *testing.B) { timeIt(b, "/api/v1/sites/"+site+"/companies") })
 	b.Run("query=feed-30d-score", func(b *testing.B) { timeIt(b, "/api/v1/sites/"+site+"/companies?sort=score") })
+	b.Run("query=feed-30d-page", func(b *testing.B) { timeIt(b, "/api/v1/sites/"+site+"/companies?page=/p/42&page_match=equals") })
+	b.Run("query=feed-30d-source", func(b *testing.B) { timeIt(b, "/api/v1/sites/"+site+"/companies?source=campaign&sort=visits") })
 	b.Run("query=company-30d", func(b *testing.B) { timeIt(b, "/api/v1/sites/"+site+"/companies/c42") })
 }

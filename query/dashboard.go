@@ -1,6 +1,7 @@
 package query
 
 import (
+	"cmp"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,12 +65,16 @@ type pageData struct {
 	Sites        []siteJSON
 	Companies    []Company
 	NetworkTypes []string
+	Sources      []string
 	Sorts        []string
 	Feeds        []tenant.Feed
 	Next         string
 	Company      Company
 	Visits       []Visit
 	Chart        template.HTML
+	TopPages     []TopPage
+	VisitSources []keyCount
+	Countries    []keyCount
 	Reasons      []reasonCount
 	Snippet      string
 }
@@ -219,7 +225,7 @@ func (s *Server) dashSite(w http.ResponseWriter, r *http.Request, key string) (t
 	return site, true
 }
 
-var feedFormFields = []string{"from", "to", "country", "network_type", "page", "q", "sort", "feed", "cursor"}
+var feedFormFields = []string{"from", "to", "country", "network_type", "industry", "source", "min_visits", "page", "q", "sort", "feed", "cursor"}
 
 func (s *Server) feedPage(w http.ResponseWriter, r *http.Request, key string) {
 	site, ok := s.dashSite(w, r, key)
@@ -227,7 +233,7 @@ func (s *Server) feedPage(w http.ResponseWriter, r *http.Request, key string) {
 		return
 	}
 	d := pageData{Title: site.Name, SignedIn: true, Site: site, Q: map[string]string{},
-		NetworkTypes: ipintel.Types, Sorts: []string{"last_seen", "score", "visits", "engaged", "pageviews"}}
+		NetworkTypes: ipintel.Types, Sources: sources, Sorts: []string{"last_seen", "score", "visits", "engaged", "pageviews"}}
 	params := url.Values{}
 	for _, f := range feedFormFields {
 		if v := strings.TrimSpace(r.URL.Query().Get(f)); v != "" {
@@ -270,9 +276,13 @@ func (s *Server) companyPage(w http.ResponseWriter, r *http.Request, key string)
 		}
 	}
 	var out struct {
-		Company  Company
-		Visits   []Visit
-		From, To string
+		Company   Company
+		Visits    []Visit
+		From, To  string
+		Daily     []Day
+		TopPages  []TopPage `json:"top_pages"`
+		Sources   map[string]uint64
+		Countries map[string]uint64
 	}
 	d := pageData{Title: "Company", SignedIn: true, Site: site}
 	if code, msg := s.api(r, key, "/api/v1/sites/"+site.ID+"/companies/"+url.PathEscape(r.PathValue("id"))+"?"+params.Encode(), &out); code != http.StatusOK {
@@ -282,24 +292,52 @@ func (s *Server) companyPage(w http.ResponseWriter, r *http.Request, key string)
 		return
 	}
 	d.Title, d.Company, d.Visits, d.From, d.To = out.Company.Name, out.Company, out.Visits, out.From, out.To
-	d.Chart = visitsChart(out.Visits, out.From, out.To)
+	d.Chart = visitsChart(out.Daily, out.From, out.To)
+	d.TopPages, d.VisitSources, d.Countries = out.TopPages, byCount(out.Sources), byCount(out.Countries)
 	s.render(w, "company.html", d)
 }
 
+// keyCount is one entry of a breakdown (visits by source, pageviews by
+// country), largest first.
+type keyCount struct {
+	Key   string
+	Count uint64
+}
+
+func byCount(m map[string]uint64) []keyCount {
+	out := make([]keyCount, 0, len(m))
+	for k, n := range m {
+		if k == "" {
+			k = "unknown"
+		}
+		out = append(out, keyCount{k, n})
+	}
+	slices.SortFunc(out, func(a, b keyCount) int {
+		if a.Count != b.Count {
+			return cmp.Compare(b.Count, a.Count)
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	return out
+}
+
 // visitsChart draws visits per day of the range as SVG bars.
-func visitsChart(visits []Visit, from, to string) template.HTML {
+func visitsChart(daily []Day, from, to string) template.HTML {
 	start, err1 := time.Parse(time.DateOnly, from)
 	end, err2 := time.Parse(time.DateOnly, to)
 	if err1 != nil || err2 != nil || end.Before(start) {
 		return ""
 	}
 	days := int(end.Sub(start).Hours()/24) + 1
-	counts := make([]int, days)
-	most := 1
-	for _, v := range visits {
-		i := int(v.Started.UTC().Truncate(24*time.Hour).Sub(start).Hours() / 24)
-		if i >= 0 && i < days {
-			counts[i]++
+	counts := make([]uint64, days)
+	most := uint64(1)
+	for _, d := range daily {
+		day, err := time.Parse(time.DateOnly, d.Day)
+		if err != nil {
+			continue
+		}
+		if i := int(day.Sub(start).Hours() / 24); i >= 0 && i < days {
+			counts[i] += d.Visits
 			most = max(most, counts[i])
 		}
 	}

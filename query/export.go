@@ -41,7 +41,7 @@ var exportColumns = []string{"day", "company_id", "company_name", "company_domai
 const exportSQL = `
 SELECT day, company_id,
        anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
-       uniqExactMerge(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
+       sum(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
        min(first_seen), max(last_seen)
 FROM company_daily
 WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}

@@ -72,48 +72,49 @@ type Company struct {
 // The company feed's query is made of fixed fragments only: every value
 // the request gives is a bound parameter, every choice (which filters,
 // which order) picks among constants.
+//
+// It runs in two phases: feedPick applies the filters and the order to
+// every company of the range and keeps the page's ids, computing nothing
+// costly; feedRows then computes the full rows (with the distinct-visitor
+// merge) for those few companies only, which company_daily's order (site,
+// company, day) makes a short read.
 const (
-	feedSelect = `
+	// Aliases are f_*: an alias named like a column would shadow the
+	// column inside the other aggregates.
+	feedPick = `
+SELECT company_id,
+       anyLast(company_name) AS f_name, anyLast(company_domain) AS f_domain,
+       anyLast(network_type) AS f_network, anyLast(country) AS f_country, anyLast(company_industry) AS f_industry,
+       sum(visits) AS f_visits, sum(pageviews) AS f_pageviews, intDiv(sum(engaged_ms), 1000) AS f_engaged,
+       max(last_seen) AS f_last_seen, ` + leadScoreSQL + ` AS f_score
+FROM company_daily
+WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
+	feedRows = `
 SELECT company_id,
        anyLast(company_name) AS f_name, anyLast(company_domain) AS f_domain,
        anyLast(network_type) AS f_network, anyLast(country) AS f_country,
-       uniqExactMerge(visits) AS f_visits, sum(pageviews) AS f_pageviews, uniqExactMerge(visitors) AS f_visitors,
+       sum(visits) AS f_visits, sum(pageviews) AS f_pageviews, uniqExactMerge(visitors) AS f_visitors,
        intDiv(sum(engaged_ms), 1000) AS f_engaged,
        min(first_seen) AS f_first_seen, max(last_seen) AS f_last_seen,
        ` + leadScoreSQL + ` AS f_score
 FROM company_daily
-WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
-	// feedCheapSelect computes only what is cheap (no distinct-count
-	// merges): when the order and filters need nothing more, it picks the
-	// page's companies first, and feedSelect then computes the full rows
-	// for those few (a two-phase feed).
-	feedCheapSelect = `
-SELECT company_id,
-       anyLast(company_name) AS f_name, anyLast(company_domain) AS f_domain,
-       anyLast(network_type) AS f_network, anyLast(country) AS f_country,
-       sum(pageviews) AS f_pageviews, intDiv(sum(engaged_ms), 1000) AS f_engaged, max(last_seen) AS f_last_seen
-FROM company_daily
-WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
-	feedOnlyIDs = `
+WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
   AND company_id IN {ids:Array(String)}`
-	// Aliases are f_*: an alias named like a column would shadow the
-	// column inside the other aggregates.
-	// Filters that need the raw hits (pages, source, industry) select the
-	// companies that have a matching hit in the range.
-	feedHitsFilter = `
-  AND company_id IN (SELECT company_id FROM hits
-                     WHERE site_id = {site:String}
-                       AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')`
-	feedPageContains   = ` AND positionCaseInsensitive(path, {page:String}) > 0`
-	feedPageEquals     = ` AND path = {page:String}`
-	feedIndustry       = ` AND company_industry = {industry:String}`
-	feedSourceCampaign = ` AND type = 'pageview' AND (match(url, '[?&](utm_[a-z]+|gclid|msclkid|li_fat_id)=') )`
-	feedHitsEnd        = `)`
-	feedGroup          = `
+	// The page filter selects the companies that viewed a matching page in
+	// the range.
+	feedPagesFilter = `
+  AND company_id IN (SELECT company_id FROM company_pages_daily
+                     WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
+	feedPageContains = ` AND positionCaseInsensitive(path, {page:String}) > 0`
+	feedPageEquals   = ` AND path = {page:String}`
+	feedPagesEnd     = `)`
+	feedGroup        = `
 GROUP BY company_id
 HAVING 1`
 	feedCountry   = ` AND f_country = {country:String}`
 	feedNetwork   = ` AND f_network = {network:String}`
+	feedIndustry  = ` AND f_industry = {industry:String}`
+	feedSource    = ` AND sumMap(sources)[{source:String}] > 0`
 	feedMinVisits = ` AND f_visits >= {min_visits:UInt64}`
 	feedSearch    = ` AND (positionCaseInsensitive(f_name, {q:String}) > 0 OR positionCaseInsensitive(f_domain, {q:String}) > 0)`
 	feedLimit     = `
@@ -123,7 +124,7 @@ LIMIT {limit:UInt32} OFFSET {offset:UInt32}`
 	// 100 (ten engaged minutes, three visits or ten pageviews each count as
 	// one unit; 1 − e^−units), times recency halving about every ten days
 	// since the company was last seen (e^(−days/14)).
-	leadScoreSQL = `round(100 * (1 - exp(-(sum(engaged_ms) / 600000 + uniqExactMerge(visits) / 3 + sum(pageviews) / 10)))
+	leadScoreSQL = `round(100 * (1 - exp(-(sum(engaged_ms) / 600000 + sum(visits) / 3 + sum(pageviews) / 10)))
                      * exp(-dateDiff('second', max(last_seen), now64(3)) / 86400 / 14), 1)`
 )
 
@@ -136,17 +137,16 @@ var feedOrders = map[string]string{
 	"score":     "\nORDER BY f_score DESC, f_last_seen DESC, company_id",
 }
 
-// feedPlan is how a feed request is answered: one query (full), or, when
-// the order and filters are cheap, a first query (pick) choosing the page's
-// company ids and then full for those ids only.
+// feedPlan is how a feed request is answered: pick chooses the page's
+// company ids, rows computes their full rows.
 type feedPlan struct {
-	pick, full    string
+	pick, rows    string
 	p             clickhouse.Parameters
 	limit, offset int
 }
 
-// cheapOrders can be decided without distinct-count merges.
-var cheapOrders = map[string]bool{"last_seen": true, "pageviews": true, "engaged": true}
+// Sources are how visits came, as package visit classifies them.
+var sources = []string{"direct", "search", "social", "referral", "campaign"}
 
 // feedQuery reads the feed's filters from the request and plans its
 // queries, or returns the error naming the bad parameter.
@@ -154,33 +154,31 @@ func feedQuery(r *http.Request, site, from, to string) (feedPlan, error) {
 	q := r.URL.Query()
 	p := clickhouse.Parameters{"site": site, "from": from, "to": to}
 	var where, having strings.Builder
-	page, pageMode := q.Get("page"), q.Get("page_match")
-	industry, source := q.Get("industry"), q.Get("source")
-	if page != "" || industry != "" || source != "" {
-		where.WriteString(feedHitsFilter)
-		if page != "" {
-			p["page"] = page
-			switch pageMode {
-			case "", "contains":
-				where.WriteString(feedPageContains)
-			case "equals":
-				where.WriteString(feedPageEquals)
-			default:
-				return feedPlan{}, errors.New("page_match: must be contains or equals")
-			}
-		}
-		if industry != "" {
-			p["industry"] = industry
-			where.WriteString(feedIndustry)
-		}
-		switch source {
-		case "":
-		case "campaign":
-			where.WriteString(feedSourceCampaign)
+	if page := q.Get("page"); page != "" {
+		p["page"] = page
+		where.WriteString(feedPagesFilter)
+		switch q.Get("page_match") {
+		case "", "contains":
+			where.WriteString(feedPageContains)
+		case "equals":
+			where.WriteString(feedPageEquals)
 		default:
-			return feedPlan{}, errors.New("source: only campaign can be filtered in the feed for now")
+			return feedPlan{}, errors.New("page_match: must be contains or equals")
 		}
-		where.WriteString(feedHitsEnd)
+		where.WriteString(feedPagesEnd)
+	} else if q.Get("page_match") != "" {
+		return feedPlan{}, errors.New("page_match: needs page")
+	}
+	if v := q.Get("industry"); v != "" {
+		p["industry"] = v
+		having.WriteString(feedIndustry)
+	}
+	if v := q.Get("source"); v != "" {
+		if !slices.Contains(sources, v) {
+			return feedPlan{}, errors.New("source: must be one of " + strings.Join(sources, ", "))
+		}
+		p["source"] = v
+		having.WriteString(feedSource)
 	}
 	if v := q.Get("country"); v != "" {
 		if len(v) != 2 {
@@ -196,7 +194,6 @@ func feedQuery(r *http.Request, site, from, to string) (feedPlan, error) {
 		p["network"] = v
 		having.WriteString(feedNetwork)
 	}
-	minVisits := false
 	if v := q.Get("min_visits"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil {
@@ -204,7 +201,6 @@ func feedQuery(r *http.Request, site, from, to string) (feedPlan, error) {
 		}
 		p["min_visits"] = strconv.FormatUint(n, 10)
 		having.WriteString(feedMinVisits)
-		minVisits = true
 	}
 	if v := q.Get("q"); v != "" {
 		if len(v) > 200 {
@@ -238,12 +234,8 @@ func feedQuery(r *http.Request, site, from, to string) (feedPlan, error) {
 	}
 	// One row more than asked tells whether there is a next page.
 	p["limit"], p["offset"] = strconv.Itoa(plan.limit+1), strconv.Itoa(plan.offset)
-	if cheapOrders[sort] && !minVisits {
-		plan.pick = feedCheapSelect + where.String() + feedGroup + having.String() + order + feedLimit
-		plan.full = feedSelect + feedOnlyIDs + feedGroup + order
-	} else {
-		plan.full = feedSelect + where.String() + feedGroup + having.String() + order + feedLimit
-	}
+	plan.pick = feedPick + where.String() + feedGroup + having.String() + order + feedLimit
+	plan.rows = feedRows + feedGroup + order
 	return plan, nil
 }
 
@@ -256,10 +248,11 @@ func (s *Server) pickCompanies(ctx context.Context, plan feedPlan) ([]string, er
 	defer rows.Close()
 	var ids []string
 	for rows.Next() {
-		var id, name, domain, network, country string
-		var pageviews, engaged uint64
+		var id, name, domain, network, country, industry string
+		var visits, pageviews, engaged uint64
 		var last time.Time
-		if err := rows.Scan(&id, &name, &domain, &network, &country, &pageviews, &engaged, &last); err != nil {
+		var score float64
+		if err := rows.Scan(&id, &name, &domain, &network, &country, &industry, &visits, &pageviews, &engaged, &last, &score); err != nil {
 			return nil, err
 		}
 		ids = append(ids, id)
@@ -316,27 +309,29 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 		return
 	}
 	limit, offset := plan.limit, plan.offset
-	if plan.pick != "" {
-		ids, err := s.pickCompanies(r.Context(), plan)
-		if err != nil {
-			s.dbUnavailable(w, "querying company feed", err)
+	ids, err := s.pickCompanies(r.Context(), plan)
+	if err != nil {
+		s.dbUnavailable(w, "querying company feed", err)
+		return
+	}
+	// Company ids are made by leadpipe ("c"/"d" + hex), so the array
+	// literal needs no escaping; anything else is refused.
+	for _, id := range ids {
+		if !safeID(id) {
+			s.log.Error("BUG: unexpected company id in the feed", "id", id)
+			writeError(w, http.StatusInternalServerError, "database: unexpected company id")
 			return
 		}
-		// Company ids are made by leadpipe ("c"/"d" + hex), so the array
-		// literal needs no escaping; anything else is refused.
-		for _, id := range ids {
-			if !safeID(id) {
-				s.log.Error("BUG: unexpected company id in the feed", "id", id)
-				writeError(w, http.StatusInternalServerError, "database: unexpected company id")
-				return
-			}
-		}
-		plan.p["ids"] = "['" + strings.Join(ids, "','") + "']"
-		if len(ids) == 0 {
-			plan.p["ids"] = "[]"
-		}
 	}
-	rows, err := s.ch.Query(params(r.Context(), plan.p), plan.full)
+	resp := map[string]any{"from": from, "to": to}
+	if len(ids) == 0 {
+		resp["companies"] = []Company{}
+		setRows(w, 0)
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	plan.p["ids"] = "['" + strings.Join(ids, "','") + "']"
+	rows, err := s.ch.Query(params(r.Context(), plan.p), plan.rows)
 	if err != nil {
 		s.dbUnavailable(w, "querying company feed", err)
 		return
@@ -359,7 +354,6 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 		s.dbUnavailable(w, "reading company feed", err)
 		return
 	}
-	resp := map[string]any{"from": from, "to": to}
 	if len(out) > limit {
 		out = out[:limit]
 		resp["next_cursor"] = encodeCursor(offset + limit)
@@ -426,26 +420,63 @@ func (s *Server) ip(w http.ResponseWriter, r *http.Request, _ tenant.Key) {
 const companySQL = `
 SELECT company_id,
        anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
-       uniqExactMerge(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
-       min(first_seen), max(last_seen), ` + leadScoreSQL + `
+       sum(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
+       min(first_seen), max(last_seen), ` + leadScoreSQL + `,
+       sumMap(sources), sumMap(countries)
 FROM company_daily
 WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
 GROUP BY company_id`
+
+// companyDailySQL is the company's visits and pageviews per day, for the
+// company page's chart.
+const companyDailySQL = `
+SELECT day, sum(visits), sum(pageviews)
+FROM company_daily
+WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY day
+ORDER BY day`
+
+// companyPagesSQL is the company's most viewed pages of the range.
+const companyPagesSQL = `
+SELECT path, max(title), sum(pageviews) AS views, intDiv(sum(engaged_ms), 1000)
+FROM company_pages_daily
+WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY path
+ORDER BY views DESC, path
+LIMIT 10`
+
+// Day is one day of a company's activity.
+type Day struct {
+	Day       string `json:"day"`
+	Visits    uint64 `json:"visits"`
+	Pageviews uint64 `json:"pageviews"`
+}
+
+// TopPage is one of a company's most viewed pages.
+type TopPage struct {
+	Path           string `json:"path"`
+	Title          string `json:"title"`
+	Pageviews      uint64 `json:"pageviews"`
+	EngagedSeconds uint64 `json:"engaged_seconds"`
+}
 
 // The company page reads a company's raw hits of the range; its visits are
 // built from them. maxCompanyHits bounds what one request reads (and holds).
 const (
 	// The latest hits first (so a busy company's newest visits are the
-	// ones shown), then regrouped by visitor and time.
+	// ones shown), then regrouped by visit and time. Hits stored before
+	// visits were built (visit_id 0) are grouped by visitor, and
+	// buildVisits cuts those at the 30-minute gaps.
 	companyHitsSQL = `
-SELECT visitor_id, ts, type, url, title, referrer, engaged_ms FROM (
-    SELECT visitor_id, ts, type, url, title, referrer, engaged_ms
+SELECT visit_key, ts, type, url, title, referrer, engaged_ms, opening_source FROM (
+    SELECT if(visit_id = 0, visitor_id, visit_id) AS visit_key, ts, type, url, title, referrer, engaged_ms,
+           if(new_visit = 1, toString(source), '') AS opening_source
     FROM hits
     WHERE site_id = {site:String} AND company_id = {company:String}
       AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')
     ORDER BY ts DESC
     LIMIT {limit:UInt32})
-ORDER BY visitor_id, ts`
+ORDER BY visit_key, ts`
 	maxCompanyHits = 20000
 	maxVisits      = 500
 )
@@ -463,8 +494,9 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 	p := clickhouse.Parameters{"site": site.ID, "company": id, "from": from, "to": to, "limit": strconv.Itoa(maxCompanyHits)}
 	var c Company
 	var first, last time.Time
+	var sources, countries map[string]uint64
 	err := s.ch.QueryRow(params(r.Context(), p), companySQL).Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country,
-		&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore)
+		&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore, &sources, &countries)
 	if errors.Is(err, sql.ErrNoRows) {
 		writeError(w, http.StatusNotFound, "company: no visits of this company to this site in the range")
 		return
@@ -474,6 +506,11 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 		return
 	}
 	c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
+	days, pages, err := s.companyActivity(r.Context(), p)
+	if err != nil {
+		s.dbUnavailable(w, "querying company activity", err)
+		return
+	}
 
 	rows, err := s.ch.Query(params(r.Context(), p), companyHitsSQL)
 	if err != nil {
@@ -484,7 +521,7 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 	var hits []hitRow
 	for rows.Next() {
 		var h hitRow
-		if err := rows.Scan(&h.visitor, &h.ts, &h.typ, &h.url, &h.title, &h.referrer, &h.engagedMS); err != nil {
+		if err := rows.Scan(&h.visit, &h.ts, &h.typ, &h.url, &h.title, &h.referrer, &h.engagedMS, &h.source); err != nil {
 			writeError(w, http.StatusInternalServerError, "database: cannot read result")
 			return
 		}
@@ -505,5 +542,51 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 	}
 	setRows(w, len(visits))
 	// truncated: older visits of the range are not shown (narrow the range).
-	writeJSON(w, http.StatusOK, map[string]any{"company": c, "visits": visits, "from": from, "to": to, "truncated": truncated || len(visits) == maxVisits})
+	writeJSON(w, http.StatusOK, map[string]any{"company": c, "visits": visits, "from": from, "to": to,
+		"truncated": truncated || len(visits) == maxVisits,
+		"daily":     days, "top_pages": pages, "sources": nonNil(sources), "countries": nonNil(countries)})
+}
+
+func nonNil(m map[string]uint64) map[string]uint64 {
+	if m == nil {
+		return map[string]uint64{}
+	}
+	return m
+}
+
+// companyActivity reads a company's visits per day and top pages.
+func (s *Server) companyActivity(ctx context.Context, p clickhouse.Parameters) ([]Day, []TopPage, error) {
+	days := []Day{}
+	rows, err := s.ch.Query(params(ctx, p), companyDailySQL)
+	if err != nil {
+		return nil, nil, err
+	}
+	for rows.Next() {
+		var d Day
+		var day time.Time
+		if err := rows.Scan(&day, &d.Visits, &d.Pageviews); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		d.Day = day.Format(time.DateOnly)
+		days = append(days, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	pages := []TopPage{}
+	rows, err = s.ch.Query(params(ctx, p), companyPagesSQL)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var tp TopPage
+		if err := rows.Scan(&tp.Path, &tp.Title, &tp.Pageviews, &tp.EngagedSeconds); err != nil {
+			return nil, nil, err
+		}
+		pages = append(pages, tp)
+	}
+	return days, pages, rows.Err()
 }

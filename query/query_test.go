@@ -240,6 +240,52 @@ func TestCompanyPage(t *testing.T) {
 	}
 }
 
+// TestCompanyPageBreakdowns: the company page's top pages, sources,
+// countries and visits per day, from hits stamped with their visits as
+// the processor stores them.
+func TestCompanyPageBreakdowns(t *testing.T) {
+	a, exec := startAPI(t)
+	site := a.createSite(t, "eta")
+	base := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+	insert := func(visit uint64, offset time.Duration, typ, path, source, country string, opens uint8, engagedMS uint32) {
+		t.Helper()
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, source, visitor_id,
+			visit_id, visit_start, new_visit, consent, engaged_ms, company_id, company_name, asn, as_org, network_type, country)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, 'granted', ?, 'c7', 'Acme AG', 1, 'Acme AG', 'business', ?)`,
+			site, base.Add(offset), base.Add(offset), testenv.RandomHex(8), typ, "https://eta.example"+path, path, "T"+path,
+			source, visit, visit, base, opens, engagedMS, country)
+	}
+	insert(1, 0, "pageview", "/pricing", "search", "DE", 1, 0)
+	insert(1, time.Minute, "engagement", "/pricing", "direct", "DE", 0, 30000)
+	insert(1, 2*time.Minute, "pageview", "/", "direct", "DE", 0, 0)
+	insert(2, 5*time.Minute, "pageview", "/pricing", "social", "AT", 1, 0)
+
+	code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies/c7", "")
+	if code != 200 {
+		t.Fatalf("company page: %d %v", code, out)
+	}
+	if got := jsonString(out["top_pages"]); got != `[{"engaged_seconds":30,"pageviews":2,"path":"/pricing","title":"T/pricing"},{"engaged_seconds":0,"pageviews":1,"path":"/","title":"T/"}]` {
+		t.Errorf("top pages: %s", got)
+	}
+	if got := jsonString(out["sources"]); got != `{"search":1,"social":1}` {
+		t.Errorf("sources: %s", got)
+	}
+	if got := jsonString(out["countries"]); got != `{"AT":1,"DE":2}` {
+		t.Errorf("countries: %s", got)
+	}
+	if got, want := jsonString(out["daily"]), `[{"day":"`+base.Format(time.DateOnly)+`","pageviews":3,"visits":2}]`; got != want {
+		t.Errorf("daily: %s, want %s", got, want)
+	}
+	visits := out["visits"].([]any)
+	if len(visits) != 2 || visits[0].(map[string]any)["source"] != "social" || visits[1].(map[string]any)["source"] != "search" ||
+		len(visits[1].(map[string]any)["pages"].([]any)) != 2 {
+		t.Errorf("visits: %s", jsonString(visits))
+	}
+	if company := out["company"].(map[string]any); company["visits"] != float64(2) || company["visitors"] != float64(2) {
+		t.Errorf("company: %v", company)
+	}
+}
+
 func TestExports(t *testing.T) {
 	a, exec := startAPI(t)
 	site := a.createSite(t, "zeta")
@@ -318,9 +364,21 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 	}
 	other, _ := keys.ClientID(ctx, site, "LF1.1.other.2")
 	for i, vid := range []uint64{mine, mine, other} {
-		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, company_id, company_name, asn, as_org, network_type)
-			VALUES (?, now64(3), now64(3), ?, 'pageview', ?, '/', ?, 'granted', 'c1', 'Acme AG', 1, 'x', 'business')`,
-			site, fmt.Sprint("h", i), fmt.Sprintf("https://eta.example/%d", i), vid)
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, visit_id, visit_start, new_visit,
+			consent, company_id, company_name, asn, as_org, network_type)
+			VALUES (?, now64(3), now64(3), ?, 'pageview', ?, '/', ?, ?, now64(3), 1, 'granted', 'c1', 'Acme AG', 1, 'x', 'business')`,
+			site, fmt.Sprint("h", i), fmt.Sprintf("https://eta.example/%d", i), vid, i+1)
+	}
+	visitsOf := func(vid uint64) uint64 {
+		t.Helper()
+		var n uint64
+		if err := a.conn.QueryRow(ctx, "SELECT count() FROM visits WHERE site_id = ? AND visitor_id = ?", site, vid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if visitsOf(mine) != 2 || visitsOf(other) != 1 {
+		t.Fatalf("visits before erasure: %d and %d", visitsOf(mine), visitsOf(other))
 	}
 	analyst := a.createKey(t, "analyst", site)
 	if code, _ := a.call(t, analyst, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1/export", ""); code != http.StatusForbidden {
@@ -337,6 +395,9 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1/export", "")
 	if hits, _ := out["hits"].([]any); code != 200 || len(hits) != 0 {
 		t.Errorf("after erasure the export still has %v", out)
+	}
+	if visitsOf(mine) != 0 || visitsOf(other) != 1 {
+		t.Errorf("visits after erasure: %d of the erased visitor, %d of the other", visitsOf(mine), visitsOf(other))
 	}
 	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.other.2/export", "")
 	if hits, _ := out["hits"].([]any); len(hits) != 1 {
@@ -360,24 +421,34 @@ func TestFeedFiltersSortAndPages(t *testing.T) {
 	type co struct {
 		id, name, domain, country, network, industry string
 		visitors, pages                              int
-		path                                         string
+		path, source                                 string
 		engagedMS                                    uint32
 		age                                          time.Duration
 	}
 	companies := []co{
-		{"c-acme", "Acme AG", "acme.example", "DE", "business", "Manufacturing", 3, 2, "/pricing", 600000, time.Hour},
-		{"c-beta", "Beta University", "beta.example", "FR", "education", "Education", 1, 5, "/docs/api", 60000, 3 * time.Hour},
-		{"c-gamma", "Gamma Ltd", "gamma.example", "GB", "business", "Software", 2, 1, "/careers", 0, 2 * time.Hour},
+		{"c-acme", "Acme AG", "acme.example", "DE", "business", "Manufacturing", 3, 2, "/pricing", "search", 600000, time.Hour},
+		{"c-beta", "Beta University", "beta.example", "FR", "education", "Education", 1, 5, "/docs/api", "direct", 60000, 3 * time.Hour},
+		{"c-gamma", "Gamma Ltd", "gamma.example", "GB", "business", "Software", 2, 1, "/careers", "campaign", 0, 2 * time.Hour},
+	}
+	opens := func(first bool) uint8 {
+		if first {
+			return 1
+		}
+		return 0
 	}
 	n := 0
 	for _, c := range companies {
 		for v := range c.visitors {
-			for range c.pages {
+			// Each visitor makes one visit of c.pages pages; its first hit
+			// opens it, as the processor stamps them.
+			visitor := uint64(v+1)*1000 + uint64(len(c.id))
+			for p := range c.pages {
 				n++
-				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, engaged_ms,
-					company_id, company_name, company_domain, company_industry, asn, as_org, network_type, country)
-					VALUES (?, ?, ?, ?, 'pageview', ?, ?, ?, 'granted', ?, ?, ?, ?, ?, 1, 'x', ?, ?)`,
-					site, now.Add(-c.age), now, fmt.Sprint("h", n), "https://theta.example"+c.path, c.path, uint64(v+1)*1000+uint64(len(c.id)),
+				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, source, visitor_id, visit_id, visit_start, new_visit,
+					consent, engaged_ms, company_id, company_name, company_domain, company_industry, asn, as_org, network_type, country)
+					VALUES (?, ?, ?, ?, 'pageview', ?, ?, ?, ?, ?, ?, ?, 'granted', ?, ?, ?, ?, ?, 1, 'x', ?, ?)`,
+					site, now.Add(-c.age), now, fmt.Sprint("h", n), "https://theta.example"+c.path, c.path, c.source,
+					visitor, visitor, now.Add(-c.age), opens(p == 0),
 					c.engagedMS, c.id, c.name, c.domain, c.industry, c.network, c.country)
 			}
 		}
@@ -416,6 +487,9 @@ func TestFeedFiltersSortAndPages(t *testing.T) {
 	check("page=/pric&page_match=equals")
 	check("industry=Software", "c-gamma")
 	check("country=DE&min_visits=3&q=acme", "c-acme")
+	check("source=search", "c-acme")
+	check("source=campaign&sort=visits", "c-gamma")
+	check("source=referral")
 	// Pages of one, following the cursor.
 	var all []string
 	query := "limit=1&sort=pageviews"
@@ -435,7 +509,7 @@ func TestFeedFiltersSortAndPages(t *testing.T) {
 	if score := out["companies"].([]any)[0].(map[string]any)["lead_score"].(float64); score <= 0 || score > 100 {
 		t.Errorf("lead score %v outside (0, 100]", score)
 	}
-	for _, bad := range []string{"sort=random", "country=Germany", "network_type=cable", "min_visits=-1", "page=x&page_match=regex", "cursor=!!", "source=search"} {
+	for _, bad := range []string{"sort=random", "country=Germany", "network_type=cable", "min_visits=-1", "page=x&page_match=regex", "cursor=!!", "source=google", "page_match=equals"} {
 		if code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies?"+bad, ""); code != 400 {
 			t.Errorf("feed ?%s: %d %v, want 400", bad, code, out)
 		}

@@ -87,8 +87,8 @@ func (s *Server) exportVisitor(w http.ResponseWriter, r *http.Request, key tenan
 	writeJSON(w, http.StatusOK, map[string]any{"request": id, "site": site.ID, "client_id": r.PathValue("cid"), "hits": hits})
 }
 
-// eraseVisitor answers an erasure request: the visitor's hits are deleted
-// (a lightweight delete: gone from every query at once, removed from disk
+// eraseVisitor answers an erasure request: the visitor's hits and visits are
+// deleted (a lightweight delete: gone from every query at once, removed from disk
 // by the next merges).
 func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	site, ok := s.site(w, r, key)
@@ -107,9 +107,17 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 		return
 	}
 	if n > 0 {
-		if err := s.ch.Exec(ctx, "DELETE FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}"); err != nil {
-			s.dbUnavailable(w, "erasing visitor data", err)
-			return
+		// The visits table holds the visitor's id too (a visit's hits are
+		// the visitor's); company_daily holds only counts and the
+		// distinct-visitor states, which no query can read an id from.
+		for _, stmt := range []string{
+			"DELETE FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
+			"DELETE FROM visits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
+		} {
+			if err := s.ch.Exec(ctx, stmt); err != nil {
+				s.dbUnavailable(w, "erasing visitor data", err)
+				return
+			}
 		}
 	}
 	// Hits of the visitor still waiting in the stream are dropped when

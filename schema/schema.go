@@ -91,6 +91,12 @@ func CreateDatabase(ctx context.Context, conn driver.Conn, database string) erro
 // Migrate applies every migration not yet recorded in schema_migrations, in
 // order, and returns how many it applied. conn must use leadpipe's database.
 func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) (int, error) {
+	return MigrateTo(ctx, conn, log, ^uint32(0))
+}
+
+// MigrateTo is Migrate stopping after version last (tests of a migration
+// start from the schema before it).
+func MigrateTo(ctx context.Context, conn driver.Conn, log *slog.Logger, last uint32) (int, error) {
 	migrations, err := Migrations()
 	if err != nil {
 		return 0, err
@@ -122,9 +128,17 @@ func Migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) (int, erro
 		if applied[m.Version] {
 			continue
 		}
+		if m.Version > last {
+			break
+		}
 		for i, stmt := range m.Statements {
 			if err := conn.Exec(ctx, stmt); err != nil {
 				return n, fmt.Errorf("applying migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+			}
+		}
+		if hook := hooks[m.Version]; hook != nil {
+			if err := hook(ctx, conn, log); err != nil {
+				return n, fmt.Errorf("applying migration %04d_%s: %w", m.Version, m.Name, err)
 			}
 		}
 		if err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", m.Version, m.Name); err != nil {

@@ -103,3 +103,132 @@ func TestMigrationStatementsRerunnable(t *testing.T) {
 		}
 	}
 }
+
+// TestVisitsMigrationCarriesAggregatesOver: a company_daily built before
+// migration 0010 (sorted by day, visits counted as visitor-days) is rebuilt
+// sorted by company with its figures intact, company_pages_daily is filled
+// from the stored hits, hits written afterwards feed the new views, and
+// running the migration again changes nothing.
+func TestVisitsMigrationCarriesAggregatesOver(t *testing.T) {
+	conn, _ := testenv.DatabaseAt(t, 9)
+	ctx := context.Background()
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if err := conn.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// Company a: visitor 1 on two days (two visitor-days), visitor 2 once;
+	// company b: one visitor, one pageview and one engagement hit.
+	exec(`INSERT INTO hits (site_id, ts, hit_id, type, url, path, title, visitor_id, engaged_ms, company_id, company_name, country)
+		VALUES ('s', '2026-11-01 10:00:00', 'h1', 'pageview', 'https://x/', '/', 'Home', 1, 0, 'ca', 'A', 'DE'),
+		       ('s', '2026-11-01 10:01:00', 'h2', 'pageview', 'https://x/p', '/p', 'Pricing', 1, 0, 'ca', 'A', 'DE'),
+		       ('s', '2026-11-02 09:00:00', 'h3', 'pageview', 'https://x/', '/', 'Home', 1, 0, 'ca', 'A', 'DE'),
+		       ('s', '2026-11-02 09:30:00', 'h4', 'pageview', 'https://x/', '/', 'Home', 2, 0, 'ca', 'A', 'DE'),
+		       ('s', '2026-11-01 12:00:00', 'h5', 'pageview', 'https://x/jobs', '/jobs', 'Jobs', 3, 0, 'cb', 'B', 'FR'),
+		       ('s', '2026-11-01 12:01:00', 'h6', 'engagement', 'https://x/jobs', '/jobs', '', 3, 42000, 'cb', 'B', 'FR')`)
+	type fig struct{ pageviews, visits, visitors, engagedMS uint64 }
+	figures := func() map[string]fig {
+		t.Helper()
+		rows, err := conn.Query(ctx, `SELECT company_id, sum(pageviews), `+
+			`toUInt64(sum(visits)), uniqExactMerge(visitors), sum(engaged_ms) FROM company_daily GROUP BY company_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		out := map[string]fig{}
+		for rows.Next() {
+			var id string
+			var f fig
+			if err := rows.Scan(&id, &f.pageviews, &f.visits, &f.visitors, &f.engagedMS); err != nil {
+				t.Fatal(err)
+			}
+			out[id] = f
+		}
+		return out
+	}
+	var before map[string]fig
+	{
+		rows, err := conn.Query(ctx, `SELECT company_id, sum(pageviews), uniqExactMerge(visits), uniqExactMerge(visitors), sum(engaged_ms)
+			FROM company_daily GROUP BY company_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = map[string]fig{}
+		for rows.Next() {
+			var id string
+			var f fig
+			if err := rows.Scan(&id, &f.pageviews, &f.visits, &f.visitors, &f.engagedMS); err != nil {
+				t.Fatal(err)
+			}
+			before[id] = f
+		}
+		rows.Close()
+	}
+	if want := (fig{4, 3, 2, 0}); before["ca"] != want {
+		t.Fatalf("company a before the migration: %+v, want %+v", before["ca"], want)
+	}
+	if _, err := schema.MigrateTo(ctx, conn, testenv.Quiet(), 10); err != nil {
+		t.Fatal(err)
+	}
+	var key string
+	if err := conn.QueryRow(ctx, "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() AND name = 'company_daily'").Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	if key != "site_id, company_id, day" {
+		t.Errorf("company_daily sorted by %q after the migration", key)
+	}
+	after := figures()
+	for id, f := range before {
+		if after[id] != f {
+			t.Errorf("company %s: %+v after the migration, %+v before", id, after[id], f)
+		}
+	}
+	pages := func() string {
+		t.Helper()
+		var s string
+		if err := conn.QueryRow(ctx, `SELECT arrayStringConcat(groupArray(r), ' ') FROM (
+			SELECT concat(company_id, path, ':', toString(sum(pageviews)), '/', toString(sum(engaged_ms))) AS r
+			FROM company_pages_daily GROUP BY company_id, path ORDER BY company_id, path)`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if got, want := pages(), "ca/:3/0 ca/p:1/0 cb/jobs:1/42000"; got != want {
+		t.Errorf("company_pages_daily = %q, want %q", got, want)
+	}
+
+	// Run again, as after an interruption before it was recorded.
+	exec("DELETE FROM schema_migrations WHERE version = 10")
+	if n, err := schema.Migrate(ctx, conn, testenv.Quiet()); err != nil || n == 0 {
+		t.Fatalf("re-running migration 10: %d applied, %v", n, err)
+	}
+	if again := figures(); again["ca"] != after["ca"] || again["cb"] != after["cb"] {
+		t.Errorf("figures changed on re-run: %+v → %+v", after, again)
+	}
+	if got, want := pages(), "ca/:3/0 ca/p:1/0 cb/jobs:1/42000"; got != want {
+		t.Errorf("company_pages_daily after re-run = %q, want %q", got, want)
+	}
+
+	// A hit that opens a visit, stored now, reaches every view.
+	exec(`INSERT INTO hits (site_id, ts, hit_id, type, url, path, referrer, source, title, visitor_id, visit_id, visit_start, new_visit, company_id, company_name, country)
+		VALUES ('s', '2026-11-03 08:00:00', 'h7', 'pageview', 'https://x/p', '/p', 'https://www.google.com/', 'search', 'Pricing', 1, 77, '2026-11-03 08:00:00', 1, 'ca', 'A', 'AT')`)
+	if got := figures()["ca"]; got.visits != 4 || got.pageviews != 5 {
+		t.Errorf("company a after a new visit: %+v, want 4 visits and 5 pageviews", got)
+	}
+	var sources, countries map[string]uint64
+	if err := conn.QueryRow(ctx, "SELECT sumMap(sources), sumMap(countries) FROM company_daily WHERE company_id = 'ca'").Scan(&sources, &countries); err != nil {
+		t.Fatal(err)
+	}
+	if sources["search"] != 1 || len(sources) != 1 || countries["DE"] != 4 || countries["AT"] != 1 {
+		t.Errorf("sources %v, countries %v", sources, countries)
+	}
+	var entry, source string
+	var pv uint64
+	if err := conn.QueryRow(ctx, "SELECT argMinMerge(entry_page), argMinMerge(source), sum(pageviews) FROM visits WHERE visit_id = 77").Scan(&entry, &source, &pv); err != nil {
+		t.Fatal(err)
+	}
+	if entry != "/p" || source != "search" || pv != 1 {
+		t.Errorf("visit 77: entry %q source %q pageviews %d", entry, source, pv)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -101,6 +102,11 @@ func runSQL(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer conn.Close()
 	rows, err := conn.Query(ctx, fs.Arg(0))
+	if errors.Is(err, io.EOF) {
+		// A statement without a result (DDL, INSERT): the driver reports
+		// the end of a result that never began.
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -150,6 +150,11 @@ func TestSQLReachesRunningServe(t *testing.T) {
 	if out != "version\tname\n1\thits\n2\tcompany_daily\n" {
 		t.Errorf("TSV:\n%s", out)
 	}
+	// A statement without a result succeeds quietly.
+	code, out, stderr = runCmd(t, "sql", "--data-dir", dir, "CREATE TABLE scratch (x UInt8) ENGINE = Memory")
+	if code != 0 || out != "" {
+		t.Errorf("DDL: exit %d, out %q, err %q", code, out, stderr)
+	}
 	code, _, stderr = runCmd(t, "sql", "--data-dir", dir, "SELECT nonsense FROM nowhere")
 	if code != 1 || !strings.Contains(stderr, "nowhere") {
 		t.Errorf("bad SQL: exit %d, %q", code, stderr)

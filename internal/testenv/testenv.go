@@ -87,6 +87,12 @@ func Engine(t testing.TB) *chengine.Server {
 // returns a connection to it, closed when the test ends.
 func Database(t testing.TB) (driver.Conn, string) {
 	t.Helper()
+	return DatabaseAt(t, ^uint32(0))
+}
+
+// DatabaseAt is Database with the migrations up to version last only.
+func DatabaseAt(t testing.TB, last uint32) (driver.Conn, string) {
+	t.Helper()
 	e := Engine(t)
 	name := "t_" + RandomHex(6)
 	ctx := context.Background()
@@ -102,7 +108,7 @@ func Database(t testing.TB) (driver.Conn, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := schema.Migrate(ctx, conn, Quiet()); err != nil {
+	if _, err := schema.MigrateTo(ctx, conn, Quiet(), last); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
