@@ -35,7 +35,7 @@ func BenchmarkHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	site, err := tenants.CreateSite(ctx, "Bench", "example.com")
+	site, err := tenants.CreateSite(ctx, "", "Bench", "example.com")
 	if err != nil {
 		b.Fatal(err)
 	}

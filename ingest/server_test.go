@@ -64,7 +64,7 @@ func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*ingest.Config)) *co
 	if err != nil {
 		t.Fatal(err)
 	}
-	site, err := tenants.CreateSite(ctx, "Example", "example.com")
+	site, err := tenants.CreateSite(ctx, "", "Example", "example.com")
 	if err != nil {
 		t.Fatal(err)
 	}

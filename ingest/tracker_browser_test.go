@@ -45,7 +45,7 @@ func startBrowserEnv(t *testing.T, page string) *browserEnv {
 		t.Fatal(err)
 	}
 	// The page is served from 127.0.0.1: that is the site's domain.
-	site, err := tenants.CreateSite(ctx, "Browser test", "127.0.0.1")
+	site, err := tenants.CreateSite(ctx, "", "Browser test", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}

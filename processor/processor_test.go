@@ -263,7 +263,7 @@ func TestProcessorFilters(t *testing.T) {
 	conn, _ := testenv.Database(t)
 	d := deps(t, b, conn)
 	ctx := context.Background()
-	keeper, err := d.Sites.(*tenant.Store).CreateSite(ctx, "Keeps hosting", "keeper.example")
+	keeper, err := d.Sites.(*tenant.Store).CreateSite(ctx, "", "Keeps hosting", "keeper.example")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func TestHitJudgedAgainIsNotWrittenTwice(t *testing.T) {
 	conn, _ := testenv.Database(t)
 	d := deps(t, b, conn)
 	ctx := context.Background()
-	site, err := d.Sites.(*tenant.Store).CreateSite(ctx, "Flip", "flip.example")
+	site, err := d.Sites.(*tenant.Store).CreateSite(ctx, "", "Flip", "flip.example")
 	if err != nil {
 		t.Fatal(err)
 	}

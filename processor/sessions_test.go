@@ -158,4 +158,17 @@ func TestVisitsBuiltAcrossBatchesAndRestarts(t *testing.T) {
 	if opened := count(t, conn, "SELECT sum(new_visit) FROM hits WHERE site_id = 'vs'"); opened != 4 {
 		t.Errorf("%d hits open a visit, want 4", opened)
 	}
+	// The aggregates agree with the raw hits they were built from.
+	for _, q := range []struct{ agg, raw string }{
+		{"SELECT sum(visits) FROM company_daily WHERE site_id = 'vs'", "SELECT uniqExact(visit_id) FROM hits WHERE site_id = 'vs'"},
+		{"SELECT count() FROM (SELECT visit_id FROM visits WHERE site_id = 'vs' GROUP BY visit_id)", "SELECT uniqExact(visit_id) FROM hits WHERE site_id = 'vs'"},
+		{"SELECT sum(pageviews) FROM company_daily WHERE site_id = 'vs'", "SELECT countIf(type = 'pageview') FROM hits WHERE site_id = 'vs'"},
+		{"SELECT sum(engaged_ms) FROM company_daily WHERE site_id = 'vs'", "SELECT sum(engaged_ms) FROM hits WHERE site_id = 'vs'"},
+		{"SELECT uniqExactMerge(visitors) FROM company_daily WHERE site_id = 'vs'", "SELECT uniqExact(visitor_id) FROM hits WHERE site_id = 'vs'"},
+		{"SELECT sum(pageviews) FROM company_pages_daily WHERE site_id = 'vs'", "SELECT countIf(type = 'pageview') FROM hits WHERE site_id = 'vs'"},
+	} {
+		if agg, raw := count(t, conn, q.agg), count(t, conn, q.raw); agg != raw {
+			t.Errorf("%s = %d, but %s = %d", q.agg, agg, q.raw, raw)
+		}
+	}
 }

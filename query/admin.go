@@ -9,35 +9,109 @@ import (
 
 type siteJSON struct {
 	ID          string `json:"id"`
+	Account     string `json:"account,omitempty"`
 	Name        string `json:"name"`
 	Domain      string `json:"domain"`
 	KeepHosting bool   `json:"keep_hosting"`
 }
 
-func siteOut(s tenant.Site) siteJSON { return siteJSON{s.ID, s.Name, s.Domain, s.KeepHosting} }
+func siteOut(s tenant.Site) siteJSON {
+	return siteJSON{s.ID, s.Account, s.Name, s.Domain, s.KeepHosting}
+}
 
-func (s *Server) createSite(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+// validName trims a name of an account or site in place and checks its
+// length, answering 400 when it is wrong.
+func validName(w http.ResponseWriter, name *string) bool {
+	*name = strings.TrimSpace(*name)
+	if *name == "" || len(*name) > 200 {
+		writeError(w, http.StatusBadRequest, "name: must be 1 to 200 characters")
+		return false
+	}
+	return true
+}
+
+// createAccount makes a customer account (operator keys only); its first
+// admin key is then made with POST /api/v1/keys naming the account.
+func (s *Server) createAccount(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	var in struct {
-		Name   string `json:"name"`
-		Domain string `json:"domain"`
+		Name string `json:"name"`
 	}
 	if !decodeBody(w, r, &in) {
 		return
 	}
-	in.Name = strings.TrimSpace(in.Name)
-	if in.Name == "" || len(in.Name) > 200 {
-		writeError(w, http.StatusBadRequest, "name: must be 1 to 200 characters")
+	if !validName(w, &in.Name) {
+		return
+	}
+	if !key.Operator() {
+		writeError(w, http.StatusForbidden, "role: only an operator key (an admin key of the installation) can create accounts")
+		return
+	}
+	a, err := s.tenants.CreateAccount(r.Context(), in.Name)
+	if err != nil {
+		s.log.Error("creating account", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "accounts: cannot be stored now, retry")
+		return
+	}
+	writeJSON(w, http.StatusCreated, a)
+}
+
+// listAccounts shows an operator every account, and any other key its own.
+func (s *Server) listAccounts(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	out := []tenant.Account{}
+	for _, a := range s.tenants.Accounts() {
+		if key.Account == "" || a.ID == key.Account {
+			out = append(out, a)
+		}
+	}
+	setRows(w, len(out))
+	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
+}
+
+// accountFor decides the account a new site or key goes to: the key's own,
+// or, for a key of the installation, the one the request names (or none).
+// It answers the error itself when it returns false.
+func (s *Server) accountFor(w http.ResponseWriter, key tenant.Key, requested string) (string, bool) {
+	if key.Account != "" {
+		if requested != "" && requested != key.Account {
+			writeError(w, http.StatusForbidden, "account: a key can only act in its own account")
+			return "", false
+		}
+		return key.Account, true
+	}
+	if requested != "" {
+		if _, ok := s.tenants.Account(requested); !ok {
+			writeError(w, http.StatusBadRequest, "account: "+requested+" does not exist")
+			return "", false
+		}
+	}
+	return requested, true
+}
+
+func (s *Server) createSite(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	var in struct {
+		Account string `json:"account"`
+		Name    string `json:"name"`
+		Domain  string `json:"domain"`
+	}
+	if !decodeBody(w, r, &in) {
+		return
+	}
+	if !validName(w, &in.Name) {
 		return
 	}
 	if err := tenant.ValidateDomain(in.Domain); err != nil {
 		writeError(w, http.StatusBadRequest, "domain: "+err.Error())
 		return
 	}
-	if !key.CanRead(tenant.AllSites) {
+	if !key.AllSites() {
 		writeError(w, http.StatusForbidden, "role: only an admin key for all sites can create sites")
 		return
 	}
-	site, err := s.tenants.CreateSite(r.Context(), in.Name, in.Domain)
+	account, ok := s.accountFor(w, key, in.Account)
+	if !ok {
+		return
+	}
+	site, err := s.tenants.CreateSite(r.Context(), account, in.Name, in.Domain)
 	if err != nil {
 		s.log.Error("creating site", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "sites: cannot be stored now, retry")
@@ -48,10 +122,8 @@ func (s *Server) createSite(w http.ResponseWriter, r *http.Request, key tenant.K
 
 func (s *Server) listSites(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	out := []siteJSON{}
-	for _, site := range s.tenants.Sites() {
-		if key.CanRead(site.ID) {
-			out = append(out, siteOut(site))
-		}
+	for _, site := range s.tenants.SitesOf(key) {
+		out = append(out, siteOut(site))
 	}
 	setRows(w, len(out))
 	writeJSON(w, http.StatusOK, map[string]any{"sites": out})
@@ -70,13 +142,12 @@ func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.K
 	if !decodeBody(w, r, &in) {
 		return
 	}
-	if in.Name != nil && (strings.TrimSpace(*in.Name) == "" || len(*in.Name) > 200) {
-		writeError(w, http.StatusBadRequest, "name: must be 1 to 200 characters")
+	if in.Name != nil && !validName(w, in.Name) {
 		return
 	}
 	updated, err := s.tenants.UpdateSite(r.Context(), site.ID, func(site *tenant.Site) {
 		if in.Name != nil {
-			site.Name = strings.TrimSpace(*in.Name)
+			site.Name = *in.Name
 		}
 		if in.KeepHosting != nil {
 			site.KeepHosting = *in.KeepHosting
@@ -108,8 +179,9 @@ func (s *Server) rotateSiteSecret(w http.ResponseWriter, r *http.Request, key te
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	var in struct {
-		Role  string   `json:"role"`
-		Sites []string `json:"sites"`
+		Account string   `json:"account"`
+		Role    string   `json:"role"`
+		Sites   []string `json:"sites"`
 	}
 	if !decodeBody(w, r, &in) {
 		return
@@ -123,22 +195,39 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, key tenant.Ke
 		writeError(w, http.StatusBadRequest, `sites: at least one site id (or "*" for all) is required`)
 		return
 	}
+	account, ok := s.accountFor(w, key, in.Account)
+	if !ok {
+		return
+	}
+	// A key can only hand out what it holds, and only its account's sites.
 	for _, id := range in.Sites {
-		if !key.CanRead(id) {
-			// A key can only hand out what it holds.
+		if id == tenant.AllSites {
+			if !key.AllSites() {
+				writeError(w, http.StatusForbidden, `sites: "*" is not granted to this key`)
+				return
+			}
+			continue
+		}
+		// Only a key that could see every site learns that one does not
+		// exist; to any other, it is simply not theirs.
+		site, exists := s.tenants.Site(id)
+		switch {
+		case exists && !key.CanRead(site), !exists && !key.Operator():
 			writeError(w, http.StatusForbidden, "sites: "+id+" is not granted to this key")
 			return
-		}
-		if _, ok := s.tenants.Site(id); !ok && id != tenant.AllSites {
+		case !exists:
 			writeError(w, http.StatusBadRequest, "sites: "+id+" does not exist")
+			return
+		case site.Account != account:
+			writeError(w, http.StatusBadRequest, "sites: "+id+" belongs to another account than the new key's")
 			return
 		}
 	}
-	created, secret, err := s.tenants.CreateKey(r.Context(), role, in.Sites)
+	created, secret, err := s.tenants.CreateKey(r.Context(), account, role, in.Sites)
 	if err != nil {
 		s.log.Error("creating key", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "keys: cannot be stored now, retry")
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"id": created.ID, "key": secret, "role": created.Role, "sites": created.Sites})
+	writeJSON(w, http.StatusCreated, map[string]any{"id": created.ID, "key": secret, "account": created.Account, "role": created.Role, "sites": created.Sites})
 }

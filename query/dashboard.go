@@ -217,7 +217,7 @@ func (s *Server) sitesPage(w http.ResponseWriter, r *http.Request, key string) {
 func (s *Server) dashSite(w http.ResponseWriter, r *http.Request, key string) (tenant.Site, bool) {
 	k, _ := s.tenants.Authenticate(key)
 	site, ok := s.tenants.Site(r.PathValue("site"))
-	if !ok || !k.CanRead(site.ID) {
+	if !ok || !k.CanRead(site) {
 		w.WriteHeader(http.StatusNotFound)
 		s.render(w, "sites.html", pageData{Title: "Not found", SignedIn: true, Error: "No such site."})
 		return tenant.Site{}, false

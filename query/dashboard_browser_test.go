@@ -30,14 +30,19 @@ func TestDashboard(t *testing.T) {
 			for p, path := range []string{"/", "/pricing", "/customers"} {
 				n++
 				ts := now.Add(time.Duration(v)*47*time.Minute + time.Duration(p)*2*time.Minute)
-				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, visitor_id, consent, engaged_ms,
-					company_id, company_name, company_domain, asn, as_org, network_type, country)
-					VALUES (?, ?, ?, ?, 'pageview', ?, ?, ?, 'https://www.google.com/', ?, 'granted', 0, ?, ?, ?, 1, 'x', 'business', ?)`,
-					site, ts, ts, fmt.Sprint("d", n), "https://acme.example"+path, path, "Acme – "+strings.TrimPrefix(path, "/"), uint64(v), c.id, c.name, c.domain, c.country)
-				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, engaged_ms,
-					company_id, company_name, company_domain, asn, as_org, network_type, country)
-					VALUES (?, ?, ?, ?, 'engagement', ?, ?, ?, 'granted', ?, ?, ?, ?, 1, 'x', 'business', ?)`,
-					site, ts.Add(time.Minute), ts, fmt.Sprint("e", n), "https://acme.example"+path, path, uint64(v), 20000+p*15000, c.id, c.name, c.domain, c.country)
+				// Each visitor's three pages are one visit from a search,
+				// stamped as the processor stores them.
+				visit, start, opens := uint64(n-p), now.Add(time.Duration(v)*47*time.Minute), p == 0
+				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, source, visitor_id,
+					visit_id, visit_start, new_visit, consent, engaged_ms, company_id, company_name, company_domain, asn, as_org, network_type, country)
+					VALUES (?, ?, ?, ?, 'pageview', ?, ?, ?, 'https://www.google.com/', 'search', ?, ?, ?, ?, 'granted', 0, ?, ?, ?, 1, 'x', 'business', ?)`,
+					site, ts, ts, fmt.Sprint("d", n), "https://acme.example"+path, path, "Acme – "+strings.TrimPrefix(path, "/"), uint64(v),
+					visit, start, opens, c.id, c.name, c.domain, c.country)
+				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, source, visitor_id, visit_id, visit_start,
+					consent, engaged_ms, company_id, company_name, company_domain, asn, as_org, network_type, country)
+					VALUES (?, ?, ?, ?, 'engagement', ?, ?, 'direct', ?, ?, ?, 'granted', ?, ?, ?, ?, 1, 'x', 'business', ?)`,
+					site, ts.Add(time.Minute), ts, fmt.Sprint("e", n), "https://acme.example"+path, path, uint64(v), visit, start,
+					20000+p*15000, c.id, c.name, c.domain, c.country)
 			}
 		}
 	}
@@ -86,16 +91,27 @@ func TestDashboard(t *testing.T) {
 	if strings.Contains(docCookie, "lp_") {
 		t.Errorf("the key is readable by scripts: %q", docCookie)
 	}
-	// Filter by country.
-	run(chromedp.SetValue(`input[name=country]`, "CH"), chromedp.Submit(`form.filters`),
+	// Filter by country and source.
+	run(chromedp.SetValue(`input[name=country]`, "CH"), chromedp.SetValue(`select[name=source]`, "search"), chromedp.Submit(`form.filters`),
 		chromedp.WaitVisible(`table.feed`), chromedp.Text(`table.feed tbody`, &text))
 	if !strings.Contains(text, "Nestlé") || strings.Contains(text, "SAP SE") {
 		t.Errorf("filtered by CH: %q", text)
 	}
 	// Open the company and read its visits.
 	run(chromedp.Click(`table.feed tbody a`), chromedp.WaitVisible(`article.visit`), chromedp.Text(`main`, &text))
-	if !strings.Contains(text, "Nestlé S.A.") || strings.Count(text, "search") != 3 || !strings.Contains(text, "Acme – pricing") {
+	if !strings.Contains(text, "Nestlé S.A.") || !strings.Contains(text, "3 visits") || !strings.Contains(text, "Acme – pricing") {
 		t.Errorf("company page: %q", text)
+	}
+	var visits int
+	var breakdowns string
+	run(chromedp.Evaluate(`document.querySelectorAll('article.visit').length`, &visits), chromedp.Text(`.breakdowns`, &breakdowns))
+	if visits != 3 {
+		t.Errorf("%d visits on the timeline, want 3", visits)
+	}
+	for _, want := range []string{"Top pages", "Acme – customers", "search\t3", "CH\t9"} {
+		if !strings.Contains(breakdowns, want) {
+			t.Errorf("breakdowns lack %q: %q", want, breakdowns)
+		}
 	}
 	var bars int
 	run(chromedp.Evaluate(`document.querySelectorAll('figure.chart rect').length`, &bars))

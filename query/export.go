@@ -39,10 +39,7 @@ var exportColumns = []string{"day", "company_id", "company_name", "company_domai
 	"visits", "pageviews", "visitors", "engaged_seconds", "first_seen", "last_seen"}
 
 const exportSQL = `
-SELECT day, company_id,
-       anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
-       sum(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
-       min(first_seen), max(last_seen)
+SELECT day, company_id, ` + companyAggregates + `
 FROM company_daily
 WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
 GROUP BY day, company_id

@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"errors"
 	"net/http"
@@ -79,24 +78,22 @@ type Company struct {
 // merge) for those few companies only, which company_daily's order (site,
 // company, day) makes a short read.
 const (
-	// Aliases are f_*: an alias named like a column would shadow the
-	// column inside the other aggregates.
+	// companyAggregates are a company's figures over the range, as the feed,
+	// the company page and the export read them (a fragment of a SELECT
+	// grouped by company): name, domain, network type, country, visits,
+	// pageviews, visitors, engaged seconds, first and last seen. No column
+	// alias: one named like a column would shadow it inside the others.
+	companyAggregates = `anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
+       sum(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
+       min(first_seen), max(last_seen)`
+	// feedPick computes nothing but what the filters and the order use:
+	// the string columns (name, domain…) are read only when a filter asks.
 	feedPick = `
-SELECT company_id,
-       anyLast(company_name) AS f_name, anyLast(company_domain) AS f_domain,
-       anyLast(network_type) AS f_network, anyLast(country) AS f_country, anyLast(company_industry) AS f_industry,
-       sum(visits) AS f_visits, sum(pageviews) AS f_pageviews, intDiv(sum(engaged_ms), 1000) AS f_engaged,
-       max(last_seen) AS f_last_seen, ` + leadScoreSQL + ` AS f_score
+SELECT company_id
 FROM company_daily
 WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
 	feedRows = `
-SELECT company_id,
-       anyLast(company_name) AS f_name, anyLast(company_domain) AS f_domain,
-       anyLast(network_type) AS f_network, anyLast(country) AS f_country,
-       sum(visits) AS f_visits, sum(pageviews) AS f_pageviews, uniqExactMerge(visitors) AS f_visitors,
-       intDiv(sum(engaged_ms), 1000) AS f_engaged,
-       min(first_seen) AS f_first_seen, max(last_seen) AS f_last_seen,
-       ` + leadScoreSQL + ` AS f_score
+SELECT company_id, ` + companyAggregates + `, ` + leadScoreSQL + `
 FROM company_daily
 WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
   AND company_id IN {ids:Array(String)}`
@@ -111,12 +108,14 @@ WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
 	feedGroup        = `
 GROUP BY company_id
 HAVING 1`
-	feedCountry   = ` AND f_country = {country:String}`
-	feedNetwork   = ` AND f_network = {network:String}`
-	feedIndustry  = ` AND f_industry = {industry:String}`
-	feedSource    = ` AND sumMap(sources)[{source:String}] > 0`
-	feedMinVisits = ` AND f_visits >= {min_visits:UInt64}`
-	feedSearch    = ` AND (positionCaseInsensitive(f_name, {q:String}) > 0 OR positionCaseInsensitive(f_domain, {q:String}) > 0)`
+	// The filters on aggregates name the aggregate itself: feedPick
+	// selects none of them, and feedRows needs none of them.
+	feedCountry   = ` AND anyLast(country) = {country:String}`
+	feedNetwork   = ` AND anyLast(network_type) = {network:String}`
+	feedIndustry  = ` AND anyLast(company_industry) = {industry:String}`
+	feedSource    = ` AND sum(sources[{source:String}]) > 0`
+	feedMinVisits = ` AND sum(visits) >= {min_visits:UInt64}`
+	feedSearch    = ` AND (positionCaseInsensitive(anyLast(company_name), {q:String}) > 0 OR positionCaseInsensitive(anyLast(company_domain), {q:String}) > 0)`
 	feedLimit     = `
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}`
 
@@ -129,12 +128,14 @@ LIMIT {limit:UInt32} OFFSET {offset:UInt32}`
 )
 
 // feedOrders are the feed's sort orders; the request names one.
+// Both phases order by the same aggregate expressions, so the second keeps
+// the first's order.
 var feedOrders = map[string]string{
-	"last_seen": "\nORDER BY f_last_seen DESC, company_id",
-	"visits":    "\nORDER BY f_visits DESC, f_last_seen DESC, company_id",
-	"engaged":   "\nORDER BY f_engaged DESC, f_last_seen DESC, company_id",
-	"pageviews": "\nORDER BY f_pageviews DESC, f_last_seen DESC, company_id",
-	"score":     "\nORDER BY f_score DESC, f_last_seen DESC, company_id",
+	"last_seen": "\nORDER BY max(last_seen) DESC, company_id",
+	"visits":    "\nORDER BY sum(visits) DESC, max(last_seen) DESC, company_id",
+	"engaged":   "\nORDER BY sum(engaged_ms) DESC, max(last_seen) DESC, company_id",
+	"pageviews": "\nORDER BY sum(pageviews) DESC, max(last_seen) DESC, company_id",
+	"score":     "\nORDER BY " + leadScoreSQL + " DESC, max(last_seen) DESC, company_id",
 }
 
 // feedPlan is how a feed request is answered: pick chooses the page's
@@ -248,11 +249,8 @@ func (s *Server) pickCompanies(ctx context.Context, plan feedPlan) ([]string, er
 	defer rows.Close()
 	var ids []string
 	for rows.Next() {
-		var id, name, domain, network, country, industry string
-		var visits, pageviews, engaged uint64
-		var last time.Time
-		var score float64
-		if err := rows.Scan(&id, &name, &domain, &network, &country, &industry, &visits, &pageviews, &engaged, &last, &score); err != nil {
+		var id string
+		if err := rows.Scan(&id); err != nil {
 			return nil, err
 		}
 		ids = append(ids, id)
@@ -415,178 +413,4 @@ func (s *Server) ip(w http.ResponseWriter, r *http.Request, _ tenant.Key) {
 		}
 	}
 	writeJSON(w, http.StatusOK, s.ipdata.DB().Explain(ip, sig))
-}
-
-const companySQL = `
-SELECT company_id,
-       anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
-       sum(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
-       min(first_seen), max(last_seen), ` + leadScoreSQL + `,
-       sumMap(sources), sumMap(countries)
-FROM company_daily
-WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
-GROUP BY company_id`
-
-// companyDailySQL is the company's visits and pageviews per day, for the
-// company page's chart.
-const companyDailySQL = `
-SELECT day, sum(visits), sum(pageviews)
-FROM company_daily
-WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
-GROUP BY day
-ORDER BY day`
-
-// companyPagesSQL is the company's most viewed pages of the range.
-const companyPagesSQL = `
-SELECT path, max(title), sum(pageviews) AS views, intDiv(sum(engaged_ms), 1000)
-FROM company_pages_daily
-WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
-GROUP BY path
-ORDER BY views DESC, path
-LIMIT 10`
-
-// Day is one day of a company's activity.
-type Day struct {
-	Day       string `json:"day"`
-	Visits    uint64 `json:"visits"`
-	Pageviews uint64 `json:"pageviews"`
-}
-
-// TopPage is one of a company's most viewed pages.
-type TopPage struct {
-	Path           string `json:"path"`
-	Title          string `json:"title"`
-	Pageviews      uint64 `json:"pageviews"`
-	EngagedSeconds uint64 `json:"engaged_seconds"`
-}
-
-// The company page reads a company's raw hits of the range; its visits are
-// built from them. maxCompanyHits bounds what one request reads (and holds).
-const (
-	// The latest hits first (so a busy company's newest visits are the
-	// ones shown), then regrouped by visit and time. Hits stored before
-	// visits were built (visit_id 0) are grouped by visitor, and
-	// buildVisits cuts those at the 30-minute gaps.
-	companyHitsSQL = `
-SELECT visit_key, ts, type, url, title, referrer, engaged_ms, opening_source FROM (
-    SELECT if(visit_id = 0, visitor_id, visit_id) AS visit_key, ts, type, url, title, referrer, engaged_ms,
-           if(new_visit = 1, toString(source), '') AS opening_source
-    FROM hits
-    WHERE site_id = {site:String} AND company_id = {company:String}
-      AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')
-    ORDER BY ts DESC
-    LIMIT {limit:UInt32})
-ORDER BY visit_key, ts`
-	maxCompanyHits = 20000
-	maxVisits      = 500
-)
-
-func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key) {
-	site, ok := s.site(w, r, key)
-	if !ok {
-		return
-	}
-	from, to, ok := dateRange(w, r)
-	if !ok {
-		return
-	}
-	id := r.PathValue("id")
-	p := clickhouse.Parameters{"site": site.ID, "company": id, "from": from, "to": to, "limit": strconv.Itoa(maxCompanyHits)}
-	var c Company
-	var first, last time.Time
-	var sources, countries map[string]uint64
-	err := s.ch.QueryRow(params(r.Context(), p), companySQL).Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country,
-		&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore, &sources, &countries)
-	if errors.Is(err, sql.ErrNoRows) {
-		writeError(w, http.StatusNotFound, "company: no visits of this company to this site in the range")
-		return
-	}
-	if err != nil {
-		s.dbUnavailable(w, "querying company", err)
-		return
-	}
-	c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
-	days, pages, err := s.companyActivity(r.Context(), p)
-	if err != nil {
-		s.dbUnavailable(w, "querying company activity", err)
-		return
-	}
-
-	rows, err := s.ch.Query(params(r.Context(), p), companyHitsSQL)
-	if err != nil {
-		s.dbUnavailable(w, "querying company hits", err)
-		return
-	}
-	defer rows.Close()
-	var hits []hitRow
-	for rows.Next() {
-		var h hitRow
-		if err := rows.Scan(&h.visit, &h.ts, &h.typ, &h.url, &h.title, &h.referrer, &h.engagedMS, &h.source); err != nil {
-			writeError(w, http.StatusInternalServerError, "database: cannot read result")
-			return
-		}
-		hits = append(hits, h)
-	}
-	if err := rows.Err(); err != nil {
-		s.dbUnavailable(w, "reading company hits", err)
-		return
-	}
-	truncated := len(hits) == maxCompanyHits
-	visits := buildVisits(hits)
-	slices.SortFunc(visits, func(a, b Visit) int { return b.Started.Compare(a.Started) })
-	if len(visits) > maxVisits {
-		visits = visits[:maxVisits]
-	}
-	if visits == nil {
-		visits = []Visit{}
-	}
-	setRows(w, len(visits))
-	// truncated: older visits of the range are not shown (narrow the range).
-	writeJSON(w, http.StatusOK, map[string]any{"company": c, "visits": visits, "from": from, "to": to,
-		"truncated": truncated || len(visits) == maxVisits,
-		"daily":     days, "top_pages": pages, "sources": nonNil(sources), "countries": nonNil(countries)})
-}
-
-func nonNil(m map[string]uint64) map[string]uint64 {
-	if m == nil {
-		return map[string]uint64{}
-	}
-	return m
-}
-
-// companyActivity reads a company's visits per day and top pages.
-func (s *Server) companyActivity(ctx context.Context, p clickhouse.Parameters) ([]Day, []TopPage, error) {
-	days := []Day{}
-	rows, err := s.ch.Query(params(ctx, p), companyDailySQL)
-	if err != nil {
-		return nil, nil, err
-	}
-	for rows.Next() {
-		var d Day
-		var day time.Time
-		if err := rows.Scan(&day, &d.Visits, &d.Pageviews); err != nil {
-			rows.Close()
-			return nil, nil, err
-		}
-		d.Day = day.Format(time.DateOnly)
-		days = append(days, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, err
-	}
-	pages := []TopPage{}
-	rows, err = s.ch.Query(params(ctx, p), companyPagesSQL)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var tp TopPage
-		if err := rows.Scan(&tp.Path, &tp.Title, &tp.Pageviews, &tp.EngagedSeconds); err != nil {
-			return nil, nil, err
-		}
-		pages = append(pages, tp)
-	}
-	return days, pages, rows.Err()
 }

@@ -44,7 +44,7 @@ func startAPI(t testing.TB) (*api, func(string, ...any)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, owner, err := tenants.CreateKey(ctx, tenant.RoleAdmin, []string{tenant.AllSites})
+	_, owner, err := tenants.CreateKey(ctx, "", tenant.RoleAdmin, []string{tenant.AllSites})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +154,98 @@ func TestTenantIsolation(t *testing.T) {
 	code, out = a.call(t, viewerA, "GET", "/api/v1/sites", "")
 	if sites := out["sites"].([]any); code != 200 || len(sites) != 1 {
 		t.Errorf("viewer A lists %v, want only site A", out)
+	}
+}
+
+// TestAccounts: an account's keys, even an admin key for all its sites,
+// read and manage that account's sites only; only an operator key makes
+// accounts and acts across them.
+func TestAccounts(t *testing.T) {
+	a, exec := startAPI(t)
+	account := func(name string) string {
+		t.Helper()
+		code, out := a.call(t, a.owner, "POST", "/api/v1/accounts", `{"name":"`+name+`"}`)
+		if code != http.StatusCreated {
+			t.Fatalf("create account: %d %v", code, out)
+		}
+		return out["id"].(string)
+	}
+	acme, globex := account("Acme"), account("Globex")
+	// Each account's first admin key, made by the operator.
+	adminOf := func(acct string) string {
+		t.Helper()
+		code, out := a.call(t, a.owner, "POST", "/api/v1/keys", `{"account":"`+acct+`","role":"admin","sites":["*"]}`)
+		if code != http.StatusCreated || out["account"] != acct {
+			t.Fatalf("create account admin: %d %v", code, out)
+		}
+		return out["key"].(string)
+	}
+	acmeAdmin, globexAdmin := adminOf(acme), adminOf(globex)
+	siteOf := func(key, name string) string {
+		t.Helper()
+		code, out := a.call(t, key, "POST", "/api/v1/sites", `{"name":"`+name+`","domain":"`+name+`.example"}`)
+		if code != http.StatusCreated {
+			t.Fatalf("create site: %d %v", code, out)
+		}
+		return out["id"].(string)
+	}
+	acmeSite, globexSite := siteOf(acmeAdmin, "acme"), siteOf(globexAdmin, "globex")
+	for _, site := range []string{acmeSite, globexSite} {
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, visit_id, visit_start, new_visit,
+			consent, company_id, company_name, asn, as_org, network_type)
+			VALUES (?, now64(3), now64(3), 'h1', 'pageview', 'https://x/', '/', 1, 1, now64(3), 1, 'granted', 'c1', ?, 1, 'Org', 'business')`,
+			site, "Visitor of "+site)
+	}
+	// The account admin makes keys for its own sites.
+	code, out := a.call(t, acmeAdmin, "POST", "/api/v1/keys", `{"role":"viewer","sites":["`+acmeSite+`"]}`)
+	if code != http.StatusCreated || out["account"] != acme {
+		t.Fatalf("account admin making a viewer key: %d %v", code, out)
+	}
+	acmeViewer := out["key"].(string)
+	if code, out := a.call(t, acmeViewer, "GET", "/api/v1/sites/"+acmeSite+"/companies", ""); code != 200 || !strings.Contains(jsonString(out), "Visitor of "+acmeSite) {
+		t.Errorf("acme viewer on its site: %d %v", code, out)
+	}
+	for _, probe := range []struct {
+		key, method, path, body string
+		want                    int
+	}{
+		{acmeAdmin, "GET", "/api/v1/sites/" + globexSite + "/companies", "", 404},
+		{acmeViewer, "GET", "/api/v1/sites/" + globexSite + "/companies", "", 404},
+		{acmeAdmin, "PATCH", "/api/v1/sites/" + globexSite, `{"keep_hosting":true}`, 404},
+		{acmeAdmin, "POST", "/api/v1/keys", `{"role":"viewer","sites":["` + globexSite + `"]}`, 403},
+		{acmeAdmin, "POST", "/api/v1/keys", `{"account":"` + globex + `","role":"admin","sites":["*"]}`, 403},
+		{acmeAdmin, "POST", "/api/v1/sites", `{"account":"` + globex + `","name":"x","domain":"x.example"}`, 403},
+		{acmeAdmin, "POST", "/api/v1/accounts", `{"name":"Mine"}`, 403},
+		{a.owner, "POST", "/api/v1/keys", `{"account":"nosuchaccount","role":"viewer","sites":["*"]}`, 400},
+		{a.owner, "POST", "/api/v1/keys", `{"account":"` + acme + `","role":"viewer","sites":["` + globexSite + `"]}`, 400},
+	} {
+		code, out := a.call(t, probe.key, probe.method, probe.path, probe.body)
+		if code != probe.want {
+			t.Errorf("%s %s %s: %d %v, want %d", probe.method, probe.path, probe.body, code, out, probe.want)
+		}
+		if strings.Contains(jsonString(out), "Visitor of "+globexSite) {
+			t.Errorf("%s %s leaked globex's data: %v", probe.method, probe.path, out)
+		}
+	}
+	list := func(key, path, field string) int {
+		t.Helper()
+		code, out := a.call(t, key, "GET", path, "")
+		if code != 200 {
+			t.Fatalf("GET %s: %d %v", path, code, out)
+		}
+		return len(out[field].([]any))
+	}
+	if n := list(acmeAdmin, "/api/v1/sites", "sites"); n != 1 {
+		t.Errorf("acme admin lists %d sites, want 1", n)
+	}
+	if n := list(acmeAdmin, "/api/v1/accounts", "accounts"); n != 1 {
+		t.Errorf("acme admin lists %d accounts, want its own", n)
+	}
+	if n := list(a.owner, "/api/v1/sites", "sites"); n != 2 {
+		t.Errorf("the operator lists %d sites, want 2", n)
+	}
+	if n := list(a.owner, "/api/v1/accounts", "accounts"); n != 2 {
+		t.Errorf("the operator lists %d accounts, want 2", n)
 	}
 }
 

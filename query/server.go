@@ -91,6 +91,8 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	s.route(mux, "POST /api/v1/accounts", tenant.RoleAdmin, s.createAccount)
+	s.route(mux, "GET /api/v1/accounts", tenant.RoleViewer, s.listAccounts)
 	s.route(mux, "POST /api/v1/sites", tenant.RoleAdmin, s.createSite)
 	s.route(mux, "GET /api/v1/sites", tenant.RoleViewer, s.listSites)
 	s.route(mux, "PATCH /api/v1/sites/{site}", tenant.RoleAdmin, s.updateSite)
@@ -186,7 +188,7 @@ func (w *statusWriter) WriteHeader(code int) {
 func (s *Server) site(w http.ResponseWriter, r *http.Request, key tenant.Key) (tenant.Site, bool) {
 	id := r.PathValue("site")
 	site, ok := s.tenants.Site(id)
-	if !ok || !key.CanRead(id) {
+	if !ok || !key.CanRead(site) {
 		writeError(w, http.StatusNotFound, "site: not found")
 		return tenant.Site{}, false
 	}

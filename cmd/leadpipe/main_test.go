@@ -209,7 +209,7 @@ func TestDeadLetters(t *testing.T) {
 	})
 	// A dead letter a fixed processor can read (here: a valid hit set
 	// aside) is processed once replayed.
-	site, err := s.Tenants.CreateSite(ctx, "Replay", "replay.example")
+	site, err := s.Tenants.CreateSite(ctx, "", "Replay", "replay.example")
 	if err != nil {
 		t.Fatal(err)
 	}

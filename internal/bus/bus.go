@@ -19,14 +19,15 @@ import (
 
 // Names of the streams and buckets.
 const (
-	HitsStream    = "HITS"
-	HitsSubjects  = "hits.>"
-	SitesBucket   = "leadpipe_sites"
-	KeysBucket    = "leadpipe_keys"
-	SecretsBucket = "leadpipe_secrets"
-	SaltsBucket   = "leadpipe_salts"
-	FeedsBucket   = "leadpipe_feeds"
-	ErasedBucket  = "leadpipe_erased"
+	HitsStream     = "HITS"
+	HitsSubjects   = "hits.>"
+	AccountsBucket = "leadpipe_accounts"
+	SitesBucket    = "leadpipe_sites"
+	KeysBucket     = "leadpipe_keys"
+	SecretsBucket  = "leadpipe_secrets"
+	SaltsBucket    = "leadpipe_salts"
+	FeedsBucket    = "leadpipe_feeds"
+	ErasedBucket   = "leadpipe_erased"
 )
 
 // Dead letters: hits that can never be processed, kept with the reason for
@@ -259,7 +260,8 @@ func (b *Bus) ensure(ctx context.Context) error {
 		return fmt.Errorf("creating stream %s: %w", DeadLetterStream, err)
 	}
 	buckets := []jetstream.KeyValueConfig{
-		{Bucket: SitesBucket, Description: "sites: id → settings", History: 5},
+		{Bucket: AccountsBucket, Description: "accounts: id → name", History: 5},
+		{Bucket: SitesBucket, Description: "sites: id → account and settings", History: 5},
 		{Bucket: KeysBucket, Description: "API keys: id → hashed secret, role, grants", History: 5},
 		{Bucket: SecretsBucket, Description: "installation secrets (visitor id keys)"},
 		// A day's salt for visitors without a client id lives two days, so

@@ -67,7 +67,7 @@ func prepareDemo(ctx context.Context, s *Stack) (*demoTraffic, error) {
 		}
 	}
 	if d.site == "" {
-		site, err := s.Tenants.CreateSite(ctx, demoSiteName, "demo.leadpipe.test")
+		site, err := s.Tenants.CreateSite(ctx, "", demoSiteName, "demo.leadpipe.test")
 		if err != nil {
 			return nil, fmt.Errorf("creating the demo site: %w", err)
 		}

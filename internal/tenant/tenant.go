@@ -54,12 +54,25 @@ func ParseRole(s string) (Role, error) {
 	return r, nil
 }
 
-// AllSites in a key's grants means every site, present and future.
+// AllSites in a key's grants means every site of its account, present and
+// future (every site of the installation for an operator key).
 const AllSites = "*"
+
+// Account is a customer of the installation: it owns sites, and its keys
+// read only its sites. Saved feeds belong to a site, so they are shared by
+// the account's keys that were granted the site.
+type Account struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
 
 // Site is a website that sends hits.
 type Site struct {
-	ID      string    `json:"id"`
+	ID string `json:"id"`
+	// Account owns the site; empty for a site of the installation itself
+	// (made by an operator key without an account, or before accounts).
+	Account string    `json:"account,omitempty"`
 	Name    string    `json:"name"`
 	Domain  string    `json:"domain"`
 	Created time.Time `json:"created"`
@@ -74,33 +87,50 @@ type Site struct {
 
 // Key is an API key as stored: its secret only as a hash.
 type Key struct {
-	ID      string    `json:"id"`
-	Hash    string    `json:"hash"`
+	ID   string `json:"id"`
+	Hash string `json:"hash"`
+	// Account the key belongs to: it reads that account's sites only. An
+	// operator key (the owner key that serve makes) has none and spans the
+	// installation.
+	Account string    `json:"account,omitempty"`
 	Role    Role      `json:"role"`
 	Sites   []string  `json:"sites"`
 	Created time.Time `json:"created"`
 	Revoked bool      `json:"revoked,omitempty"`
 }
 
-// CanRead reports whether the key was granted the site.
-func (k *Key) CanRead(site string) bool {
-	return slices.Contains(k.Sites, AllSites) || slices.Contains(k.Sites, site)
+// CanRead reports whether the key was granted the site: the site is in
+// the key's account (any, for a key without one) and in its grants.
+func (k *Key) CanRead(site Site) bool {
+	if k.Account != "" && site.Account != k.Account {
+		return false
+	}
+	return k.AllSites() || slices.Contains(k.Sites, site.ID)
 }
+
+// AllSites reports whether the key holds every site of its scope.
+func (k *Key) AllSites() bool { return slices.Contains(k.Sites, AllSites) }
+
+// Operator reports whether the key administers the whole installation:
+// accounts, and sites of any account.
+func (k *Key) Operator() bool { return k.Account == "" && k.Role == RoleAdmin && k.AllSites() }
 
 // AtLeast reports whether the key's role is r or more powerful.
 func (k *Key) AtLeast(r Role) bool { return k.Role.rank() >= r.rank() }
 
 type snapshot struct {
-	sites map[string]Site
-	keys  map[string]Key
+	accounts map[string]Account
+	sites    map[string]Site
+	keys     map[string]Key
 }
 
 // Store reads and writes sites and keys; reads come from a watched snapshot.
 type Store struct {
-	js    jetstream.JetStream
-	sites jetstream.KeyValue
-	keys  jetstream.KeyValue
-	log   *slog.Logger
+	js       jetstream.JetStream
+	accounts jetstream.KeyValue
+	sites    jetstream.KeyValue
+	keys     jetstream.KeyValue
+	log      *slog.Logger
 
 	mu   sync.Mutex // serialises snapshot rebuilds
 	snap atomic.Pointer[snapshot]
@@ -111,17 +141,21 @@ type Store struct {
 func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store, error) {
 	s := &Store{js: js, log: log}
 	var err error
+	if s.accounts, err = js.KeyValue(ctx, bus.AccountsBucket); err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", bus.AccountsBucket, err)
+	}
 	if s.sites, err = js.KeyValue(ctx, bus.SitesBucket); err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", bus.SitesBucket, err)
 	}
 	if s.keys, err = js.KeyValue(ctx, bus.KeysBucket); err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", bus.KeysBucket, err)
 	}
-	s.snap.Store(&snapshot{sites: map[string]Site{}, keys: map[string]Key{}})
+	s.snap.Store(&snapshot{accounts: map[string]Account{}, sites: map[string]Site{}, keys: map[string]Key{}})
 	for _, w := range []struct {
 		kv    jetstream.KeyValue
 		apply func([]byte, bool, string)
 	}{
+		{s.accounts, s.applyAccount},
 		{s.sites, s.applySite},
 		{s.keys, s.applyKey},
 	} {
@@ -154,6 +188,23 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store
 		}(watcher, w.apply)
 	}
 	return s, nil
+}
+
+func (s *Store) applyAccount(raw []byte, deleted bool, id string) {
+	var a Account
+	if !deleted {
+		if err := json.Unmarshal(raw, &a); err != nil {
+			s.log.Error("ignoring undecodable account", "account", id, "err", err)
+			return
+		}
+	}
+	s.update(func(n *snapshot) {
+		if deleted {
+			delete(n.accounts, id)
+		} else {
+			n.accounts[id] = a
+		}
+	})
 }
 
 func (s *Store) applySite(raw []byte, deleted bool, id string) {
@@ -196,7 +247,11 @@ func (s *Store) update(change func(*snapshot)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.snap.Load()
-	n := &snapshot{sites: make(map[string]Site, len(old.sites)+1), keys: make(map[string]Key, len(old.keys)+1)}
+	n := &snapshot{accounts: make(map[string]Account, len(old.accounts)+1),
+		sites: make(map[string]Site, len(old.sites)+1), keys: make(map[string]Key, len(old.keys)+1)}
+	for k, v := range old.accounts {
+		n.accounts[k] = v
+	}
 	for k, v := range old.sites {
 		n.sites[k] = v
 	}
@@ -205,6 +260,45 @@ func (s *Store) update(change func(*snapshot)) {
 	}
 	change(n)
 	s.snap.Store(n)
+}
+
+// CreateAccount stores a new account and returns it.
+func (s *Store) CreateAccount(ctx context.Context, name string) (Account, error) {
+	a := Account{ID: randomID(10), Name: name, Created: time.Now().UTC()}
+	raw, _ := json.Marshal(a)
+	if _, err := s.accounts.Create(ctx, a.ID, raw); err != nil {
+		return Account{}, fmt.Errorf("storing account: %w", err)
+	}
+	s.applyAccount(raw, false, a.ID)
+	return a, nil
+}
+
+// Account returns a known account.
+func (s *Store) Account(id string) (Account, bool) {
+	a, ok := s.snap.Load().accounts[id]
+	return a, ok
+}
+
+// Accounts returns every account, by id.
+func (s *Store) Accounts() []Account {
+	m := s.snap.Load().accounts
+	out := make([]Account, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b Account) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// SitesOf returns the sites a key can read, by id.
+func (s *Store) SitesOf(key Key) []Site {
+	var out []Site
+	for _, site := range s.Sites() {
+		if key.CanRead(site) {
+			out = append(out, site)
+		}
+	}
+	return out
 }
 
 // Site returns a known site.
@@ -240,9 +334,10 @@ func ValidateDomain(d string) error {
 	return nil
 }
 
-// CreateSite stores a new site and returns it.
-func (s *Store) CreateSite(ctx context.Context, name, domain string) (Site, error) {
-	site := Site{ID: randomID(10), Name: name, Domain: strings.ToLower(domain), Created: time.Now().UTC()}
+// CreateSite stores a new site of the account ("" for the installation's
+// own) and returns it.
+func (s *Store) CreateSite(ctx context.Context, account, name, domain string) (Site, error) {
+	site := Site{ID: randomID(10), Account: account, Name: name, Domain: strings.ToLower(domain), Created: time.Now().UTC()}
 	raw, _ := json.Marshal(site)
 	if _, err := s.sites.Create(ctx, site.ID, raw); err != nil {
 		return Site{}, fmt.Errorf("storing site: %w", err)
@@ -330,10 +425,10 @@ const KeyPrefix = "lp_"
 
 // CreateKey stores a new key and returns it with its secret, which is not
 // stored and cannot be shown again.
-func (s *Store) CreateKey(ctx context.Context, role Role, sites []string) (Key, string, error) {
+func (s *Store) CreateKey(ctx context.Context, account string, role Role, sites []string) (Key, string, error) {
 	id := randomID(12)
 	secret := randomID(32)
-	key := Key{ID: id, Hash: hashSecret(secret), Role: role, Sites: sites, Created: time.Now().UTC()}
+	key := Key{ID: id, Hash: hashSecret(secret), Account: account, Role: role, Sites: sites, Created: time.Now().UTC()}
 	raw, _ := json.Marshal(key)
 	if _, err := s.keys.Create(ctx, id, raw); err != nil {
 		return Key{}, "", fmt.Errorf("storing key: %w", err)
@@ -366,12 +461,12 @@ func (s *Store) Authenticate(token string) (Key, bool) {
 // creating one on first start. It reports whether it created the key.
 func (s *Store) EnsureOwnerKey(ctx context.Context, path string) (bool, error) {
 	if raw, err := os.ReadFile(path); err == nil {
-		if key, ok := s.Authenticate(strings.TrimSpace(string(raw))); ok && key.Role == RoleAdmin && key.CanRead(AllSites) {
+		if key, ok := s.Authenticate(strings.TrimSpace(string(raw))); ok && key.Operator() {
 			return false, nil
 		}
 		s.log.Warn("owner key file does not hold a valid owner key; creating a new one", "path", path)
 	}
-	_, secret, err := s.CreateKey(ctx, RoleAdmin, []string{AllSites})
+	_, secret, err := s.CreateKey(ctx, "", RoleAdmin, []string{AllSites})
 	if err != nil {
 		return false, err
 	}

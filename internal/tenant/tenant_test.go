@@ -20,7 +20,7 @@ func TestKeysAreStoredHashedAndAuthenticate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, secret, err := store.CreateKey(ctx, tenant.RoleAnalyst, []string{"site1"})
+	key, secret, err := store.CreateKey(ctx, "", tenant.RoleAnalyst, []string{"site1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestKeysAreStoredHashedAndAuthenticate(t *testing.T) {
 			t.Errorf("Authenticate(%q) accepted", bad)
 		}
 	}
-	if !got.CanRead("site1") || got.CanRead("site2") || got.AtLeast(tenant.RoleAdmin) || !got.AtLeast(tenant.RoleViewer) {
+	if !got.CanRead(tenant.Site{ID: "site1"}) || got.CanRead(tenant.Site{ID: "site2"}) || got.AtLeast(tenant.RoleAdmin) || !got.AtLeast(tenant.RoleViewer) {
 		t.Errorf("grants of %+v are wrong", got)
 	}
 }
@@ -61,7 +61,7 @@ func TestChangesReachOtherProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	site, err := a.CreateSite(ctx, "Example", "Example.COM")
+	site, err := a.CreateSite(ctx, "", "Example", "Example.COM")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestOwnerKeyIsCreatedOnceWithMode0600(t *testing.T) {
 	}
 	raw, _ := os.ReadFile(path)
 	key, ok := store.Authenticate(strings.TrimSpace(string(raw)))
-	if !ok || key.Role != tenant.RoleAdmin || !key.CanRead("any-site") {
+	if !ok || key.Role != tenant.RoleAdmin || !key.CanRead(tenant.Site{ID: "any-site", Account: "any"}) {
 		t.Errorf("owner key %+v is not an admin for all sites", key)
 	}
 	if created, err := store.EnsureOwnerKey(ctx, path); err != nil || created {
