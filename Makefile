@@ -7,7 +7,7 @@ BIN := bin/leadpipe
 DATA_DIR ?= ./data
 GOTESTFLAGS ?=
 
-.PHONY: all setup build run test vet fmt clean
+.PHONY: all setup build run test vet fmt clean chaos
 
 all: build
 
@@ -33,6 +33,14 @@ fmt:
 test: vet
 	@scripts/setup.sh --browser
 	$(GO) test -race -timeout 30m -count=1 $(GOTESTFLAGS) ./...
+
+# Fault injection under load (see bench/chaos): 100,000 hits while processors
+# are killed -9, the ClickHouse engine and NATS restarted; the last line is
+# chaos: hits=N lost=L duplicates=D kills=K. CHAOS_FLAGS=--hits=20000 for a short run.
+CHAOS_FLAGS ?=
+chaos: setup build
+	$(GO) build -o bin/chaos ./bench/chaos
+	bin/chaos --bin $(BIN) $(CHAOS_FLAGS)
 
 clean:
 	rm -rf bin

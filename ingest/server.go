@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,9 @@ type Config struct {
 	// hit gets 429 with Retry-After.
 	SiteRate  float64
 	SiteBurst int
+	// ReadTimeout bounds reading a request, the first byte included
+	// (zero: 10s).
+	ReadTimeout time.Duration
 
 	proxies []netip.Prefix
 }
@@ -102,11 +106,14 @@ type Server struct {
 // hits; /readyz answers from it.
 func New(cfg Config, js jetstream.JetStream, sites Sites, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, js: js, sites: sites, ready: ready, log: log, metrics: newMetrics(reg), tracker: newTracker()}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
 	s.promh = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	s.srv = &fasthttp.Server{
 		Handler:      s.handle,
 		Name:         "leadpipe",
-		ReadTimeout:  10 * time.Second,
+		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: 10 * time.Second,
 		IdleTimeout:  60 * time.Second,
 		// The batch endpoint's limit; /v1/hit checks its own smaller one.
@@ -376,6 +383,15 @@ func (s *Server) handleReadError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		s.metrics.rejected.WithLabelValues("too_large").Inc()
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", MaxBatchBytes))
+		return
+	}
+	// A connection that sent nothing within the read timeout (an HTTP
+	// client's spare connection, say) gets a 408 and is closed, as fasthttp
+	// would answer it; it is not a hit, so it is not counted as a bad one.
+	var netErr net.Error
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout() {
+		s.metrics.rejected.WithLabelValues("timeout").Inc()
+		writeError(ctx, fasthttp.StatusRequestTimeout, "request: not received within the read timeout")
 		return
 	}
 	s.metrics.rejected.WithLabelValues("bad_request").Inc()

@@ -356,6 +356,32 @@ func TestCollectorHeadersTooLarge(t *testing.T) {
 	}
 }
 
+// TestCollectorIdleConnection: a connection that sends nothing within the
+// read timeout (an HTTP client's spare one) gets a 408 and is closed, and
+// is counted as a timeout, not as a bad hit.
+func TestCollectorIdleConnection(t *testing.T) {
+	c := startCollector(t, func(cfg *ingest.Config) { cfg.ReadTimeout = 300 * time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(got), "HTTP/1.1 408") {
+		t.Errorf("an idle connection got %q, want a 408", got)
+	}
+	if n := c.rejected(t, "timeout"); n != 1 {
+		t.Errorf("rejected{reason=timeout} = %v, want 1", n)
+	}
+	if n := c.rejected(t, "bad_request"); n != 0 {
+		t.Errorf("rejected{reason=bad_request} = %v, want 0", n)
+	}
+}
+
 func TestCollectorBatch(t *testing.T) {
 	c := startCollector(t, nil)
 	ctx := context.Background()

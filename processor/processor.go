@@ -43,7 +43,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.BatchSize, "processor.batch-size", 5000, "most hits per ClickHouse insert")
 	fs.DurationVar(&c.BatchWait, "processor.batch-wait", time.Second, "longest a partial batch waits before it is inserted")
 	fs.StringVar(&c.Consumer, "processor.consumer", "processor", "durable JetStream consumer name shared by processors")
-	fs.DurationVar(&c.AckWait, "processor.ack-wait", 2*time.Minute, "how long an unacknowledged hit waits before JetStream redelivers it")
+	// Short: it is how long the hits of a processor that died wait before
+	// another one gets them. A live processor never hits it, however slow
+	// its insert, since it reports progress every third of it.
+	fs.DurationVar(&c.AckWait, "processor.ack-wait", 30*time.Second, "how long the hits a processor holds wait, after it stopped reporting progress, before JetStream redelivers them")
 }
 
 // Validate refuses values that cannot work, naming the flag.

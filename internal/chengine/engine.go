@@ -238,7 +238,7 @@ func (s *Server) startChild(ctx context.Context, tcpPort, httpPort int) error {
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := StartChild(cmd); err != nil {
 		return fmt.Errorf("starting ClickHouse engine (%s): %w", s.mode, err)
 	}
 	exited := make(chan struct{})
