@@ -212,7 +212,11 @@ func TestProcessorClickHouseDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	p := New(testConfig(), deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
+	// The shortest ack wait: ClickHouse stays away six times longer, and
+	// the batch in hand must not be redelivered meanwhile.
+	cfg := testConfig()
+	cfg.AckWait = 10 * time.Second
+	p := New(cfg, deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
 	run(t, p)
 
 	ips := businessIPs(t, table, 29356, 200)
@@ -222,6 +226,7 @@ func TestProcessorClickHouseDown(t *testing.T) {
 	if err := engine.StopEngine(); err != nil {
 		t.Fatal(err)
 	}
+	down := time.Now()
 	publish(t, b.JS, "s", ips[100:], "during")
 	testenv.Eventually(t, 30*time.Second, func() error {
 		if p.Healthy() == nil {
@@ -236,11 +241,57 @@ func TestProcessorClickHouseDown(t *testing.T) {
 		}
 		return nil
 	})
+	// Down for a minute, as the issue asks: consumption pauses, nothing is
+	// given up or dead-lettered, and the batch in hand stays this
+	// processor's (it reports progress), so nothing is delivered twice.
+	time.Sleep(time.Until(down.Add(time.Minute)))
 	if err := engine.StartEngine(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	expectCounts(t, conn, "s", 200, 0)
 	testenv.Eventually(t, 10*time.Second, p.Healthy)
+	if n := testutil.ToFloat64(p.metrics.redelivered); n != 0 {
+		t.Errorf("%v hits redelivered while ClickHouse was down, want 0", n)
+	}
+	if n := testutil.ToFloat64(p.metrics.deadLetters); n != 0 {
+		t.Errorf("%v hits dead-lettered for a transient failure, want 0", n)
+	}
+}
+
+// TestProcessorShutdownDrainsBatchInHand: stopping a processor while it
+// holds a batch writes and acknowledges that batch before Run returns, so a
+// graceful stop leaves nothing waiting for the ack timeout.
+func TestProcessorShutdownDrainsBatchInHand(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	cfg := testConfig()
+	// A batch waits up to 3 s for more hits: the stop comes while it waits.
+	cfg.BatchSize, cfg.BatchWait = 1000, 3*time.Second
+	p := New(cfg, deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
+	publish(t, b.JS, "s", businessIPs(t, table, 212794, 50), "drain")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	time.Sleep(500 * time.Millisecond) // the 50 hits are fetched; the batch waits for more
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, conn, "SELECT count() FROM hits WHERE site_id = 's'"); n != 50 {
+		t.Errorf("%d hits written by the time Run returned, want 50", n)
+	}
+	info, err := b.JS.Stream(context.Background(), bus.HitsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := info.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si.State.Msgs != 0 {
+		t.Errorf("%d hits still in the stream after a graceful stop, want 0 (all acknowledged)", si.State.Msgs)
+	}
 }
 
 func TestBatchTokenIsDeterministic(t *testing.T) {
