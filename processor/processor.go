@@ -303,6 +303,12 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 		if err == nil {
 			err = p.write(ctx, b)
 		}
+		if err != nil && attempt >= refusedAttempts && refusedData(err) {
+			// ClickHouse refuses the batch's data itself, every time: write
+			// it in halves until the rows it refuses stand alone, and set
+			// those aside as dead letters.
+			err = p.isolate(ctx, b)
+		}
 		if err == nil {
 			break
 		}
@@ -321,7 +327,11 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 	poison := map[jetstream.Msg]bool{}
 	for _, m := range b.poison {
 		poison[m] = true
-		p.deadLetter(m)
+		p.deadLetter(m, "")
+	}
+	for m, why := range b.refused {
+		poison[m] = true
+		p.deadLetter(m, "refused by ClickHouse: "+why)
 	}
 	for _, m := range msgs {
 		if poison[m] {
@@ -341,10 +351,12 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 // dead-letter stream, with the reason, and then terminates it so it is never
 // redelivered. If the dead-letter publish fails, the message is left
 // unacknowledged and comes back later: nothing is dropped silently.
-func (p *Processor) deadLetter(m jetstream.Msg) {
-	reason := "undecodable"
-	if _, err := bus.DecodeHit(m.Data()); err != nil {
-		reason = err.Error()
+func (p *Processor) deadLetter(m jetstream.Msg, reason string) {
+	if reason == "" {
+		reason = "undecodable"
+		if _, err := bus.DecodeHit(m.Data()); err != nil {
+			reason = err.Error()
+		}
 	}
 	dl := nats.NewMsg(bus.DeadLetterSubject(m.Subject()))
 	dl.Data = m.Data()
@@ -366,6 +378,78 @@ type batch struct {
 	rows    []row
 	dropped []droppedHit
 	poison  []jetstream.Msg
+	// refused are hits ClickHouse refused on their own, with its reason.
+	refused map[jetstream.Msg]string
+}
+
+// refusedAttempts is how many times a batch is written whole before the
+// rows ClickHouse refuses are looked for.
+const refusedAttempts = 3
+
+// refusedData reports whether ClickHouse refused an insert for what it
+// holds (a value it cannot parse or store, a violated constraint) rather
+// than for being unavailable or busy: retrying such a batch as it is can
+// never succeed.
+func refusedData(err error) bool {
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) {
+		return false
+	}
+	switch ex.Code {
+	case 6, 27, 38, 41, 53, 69, 70, 72, 131, 321, 349, 469:
+		// CANNOT_PARSE_TEXT, CANNOT_PARSE_INPUT_ASSERTION_FAILED,
+		// CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME, TYPE_MISMATCH,
+		// ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER,
+		// TOO_LARGE_STRING_SIZE, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
+		// CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN, VIOLATED_CONSTRAINT
+		return true
+	}
+	return false
+}
+
+// isolate writes b in halves, and those in halves, until every part is
+// written or holds a single hit that ClickHouse refuses; those are recorded
+// in b.refused. Each part has its own deduplication token derived from
+// b's, and the already-written check runs before each, so isolating again
+// after a failure writes nothing twice. At most about 2·log2(n) inserts
+// per refused hit.
+func (p *Processor) isolate(ctx context.Context, b *batch) error {
+	err := p.write(ctx, b)
+	if err == nil || !refusedData(err) {
+		return err
+	}
+	if len(b.rows)+len(b.dropped) == 1 {
+		var m jetstream.Msg
+		if len(b.rows) == 1 {
+			m = b.rows[0].msg
+		} else {
+			m = b.dropped[0].msg
+		}
+		if b.refused == nil {
+			b.refused = map[jetstream.Msg]string{}
+		}
+		b.refused[m] = err.Error()
+		return nil
+	}
+	h := (len(b.rows) + len(b.dropped)) / 2
+	left, right := &batch{token: b.token + "a"}, &batch{token: b.token + "b"}
+	if h <= len(b.rows) {
+		left.rows, right.rows, right.dropped = b.rows[:h], b.rows[h:], b.dropped
+	} else {
+		left.rows, left.dropped, right.dropped = b.rows, b.dropped[:h-len(b.rows)], b.dropped[h-len(b.rows):]
+	}
+	for _, part := range []*batch{left, right} {
+		if err := p.isolate(ctx, part); err != nil {
+			return err
+		}
+		for m, why := range part.refused {
+			if b.refused == nil {
+				b.refused = map[jetstream.Msg]string{}
+			}
+			b.refused[m] = why
+		}
+	}
+	return nil
 }
 
 // droppedHit is all that is kept of a dropped hit, for two days.
@@ -373,6 +457,7 @@ type droppedHit struct {
 	site, id, reason string
 	ts               time.Time
 	key              uint64 // hitKey(site, id)
+	msg              jetstream.Msg
 }
 
 // hitKey hashes a hit's identity for the dropped-hit record.
@@ -398,6 +483,7 @@ type row struct {
 	industry, size, networkType, country, city, lang string
 	asn                                              uint32
 	seq                                              uint64
+	msg                                              jetstream.Msg // the hit's message, to dead-letter it
 }
 
 func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, error) {
@@ -427,12 +513,12 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 		ip, err := netip.ParseAddr(hit.IP)
 		if err != nil {
 			p.log.Error("dropping hit with an unparsable IP", "seq", seq, "err", err)
-			p.drop(b, &hit, ts, ReasonInvalid)
+			p.drop(b, m, &hit, ts, ReasonInvalid)
 			continue
 		}
 		res, reason := p.enrich(ctx, db, &hit, ip)
 		if reason != "" {
-			p.drop(b, &hit, ts, reason)
+			p.drop(b, m, &hit, ts, reason)
 			continue
 		}
 		vid, err := p.keys.ID(ctx, &hit, ip)
@@ -440,7 +526,7 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			return nil, fmt.Errorf("deriving visitor id: %w", err)
 		}
 		if hit.ClientID != "" && p.erased.Has(hit.Site, vid) {
-			p.drop(b, &hit, ts, ReasonErased)
+			p.drop(b, m, &hit, ts, ReasonErased)
 			continue
 		}
 		b.rows = append(b.rows, row{
@@ -449,7 +535,7 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			ts: ts, received: time.UnixMilli(hit.ReceivedAt).UTC(), visitorID: vid, engagedMS: hit.EngagedMS,
 			companyID: res.CompanyID, companyName: res.CompanyName, companyDomain: res.CompanyDomain,
 			industry: res.Industry, size: res.Size, asOrg: res.ASOrg, asn: res.ASN,
-			networkType: res.Type, country: res.Country, city: db.City(ip), lang: hit.Lang, seq: seq,
+			networkType: res.Type, country: res.Country, city: db.City(ip), lang: hit.Lang, seq: seq, msg: m,
 		})
 	}
 	if err := p.sessions.assign(ctx, b.rows); err != nil {
@@ -488,8 +574,8 @@ func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip
 }
 
 // drop records a hit that is not stored: what remains of it is a count.
-func (p *Processor) drop(b *batch, hit *bus.Hit, ts time.Time, reason string) {
-	b.dropped = append(b.dropped, droppedHit{site: hit.Site, id: hit.ID, reason: reason, ts: ts, key: hitKey(hit.Site, hit.ID)})
+func (p *Processor) drop(b *batch, m jetstream.Msg, hit *bus.Hit, ts time.Time, reason string) {
+	b.dropped = append(b.dropped, droppedHit{site: hit.Site, id: hit.ID, reason: reason, ts: ts, key: hitKey(hit.Site, hit.ID), msg: m})
 }
 
 // batchToken derives the insert deduplication token from the stream

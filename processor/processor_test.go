@@ -483,3 +483,93 @@ func TestHealthyReportsAStall(t *testing.T) {
 		t.Errorf("idle with a fresh backlog: %v", err)
 	}
 }
+
+// TestRefusedHitsAreDeadLettered: hits ClickHouse refuses (here a CHECK
+// constraint the operator added; a value out of a column's range would do
+// the same) are found after a few whole-batch attempts by writing the batch
+// in halves, and set aside as dead letters with ClickHouse's reason; the
+// rest of the batch is written once, and a message that breaks the hit
+// schema (a type no collector sends) is dead-lettered without retries.
+func TestRefusedHitsAreDeadLettered(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	if err := conn.Exec(context.Background(), "ALTER TABLE hits ADD CONSTRAINT no_poison CHECK positionCaseInsensitive(url, 'poison') = 0"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.BatchWait = 500 * time.Millisecond
+	reg := prometheus.NewRegistry()
+	p := New(cfg, deps(t, b, conn), reg, testenv.Quiet())
+	ips := businessIPs(t, table, 212794, 40)
+	now := time.Now().UnixMilli()
+	for i, ip := range ips {
+		url := fmt.Sprintf("https://example.com/p%d", i)
+		if i == 7 || i == 31 {
+			url = "https://example.com/poison"
+		}
+		h := bus.Hit{ID: fmt.Sprintf("r-%d", i), Site: "s", Type: "pageview", URL: url, Consent: "granted",
+			TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: browserUA, Lang: "en"}
+		if i == 20 {
+			h.Type = "purchase"
+		}
+		data, _ := h.Encode()
+		if _, err := b.JS.Publish(context.Background(), bus.HitSubject("s"), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, p)
+	expectCounts(t, conn, "s", 37, 0)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if n := testutil.ToFloat64(p.metrics.deadLetters); n != 3 {
+			return fmt.Errorf("%v dead letters, want 3", n)
+		}
+		return nil
+	})
+	stream, err := b.JS.Stream(context.Background(), bus.DeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]int{}
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := stream.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		why := m.Header.Get(bus.DeadLetterReasonHeader)
+		switch {
+		case strings.Contains(why, "refused by ClickHouse") && strings.Contains(why, "no_poison"):
+			reasons["refused"]++
+		case strings.Contains(why, "hit schema: type"):
+			reasons["schema"]++
+		default:
+			t.Errorf("dead letter %d: reason %q", seq, why)
+		}
+	}
+	if reasons["refused"] != 2 || reasons["schema"] != 1 {
+		t.Errorf("dead-letter reasons %v, want 2 refused by ClickHouse and 1 schema", reasons)
+	}
+}
+
+// TestProcessorsShareTheWork: two processors on the one durable consumer
+// split the hits between them, and each hit is stored and counted once.
+func TestProcessorsShareTheWork(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	cfg := testConfig()
+	cfg.BatchSize = 100
+	var procs []*Processor
+	for range 2 {
+		p := New(cfg, deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
+		run(t, p)
+		procs = append(procs, p)
+	}
+	publish(t, b.JS, "s", businessIPs(t, table, 136767, 3000), "shared")
+	expectCounts(t, conn, "s", 3000, 0)
+	for i, p := range procs {
+		if n := testutil.ToFloat64(p.metrics.inserted); n == 0 || n == 3000 {
+			t.Errorf("processor %d inserted %v of 3000 hits: the work was not shared", i+1, n)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package bus
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Hit is one accepted page hit as it travels from the collector to the
@@ -43,5 +44,21 @@ func DecodeHit(data []byte) (Hit, error) {
 	if h.Site == "" || h.ID == "" {
 		return h, fmt.Errorf("decoding hit: missing site or id")
 	}
+	// What the collector guarantees, checked again: a message that breaks
+	// it did not come from a collector and cannot be stored as a hit.
+	if h.Type != "pageview" && h.Type != "engagement" {
+		return h, fmt.Errorf("hit schema: type %q is not pageview or engagement", h.Type)
+	}
+	if h.ReceivedAt <= 0 || h.TS < h.ReceivedAt-MaxHitAge.Milliseconds() || h.TS > h.ReceivedAt+MaxHitLead.Milliseconds() {
+		return h, fmt.Errorf("hit schema: ts %d is not within %v before and %v after received_at %d", h.TS, MaxHitAge, MaxHitLead, h.ReceivedAt)
+	}
 	return h, nil
 }
+
+// How far a hit's own time may lie before and after the time the collector
+// received it (the collector allows 7 days and 1 hour; this leaves slack
+// for clocks).
+const (
+	MaxHitAge  = 8 * 24 * time.Hour
+	MaxHitLead = 2 * time.Hour
+)
