@@ -2,14 +2,19 @@ package bus
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -76,6 +81,10 @@ type Config struct {
 	URL string
 	// Listen is the embedded server's client address.
 	Listen string
+	// Encrypt encrypts the embedded server's store at rest (ChaCha20-
+	// Poly1305) with the key in <data-dir>/nats.key, made on first start;
+	// an existing unencrypted store is converted when it is first opened.
+	Encrypt bool
 	// Sync is the embedded server's store sync policy: "interval" (the
 	// server's default, fsync every 2 minutes) or "always" (fsync every write).
 	Sync string
@@ -96,6 +105,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.URL, "nats.url", "", "external NATS URL(s), comma-separated (empty = embedded server)")
 	fs.StringVar(&c.Listen, "nats.listen", "127.0.0.1:4222", "embedded NATS server client address (port 0 = any free port)")
+	fs.BoolVar(&c.Encrypt, "nats.encrypt", true, "encrypt the embedded JetStream store at rest with the key in <data-dir>/nats.key (made on first start)")
 	fs.StringVar(&c.Sync, "nats.sync", "interval", "embedded JetStream fsync policy: interval (server default, every 2m) or always")
 	fs.IntVar(&c.Replicas, "nats.replicas", 1, "replicas of the HITS stream (3 on a NATS cluster)")
 	fs.DurationVar(&c.HitsMaxAge, "nats.hits-max-age", 72*time.Hour, "longest time an unprocessed hit is kept in the HITS stream")
@@ -176,6 +186,12 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 			MaxPayload:      1 << 20,
 			NoSystemAccount: true,
 		}
+		if cfg.Encrypt {
+			if opts.JetStreamKey, err = storeKey(dataDir); err != nil {
+				return nil, err
+			}
+			opts.JetStreamCipher = server.ChaCha
+		}
 		b.Server, err = server.NewServer(opts)
 		if err != nil {
 			return nil, fmt.Errorf("configuring embedded NATS: %w", err)
@@ -191,7 +207,7 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 			b.Server.Shutdown()
 			return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
 		}
-		log.Info("embedded NATS JetStream started", "listen", b.Server.ClientURL(), "store", opts.StoreDir, "sync", cfg.Sync)
+		log.Info("embedded NATS JetStream started", "listen", b.Server.ClientURL(), "store", opts.StoreDir, "sync", cfg.Sync, "encrypted", cfg.Encrypt)
 	} else {
 		b.Conn, err = nats.Connect(cfg.URL, nats.Name("leadpipe"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false), nats.Timeout(5*time.Second))
 		if err != nil {
@@ -211,6 +227,48 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 		return nil, err
 	}
 	return b, nil
+}
+
+// StoreKeyFile, under the data dir, holds the key the embedded JetStream
+// store is encrypted with. It is made on first start; losing it loses the
+// store. (Rotating it in place with nats-server's previous-key option was
+// tried and fails for streams without messages — "corrupt state file" — so
+// leadpipe does not offer it; see the README.)
+const StoreKeyFile = "nats.key"
+
+// storeKey reads the store key, making one on first start.
+func storeKey(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, StoreKeyFile)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		buf := make([]byte, 32)
+		if _, err := rand.Read(buf); err != nil {
+			return "", err
+		}
+		raw = []byte(hex.EncodeToString(buf))
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return "", fmt.Errorf("--data-dir: %w", err)
+		}
+		// O_EXCL: two processes starting at once cannot both make one.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", fmt.Errorf("creating the store key %s: %w", path, err)
+		}
+		if _, err := f.Write(append(raw, '\n')); err != nil {
+			f.Close()
+			return "", fmt.Errorf("writing the store key %s: %w", path, err)
+		}
+		if err := f.Close(); err != nil {
+			return "", fmt.Errorf("writing the store key %s: %w", path, err)
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("reading the store key %s: %w", path, err)
+	}
+	key := strings.TrimSpace(string(raw))
+	if len(key) < 32 {
+		return "", fmt.Errorf("the store key %s is shorter than 32 characters", path)
+	}
+	return key, nil
 }
 
 // ClientURL is the embedded server's address for other processes, or the

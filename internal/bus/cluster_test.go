@@ -203,3 +203,21 @@ func TestClusterKeepsAckedHitsThroughNodeLoss(t *testing.T) {
 		t.Errorf("the stream holds %d messages, want %d", info.State.Msgs, total)
 	}
 }
+
+// TestDeployConfigsParse: the three-node cluster configs under deploy/ are
+// valid nats-server configs with what the README says they have.
+func TestDeployConfigsParse(t *testing.T) {
+	t.Setenv("LEADPIPE_NATS_KEY", "k-0123456789abcdef0123456789abcdef")
+	for i := 1; i <= 3; i++ {
+		path := fmt.Sprintf("../../deploy/nats/nats-%d.conf", i)
+		opts, err := server.ProcessConfigFile(path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if !opts.JetStream || !opts.SyncAlways || opts.JetStreamKey != "k-0123456789abcdef0123456789abcdef" ||
+			opts.JetStreamCipher != server.ChaCha || len(opts.Routes) != 3 || opts.Cluster.Name != "leadpipe" {
+			t.Errorf("%s: jetstream %v, sync always %v, key from the environment %v, cipher %v, %d routes, cluster %q",
+				path, opts.JetStream, opts.SyncAlways, opts.JetStreamKey != "", opts.JetStreamCipher, len(opts.Routes), opts.Cluster.Name)
+		}
+	}
+}

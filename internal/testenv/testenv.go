@@ -117,7 +117,7 @@ func DatabaseAt(t testing.TB, last uint32) (driver.Conn, string) {
 
 // BusConfig is the embedded NATS config tests use: any free port.
 func BusConfig() bus.Config {
-	return bus.Config{Listen: "127.0.0.1:0", Sync: "interval", Replicas: 1, HitsMaxAge: time.Hour, HitsMaxBytes: 64 << 20, DuplicateWindow: 2 * time.Minute}
+	return bus.Config{Listen: "127.0.0.1:0", Encrypt: true, Sync: "interval", Replicas: 1, HitsMaxAge: time.Hour, HitsMaxBytes: 64 << 20, DuplicateWindow: 2 * time.Minute}
 }
 
 // Bus starts an embedded JetStream server with leadpipe's streams, stopped
