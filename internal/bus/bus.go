@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -229,6 +230,38 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 	return b, nil
 }
 
+// ensureStream creates the stream, or updates it when its limits differ
+// from cfg's; one that is already as configured is left alone. Every
+// process runs this at start, and an update racing a consumer's creation
+// trips a data race inside nats-server (fileStore.UpdateConfig against
+// ConsumerStore, seen under -race), so no-op updates are not sent.
+func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	if s, err := b.JS.Stream(ctx, cfg.Name); err == nil {
+		have := s.CachedInfo().Config
+		if slices.Equal(have.Subjects, cfg.Subjects) && have.Retention == cfg.Retention && have.Discard == cfg.Discard &&
+			have.Replicas == cfg.Replicas && have.MaxAge == cfg.MaxAge && have.MaxBytes == cfg.MaxBytes &&
+			(cfg.Duplicates == 0 || have.Duplicates == cfg.Duplicates) && (cfg.MaxMsgSize == 0 || have.MaxMsgSize == cfg.MaxMsgSize) {
+			return nil
+		}
+	}
+	_, err := b.JS.CreateOrUpdateStream(ctx, cfg)
+	return err
+}
+
+// ensureBucket is ensureStream for a key-value bucket.
+func (b *Bus) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) error {
+	if kv, err := b.JS.KeyValue(ctx, cfg.Bucket); err == nil {
+		if st, err := kv.Status(ctx); err == nil {
+			info := st.(*jetstream.KeyValueBucketStatus).StreamInfo()
+			if st.TTL() == cfg.TTL && st.History() == int64(max(cfg.History, 1)) && info.Config.Replicas == cfg.Replicas {
+				return nil
+			}
+		}
+	}
+	_, err := b.JS.CreateOrUpdateKeyValue(ctx, cfg)
+	return err
+}
+
 // StoreKeyFile, under the data dir, holds the key the embedded JetStream
 // store is encrypted with. It is made on first start; losing it loses the
 // store. (Rotating it in place with nats-server's previous-key option was
@@ -281,7 +314,7 @@ func (b *Bus) ClientURL() string {
 }
 
 func (b *Bus) ensure(ctx context.Context) error {
-	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err := b.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        HitsStream,
 		Description: "page hits accepted by the collector, waiting for processors",
 		Subjects:    []string{HitsSubjects},
@@ -303,7 +336,7 @@ func (b *Bus) ensure(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating stream %s: %w", HitsStream, err)
 	}
-	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := b.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        DeadLetterStream,
 		Description: "hits that can never be processed, with the reason",
 		Subjects:    []string{DeadLetterSubjects},
@@ -333,7 +366,7 @@ func (b *Bus) ensure(ctx context.Context) error {
 	for _, kv := range buckets {
 		kv.Storage = jetstream.FileStorage
 		kv.Replicas = b.cfg.Replicas
-		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+		if err := b.ensureBucket(ctx, kv); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", kv.Bucket, err)
 		}
 	}
