@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/internal/tlsfiles"
 )
 
 // Config is the collector's configuration.
@@ -43,8 +45,12 @@ type Config struct {
 	// ReadTimeout bounds reading a request, the first byte included
 	// (zero: 10s).
 	ReadTimeout time.Duration
+	// TLSCert and TLSKey are PEM files; with them the collector speaks
+	// HTTPS only.
+	TLSCert, TLSKey string
 
 	proxies []netip.Prefix
+	tls     *tls.Config
 }
 
 // RegisterFlags registers the collector.* flags.
@@ -55,6 +61,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PublishTimeout, "collector.publish-timeout", 5*time.Second, "longest wait for JetStream to acknowledge a hit before answering 503")
 	fs.Float64Var(&c.SiteRate, "collector.site-rate", 1000, "most hits per second per site (429 beyond)")
 	fs.IntVar(&c.SiteBurst, "collector.site-burst", 2000, "hits a site may send at once above its rate")
+	fs.StringVar(&c.TLSCert, "collector.tls-cert", "", "PEM certificate chain: serve HTTPS (with --collector.tls-key)")
+	fs.StringVar(&c.TLSKey, "collector.tls-key", "", "PEM private key of --collector.tls-cert")
 }
 
 // Validate refuses values that cannot work, naming the flag.
@@ -79,8 +87,13 @@ func (c *Config) Validate() error {
 	if c.SiteBurst < 1 {
 		return fmt.Errorf("--collector.site-burst: must be at least 1")
 	}
-	return nil
+	c.tls, err = tlsfiles.Load("--collector.tls", c.TLSCert, c.TLSKey)
+	return err
 }
+
+// TLS is the collector's TLS configuration (after Validate), nil for
+// plain HTTP.
+func (c *Config) TLS() *tls.Config { return c.tls }
 
 // Sites tells whether a site exists, and whose a site secret is.
 type Sites interface {

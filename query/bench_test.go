@@ -84,4 +84,3 @@ func BenchmarkQueries(b *testing.B) {
 	b.Run("query=feed-30d-source", func(b *testing.B) { timeIt(b, "/api/v1/sites/"+site+"/companies?source=campaign&sort=visits") })
 	b.Run("query=company-30d", func(b *testing.B) { timeIt(b, "/api/v1/sites/"+site+"/companies/c42") })
 }
-

@@ -16,8 +16,10 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/internal/visitor"
@@ -32,6 +34,7 @@ type api struct {
 	visitors *visitor.Keys
 	conn     driver.Conn
 	owner    string
+	bus      *bus.Bus
 }
 
 func startAPI(t testing.TB) (*api, func(string, ...any)) {
@@ -63,7 +66,7 @@ func startAPI(t testing.TB) (*api, func(string, ...any)) {
 			t.Fatal(err)
 		}
 	}
-	return &api{srv: srv, tenants: tenants, visitors: visitors, conn: conn, owner: owner}, exec
+	return &api{srv: srv, tenants: tenants, visitors: visitors, conn: conn, owner: owner, bus: b}, exec
 }
 
 func (a *api) call(t testing.TB, key, method, path, body string) (int, map[string]any) {
@@ -246,6 +249,119 @@ func TestAccounts(t *testing.T) {
 	}
 	if n := list(a.owner, "/api/v1/accounts", "accounts"); n != 2 {
 		t.Errorf("the operator lists %d accounts, want 2", n)
+	}
+}
+
+// TestSiteAndAccountErasure: deleting a site removes its rows from every
+// table and its hits waiting in the stream, leaving other sites alone;
+// deleting an account does that for each of its sites and removes its
+// keys; each is recorded as a data request.
+func TestSiteAndAccountErasure(t *testing.T) {
+	a, exec := startAPI(t)
+	ctx := context.Background()
+	code, out := a.call(t, a.owner, "POST", "/api/v1/accounts", `{"name":"Acme"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("account: %d %v", code, out)
+	}
+	acme := out["id"].(string)
+	siteIn := func(account, name string) string {
+		t.Helper()
+		code, out := a.call(t, a.owner, "POST", "/api/v1/sites", `{"account":"`+account+`","name":"`+name+`","domain":"`+name+`.example"}`)
+		if code != http.StatusCreated {
+			t.Fatalf("site: %d %v", code, out)
+		}
+		return out["id"].(string)
+	}
+	one, two, other := siteIn(acme, "one"), siteIn(acme, "two"), siteIn("", "other")
+	code, out = a.call(t, a.owner, "POST", "/api/v1/keys", `{"account":"`+acme+`","role":"admin","sites":["*"]}`)
+	if code != http.StatusCreated {
+		t.Fatalf("key: %d %v", code, out)
+	}
+	acmeKey := out["key"].(string)
+	for _, site := range []string{one, two, other} {
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, visit_id, visit_start, new_visit,
+			consent, company_id, company_name, asn, as_org, network_type)
+			VALUES (?, now64(3), now64(3), 'h1', 'pageview', 'https://x/', '/', 1, 1, now64(3), 1, 'granted', 'c1', 'Org', 1, 'Org', 'business')`, site)
+		exec(`INSERT INTO dropped_hits (site_id, ts, reason, hit_key) VALUES (?, now64(3), 'residential', 1)`, site)
+		if _, err := a.bus.JS.Publish(ctx, bus.HitSubject(site), []byte(`{"queued":true}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counts := map[string]string{
+		"hits":                "SELECT count() FROM hits WHERE site_id = ?",
+		"visits":              "SELECT count() FROM visits WHERE site_id = ?",
+		"company_daily":       "SELECT count() FROM company_daily WHERE site_id = ?",
+		"company_pages_daily": "SELECT count() FROM company_pages_daily WHERE site_id = ?",
+		"filtered_daily":      "SELECT count() FROM filtered_daily WHERE site_id = ?",
+		"dropped_hits":        "SELECT count() FROM dropped_hits WHERE site_id = ?",
+	}
+	rowsOf := func(site string) map[string]uint64 {
+		t.Helper()
+		out := map[string]uint64{}
+		for table, q := range counts {
+			var n uint64
+			if err := a.conn.QueryRow(ctx, q, site).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			out[table] = n
+		}
+		stream, err := a.bus.JS.Stream(ctx, bus.HitsStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(bus.HitSubject(site)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out["queued"] = info.State.Subjects[bus.HitSubject(site)]
+		return out
+	}
+	for _, site := range []string{one, two, other} {
+		for what, n := range rowsOf(site) {
+			if n == 0 {
+				t.Fatalf("site %s has no %s rows before the erasure: the test proves nothing", site, what)
+			}
+		}
+	}
+
+	code, out = a.call(t, acmeKey, "DELETE", "/api/v1/sites/"+one, "")
+	if code != http.StatusOK || out["deleted_hits"] != float64(1) {
+		t.Fatalf("deleting a site: %d %v", code, out)
+	}
+	for what, n := range rowsOf(one) {
+		if n != 0 {
+			t.Errorf("deleted site: %d %s rows left", n, what)
+		}
+	}
+	if code, _ := a.call(t, acmeKey, "GET", "/api/v1/sites/"+one+"/companies", ""); code != http.StatusNotFound {
+		t.Errorf("feed of a deleted site: %d, want 404", code)
+	}
+	if code, _ := a.call(t, acmeKey, "DELETE", "/api/v1/accounts/"+acme, ""); code != http.StatusForbidden {
+		t.Errorf("an account key deleting its account: %d, want 403 (operators only)", code)
+	}
+	code, out = a.call(t, a.owner, "DELETE", "/api/v1/accounts/"+acme, "")
+	if code != http.StatusOK || out["deleted_hits"] != float64(1) {
+		t.Fatalf("deleting the account: %d %v", code, out)
+	}
+	for what, n := range rowsOf(two) {
+		if n != 0 {
+			t.Errorf("site of the deleted account: %d %s rows left", n, what)
+		}
+	}
+	for what, n := range rowsOf(other) {
+		if n == 0 {
+			t.Errorf("another account's site lost its %s rows", what)
+		}
+	}
+	if code, _ := a.call(t, acmeKey, "GET", "/api/v1/sites", ""); code != http.StatusUnauthorized {
+		t.Errorf("a key of the deleted account: %d, want 401", code)
+	}
+	var requests uint64
+	if err := a.conn.QueryRow(ctx, "SELECT count() FROM data_requests WHERE kind = 'site_erasure' AND completed_at >= requested_at").Scan(&requests); err != nil {
+		t.Fatal(err)
+	}
+	if requests != 2 {
+		t.Errorf("%d site erasures recorded, want 2", requests)
 	}
 }
 
@@ -491,6 +607,19 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 	if visitsOf(mine) != 0 || visitsOf(other) != 1 {
 		t.Errorf("visits after erasure: %d of the erased visitor, %d of the other", visitsOf(mine), visitsOf(other))
 	}
+	// Physically too: with the lightweight-delete mask ignored, the rows
+	// are gone once the erasure's mutations finished.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		var left uint64
+		if err := a.conn.QueryRow(ctx, `SELECT (SELECT count() FROM hits WHERE visitor_id = ? SETTINGS apply_deleted_mask = 0)
+			+ (SELECT count() FROM visits WHERE visitor_id = ? SETTINGS apply_deleted_mask = 0)`, mine, mine).Scan(&left); err != nil {
+			return err
+		}
+		if left != 0 {
+			return fmt.Errorf("%d rows of the erased visitor still on disk", left)
+		}
+		return nil
+	})
 	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.other.2/export", "")
 	if hits, _ := out["hits"].([]any); len(hits) != 1 {
 		t.Errorf("erasing one visitor touched another: %v", out)

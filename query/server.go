@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/internal/tlsfiles"
 	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/ipintel"
 )
@@ -29,11 +31,21 @@ type Config struct {
 	// CollectorURL is the collector's public URL, shown in the dashboard's
 	// tracking snippet.
 	CollectorURL string
+	// TLSCert and TLSKey are PEM files; with them the API and dashboard
+	// speak HTTPS only, and send HSTS.
+	TLSCert, TLSKey string
+
+	tls *tls.Config
 }
+
+// TLS is the API's TLS configuration (after Validate), nil for plain HTTP.
+func (c *Config) TLS() *tls.Config { return c.tls }
 
 // RegisterFlags registers the api.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "api.addr", "127.0.0.1:8090", "query API and dashboard listen address")
+	fs.StringVar(&c.TLSCert, "api.tls-cert", "", "PEM certificate chain: serve HTTPS (with --api.tls-key)")
+	fs.StringVar(&c.TLSKey, "api.tls-key", "", "PEM private key of --api.tls-cert")
 	fs.StringVar(&c.CollectorURL, "api.collector-url", "", "the collector's public URL, for the dashboard's tracking snippet (default: http://<collector.addr> under serve)")
 }
 
@@ -42,7 +54,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("--api.addr: %q is not host:port", c.Addr)
 	}
-	return nil
+	var err error
+	c.tls, err = tlsfiles.Load("--api.tls", c.TLSCert, c.TLSKey)
+	return err
 }
 
 // IPData is the current IP intelligence snapshot; *ipintel.Store is one.
@@ -96,6 +110,8 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 	s.route(mux, "POST /api/v1/sites", tenant.RoleAdmin, s.createSite)
 	s.route(mux, "GET /api/v1/sites", tenant.RoleViewer, s.listSites)
 	s.route(mux, "PATCH /api/v1/sites/{site}", tenant.RoleAdmin, s.updateSite)
+	s.route(mux, "DELETE /api/v1/sites/{site}", tenant.RoleAdmin, s.deleteSite)
+	s.route(mux, "DELETE /api/v1/accounts/{account}", tenant.RoleAdmin, s.deleteAccount)
 	s.route(mux, "POST /api/v1/sites/{site}/secret", tenant.RoleAdmin, s.rotateSiteSecret)
 	s.route(mux, "POST /api/v1/keys", tenant.RoleAdmin, s.createKey)
 	s.route(mux, "GET /api/v1/sites/{site}/companies", tenant.RoleViewer, s.companies)
@@ -113,8 +129,18 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path: not found")
 	})
-	s.handler = http.MaxBytesHandler(mux, 1<<20)
+	s.handler = hsts(http.MaxBytesHandler(mux, 1<<20))
 	return s
+}
+
+// hsts tells browsers that came over HTTPS to use nothing else for a year.
+func hsts(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Handler is the API's HTTP handler (tests mount it on httptest servers).

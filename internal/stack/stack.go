@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -210,12 +211,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			return nil, fmt.Errorf("--collector.addr: %w", err)
 		}
 		s.CollectorAddr = collectorLn.Addr().String()
+		if t := cfg.Collector.TLS(); t != nil {
+			collectorLn = tls.NewListener(collectorLn, t)
+		}
 	}
 	if cfg.Stages.API {
 		if apiLn, err = net.Listen("tcp", cfg.API.Addr); err != nil {
 			return nil, fmt.Errorf("--api.addr: %w", err)
 		}
 		s.APIAddr = apiLn.Addr().String()
+		if t := cfg.API.TLS(); t != nil {
+			apiLn = tls.NewListener(apiLn, t)
+		}
 	}
 	if cfg.MetricsAddr != "" {
 		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
@@ -332,6 +339,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		apiCfg := cfg.API
 		if apiCfg.CollectorURL == "" && s.CollectorAddr != "" {
 			apiCfg.CollectorURL = "http://" + s.CollectorAddr
+			if cfg.Collector.TLS() != nil {
+				apiCfg.CollectorURL = "https://" + s.CollectorAddr
+			}
 		}
 		api := query.New(apiCfg, s.conn, s.Tenants, visitor.NewKeys(s.Bus.JS), erased, s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, apiLn) })

@@ -3,10 +3,18 @@ package stack_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -86,6 +94,14 @@ func ownerClient(t *testing.T, s *stack.Stack, collector string) *client {
 type client struct {
 	api, collector, key string
 	http                *http.Client
+	scheme              string // "https" when the listeners have TLS; empty is "http"
+}
+
+func (c *client) url(addr, path string) string {
+	if c.scheme == "" {
+		return "http://" + addr + path
+	}
+	return c.scheme + "://" + addr + path
 }
 
 func (c *client) do(t *testing.T, method, path string, body any, out any) int {
@@ -97,7 +113,7 @@ func (c *client) do(t *testing.T, method, path string, body any, out any) int {
 	} else {
 		rd = bytes.NewReader(nil)
 	}
-	req, _ := http.NewRequest(method, "http://"+c.api+path, rd)
+	req, _ := http.NewRequest(method, c.url(c.api, path), rd)
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -116,7 +132,7 @@ func (c *client) do(t *testing.T, method, path string, body any, out any) int {
 // would, with the same hit id; it reports how many attempts failed.
 func (c *client) postHit(ctx context.Context, body []byte, ip, userAgent string) (failures int, err error) {
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.collector+"/v1/hit", bytes.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.url(c.collector, "/v1/hit"), bytes.NewReader(body))
 		req.Header.Set("Content-Type", "text/plain")
 		req.Header.Set("X-Forwarded-For", ip)
 		req.Header.Set("User-Agent", userAgent)
@@ -664,4 +680,114 @@ func TestErasureDropsQueuedHits(t *testing.T) {
 	if n := count("SELECT count() FROM hits WHERE hit_id = 'other'"); n != 1 {
 		t.Errorf("the other visitor's hit: %d rows", n)
 	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and its key as PEM files,
+// and returns their paths and a pool that trusts the certificate.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "leadpipe test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TestTLSListeners: with certificate files the collector and the API speak
+// HTTPS only; the API sends HSTS and the dashboard's session cookie is
+// Secure; a hit posted over HTTPS is stored.
+func TestTLSListeners(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.Collector.TLSCert, cfg.Collector.TLSKey = certFile, keyFile
+	cfg.API.TLSCert, cfg.API.TLSKey = certFile, keyFile
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, c := startStack(t, cfg, testenv.Logger())
+	c.scheme = "https"
+	c.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	var site struct{ ID string }
+	if code := c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "TLS", "domain": "tls.example"}, &site); code != http.StatusCreated {
+		t.Fatalf("creating a site over HTTPS: %d", code)
+	}
+	ip := ipintel.RandomAddr(testenv.ASN(t).PrefixesOf(212794)[0], rand.New(rand.NewPCG(1, 2)))
+	body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://tls.example/", "id": "tls-1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		// The collector learns of the site through the KV watch (403 until then).
+		_, err := c.postHit(ctx, body, ip.String(), stack.BrowserUserAgent)
+		return err
+	})
+	resp, err := c.http.Get("https://" + s.APIAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if hsts := resp.Header.Get("Strict-Transport-Security"); !strings.HasPrefix(hsts, "max-age=") {
+		t.Errorf("API over HTTPS without HSTS: %q", hsts)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "https://"+s.APIAddr+"/login", strings.NewReader(url.Values{"key": {c.key}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://"+s.APIAddr)
+	resp, err = c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cookie := resp.Header.Get("Set-Cookie"); resp.StatusCode != http.StatusSeeOther || !strings.Contains(cookie, "Secure") || !strings.Contains(cookie, "HttpOnly") {
+		t.Errorf("sign-in over HTTPS: %d, cookie %q", resp.StatusCode, cookie)
+	}
+	// Plain HTTP gets nothing from either listener.
+	plain := &http.Client{Timeout: 5 * time.Second}
+	for _, addr := range []string{s.CollectorAddr, s.APIAddr} {
+		if resp, err := plain.Get("http://" + addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 400 {
+				t.Errorf("plain HTTP to %s answered %d", addr, resp.StatusCode)
+			}
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		var feed struct{ Companies []query.Company }
+		c.do(t, "GET", "/api/v1/sites/"+site.ID+"/companies", nil, &feed)
+		if len(feed.Companies) != 1 || feed.Companies[0].Pageviews != 1 {
+			return fmt.Errorf("feed %+v, want the company that visited over HTTPS", feed.Companies)
+		}
+		return nil
+	})
 }

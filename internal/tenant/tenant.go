@@ -499,3 +499,55 @@ func randomID(n int) string {
 	_, _ = rand.Read(b)
 	return idEncoding.EncodeToString(b)[:n]
 }
+
+// DeleteSite removes a site: its settings, its saved feeds, and the hits of
+// it still waiting in the HITS stream. The collector refuses its hits from
+// then on (403, as for any unknown site). Its stored data in ClickHouse is
+// the caller's to erase.
+func (s *Store) DeleteSite(ctx context.Context, id string) error {
+	stream, err := s.js.Stream(ctx, bus.HitsStream)
+	if err != nil {
+		return fmt.Errorf("opening stream %s: %w", bus.HitsStream, err)
+	}
+	if err := s.sites.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("deleting site %s: %w", id, err)
+	}
+	s.applySite(nil, true, id)
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(bus.HitSubject(id))); err != nil {
+		return fmt.Errorf("dropping the queued hits of site %s: %w", id, err)
+	}
+	feeds, err := s.Feeds(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, f := range feeds {
+		if err := s.DeleteFeed(ctx, id, f.ID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("deleting saved feed %s: %w", f.ID, err)
+		}
+	}
+	return nil
+}
+
+// DeleteAccount removes an account and its keys; its sites must be deleted
+// first (DeleteSite), which the caller does with their data.
+func (s *Store) DeleteAccount(ctx context.Context, id string) error {
+	for _, site := range s.Sites() {
+		if site.Account == id {
+			return fmt.Errorf("account %s still has site %s", id, site.ID)
+		}
+	}
+	for _, k := range s.snap.Load().keys {
+		if k.Account != id {
+			continue
+		}
+		if err := s.keys.Purge(ctx, k.ID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("deleting key %s: %w", k.ID, err)
+		}
+		s.applyKey(nil, true, k.ID)
+	}
+	if err := s.accounts.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("deleting account %s: %w", id, err)
+	}
+	s.applyAccount(nil, true, id)
+	return nil
+}
