@@ -484,6 +484,7 @@ type row struct {
 	asn                                              uint32
 	seq                                              uint64
 	msg                                              jetstream.Msg // the hit's message, to dead-letter it
+	retentionDays                                    uint16        // the site's, read by the tables' TTL
 }
 
 func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, error) {
@@ -536,6 +537,7 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			companyID: res.CompanyID, companyName: res.CompanyName, companyDomain: res.CompanyDomain,
 			industry: res.Industry, size: res.Size, asOrg: res.ASOrg, asn: res.ASN,
 			networkType: res.Type, country: res.Country, city: db.City(ip), lang: hit.Lang, seq: seq, msg: m,
+			retentionDays: p.retention(ctx, hit.Site),
 		})
 	}
 	if err := p.sessions.assign(ctx, b.rows); err != nil {
@@ -543,6 +545,15 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 	}
 	b.token = batchToken(seqs)
 	return b, nil
+}
+
+// retention is the site's retention in days (the default for a site the
+// processor cannot find).
+func (p *Processor) retention(ctx context.Context, site string) uint16 {
+	if s, ok := p.sites.LookupSite(ctx, site); ok {
+		return uint16(s.Retention())
+	}
+	return tenant.DefaultRetentionDays
 }
 
 // enrich decides what is known of a hit's visitor, or why the hit must be
@@ -677,7 +688,7 @@ func (p *Processor) insertHits(ctx context.Context, token string, rows []row) er
 	batch, err := p.ch.PrepareBatch(insertContext(ctx, "hits-"+token), `INSERT INTO hits
 		(site_id, ts, received_at, hit_id, type, url, path, referrer, source, title,
 		 visitor_id, visit_id, visit_start, new_visit, consent, engaged_ms, company_id, company_name, company_domain, company_industry, company_size,
-		 asn, as_org, network_type, country, city, lang, stream_seq)`)
+		 asn, as_org, network_type, country, city, lang, stream_seq, retention_days)`)
 	if err != nil {
 		return fmt.Errorf("preparing hits insert: %w", err)
 	}
@@ -685,7 +696,7 @@ func (p *Processor) insertHits(ctx context.Context, token string, rows []row) er
 		r := &rows[i]
 		if err := batch.Append(r.site, r.ts, r.received, r.hitID, r.typ, r.url, r.path, r.referrer, r.source, r.title,
 			r.visitorID, r.visitID, r.visitStart, r.newVisit, r.consent, r.engagedMS, r.companyID, r.companyName, r.companyDomain, r.industry, r.size,
-			r.asn, r.asOrg, r.networkType, r.country, r.city, r.lang, r.seq); err != nil {
+			r.asn, r.asOrg, r.networkType, r.country, r.city, r.lang, r.seq, r.retentionDays); err != nil {
 			batch.Abort()
 			return fmt.Errorf("appending hit row: %w", err)
 		}

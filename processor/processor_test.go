@@ -578,3 +578,37 @@ func TestProcessorsShareTheWork(t *testing.T) {
 		}
 	}
 }
+
+// TestRetentionStampedFromSite: each stored hit carries its site's
+// retention (the tables' TTL reads it); a site without the setting gets
+// the default.
+func TestRetentionStampedFromSite(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	d := deps(t, b, conn)
+	ctx := context.Background()
+	store := d.Sites.(*tenant.Store)
+	short, err := store.CreateSite(ctx, "", "Short", "short.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.UpdateSite(ctx, short.ID, func(s *tenant.Site) { s.RetentionDays = 30 }); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := store.CreateSite(ctx, "", "Plain", "plain.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, New(testConfig(), d, prometheus.NewRegistry(), testenv.Quiet()))
+	ips := businessIPs(t, table, 212794, 10)
+	publish(t, b.JS, short.ID, ips[:5], "short")
+	publish(t, b.JS, plain.ID, ips[5:], "plain")
+	expectCounts(t, conn, short.ID, 5, 0)
+	expectCounts(t, conn, plain.ID, 5, 0)
+	for site, want := range map[string]uint64{short.ID: 30, plain.ID: tenant.DefaultRetentionDays} {
+		if n := count(t, conn, "SELECT countIf(retention_days != ?) FROM hits WHERE site_id = ?", want, site); n != 0 {
+			t.Errorf("site %s: %d hits without its retention of %d days", site, n, want)
+		}
+	}
+}

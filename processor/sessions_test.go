@@ -35,7 +35,7 @@ func TestVisitsBuiltAcrossBatchesAndRestarts(t *testing.T) {
 	}
 	type hit struct {
 		cid, typ, at, url, ref string
-		engagedMS          uint32
+		engagedMS              uint32
 	}
 	n := 0
 	send := func(hits ...hit) {
@@ -105,9 +105,9 @@ func TestVisitsBuiltAcrossBatchesAndRestarts(t *testing.T) {
 	life()
 
 	type visitRow struct {
-		started, ended              time.Time
+		started, ended             time.Time
 		hits, pageviews, engagedMS uint64
-		entry, exit, source         string
+		entry, exit, source        string
 	}
 	rows, err := conn.Query(context.Background(), `
 		SELECT min(started), max(ended), sum(hits), sum(pageviews), sum(engaged_ms),

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -13,10 +14,12 @@ type siteJSON struct {
 	Name        string `json:"name"`
 	Domain      string `json:"domain"`
 	KeepHosting bool   `json:"keep_hosting"`
+	// RetentionDays is how long raw hits and visits are kept.
+	RetentionDays int `json:"retention_days"`
 }
 
 func siteOut(s tenant.Site) siteJSON {
-	return siteJSON{s.ID, s.Account, s.Name, s.Domain, s.KeepHosting}
+	return siteJSON{s.ID, s.Account, s.Name, s.Domain, s.KeepHosting, s.Retention()}
 }
 
 // validName trims a name of an account or site in place and checks its
@@ -136,13 +139,18 @@ func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.K
 		return
 	}
 	var in struct {
-		Name        *string `json:"name"`
-		KeepHosting *bool   `json:"keep_hosting"`
+		Name          *string `json:"name"`
+		KeepHosting   *bool   `json:"keep_hosting"`
+		RetentionDays *int    `json:"retention_days"`
 	}
 	if !decodeBody(w, r, &in) {
 		return
 	}
 	if in.Name != nil && !validName(w, in.Name) {
+		return
+	}
+	if in.RetentionDays != nil && (*in.RetentionDays < 1 || *in.RetentionDays > tenant.MaxRetentionDays) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("retention_days: must be between 1 and %d", tenant.MaxRetentionDays))
 		return
 	}
 	updated, err := s.tenants.UpdateSite(r.Context(), site.ID, func(site *tenant.Site) {
@@ -151,6 +159,9 @@ func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.K
 		}
 		if in.KeepHosting != nil {
 			site.KeepHosting = *in.KeepHosting
+		}
+		if in.RetentionDays != nil {
+			site.RetentionDays = *in.RetentionDays
 		}
 	})
 	if err != nil {

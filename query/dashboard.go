@@ -147,8 +147,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cross-site sign-in refused", http.StatusForbidden)
 		return
 	}
+	if s.authLimit.blocked(remoteIP(r)) {
+		w.Header().Set("Retry-After", authRetryAfter)
+		w.WriteHeader(http.StatusTooManyRequests)
+		s.render(w, "login.html", pageData{Title: "Sign in", Error: "Too many failed attempts from this address; try again in a minute."})
+		return
+	}
 	key := strings.TrimSpace(r.PostFormValue("key"))
 	if _, ok := s.tenants.Authenticate(key); !ok {
+		s.authLimit.failed(remoteIP(r))
 		w.WriteHeader(http.StatusUnauthorized)
 		s.render(w, "login.html", pageData{Title: "Sign in", Error: "That key is not valid."})
 		return

@@ -857,3 +857,58 @@ func TestSavedFeeds(t *testing.T) {
 		t.Errorf("owner deleting its feed: %v %v", resp.StatusCode, err)
 	}
 }
+
+// TestSiteRetentionSetting: an admin sets a site's retention of raw hits
+// and visits within 1–800 days; sites show it (180 by default).
+func TestSiteRetentionSetting(t *testing.T) {
+	a, _ := startAPI(t)
+	site := a.createSite(t, "kappa")
+	code, out := a.call(t, a.owner, "GET", "/api/v1/sites", "")
+	if sites := out["sites"].([]any); code != 200 || sites[0].(map[string]any)["retention_days"] != float64(180) {
+		t.Fatalf("default retention: %d %v", code, out)
+	}
+	code, out = a.call(t, a.owner, "PATCH", "/api/v1/sites/"+site, `{"retention_days":30}`)
+	if code != 200 || out["retention_days"] != float64(30) {
+		t.Fatalf("setting retention: %d %v", code, out)
+	}
+	for _, bad := range []string{`{"retention_days":0}`, `{"retention_days":801}`} {
+		if code, out := a.call(t, a.owner, "PATCH", "/api/v1/sites/"+site, bad); code != 400 || !strings.HasPrefix(out["error"].(string), "retention_days:") {
+			t.Errorf("PATCH %s: %d %v, want 400 naming retention_days", bad, code, out)
+		}
+	}
+	viewer := a.createKey(t, "viewer", site)
+	if code, _ := a.call(t, viewer, "PATCH", "/api/v1/sites/"+site, `{"retention_days":5}`); code != http.StatusForbidden {
+		t.Errorf("a viewer changing retention: %d, want 403", code)
+	}
+}
+
+// TestKeyGuessingIsLimited: an address that keeps presenting wrong keys
+// is refused (429 with Retry-After) after its allowance, even with a valid
+// key then (TestAuthLimiterPerAddress checks other addresses are not).
+func TestKeyGuessingIsLimited(t *testing.T) {
+	a, _ := startAPI(t)
+	limited := 0
+	for i := range 40 {
+		code, _ := a.call(t, fmt.Sprintf("lp_guess%d_wrongsecret", i), "GET", "/api/v1/sites", "")
+		switch code {
+		case http.StatusUnauthorized:
+		case http.StatusTooManyRequests:
+			limited++
+		default:
+			t.Fatalf("guess %d: %d", i, code)
+		}
+	}
+	if limited < 15 {
+		t.Fatalf("%d of 40 wrong keys were refused as too many, want the ones past the allowance of 20", limited)
+	}
+	req, _ := http.NewRequest("GET", a.srv.URL+"/api/v1/sites", nil)
+	req.Header.Set("Authorization", "Bearer "+a.owner)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a valid key from the guessing address: %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}

@@ -80,10 +80,12 @@ type Server struct {
 	visitors *visitor.Keys
 	erased   *visitor.Erased
 	audit    *auditLog
-	ready    func(context.Context) error
-	log      *slog.Logger
-	handler  http.Handler
-	reqs     *prometheus.CounterVec
+	// authLimit refuses addresses that failed to authenticate too often.
+	authLimit *authLimiter
+	ready     func(context.Context) error
+	log       *slog.Logger
+	handler   http.Handler
+	reqs      *prometheus.CounterVec
 }
 
 // New builds the API. ptr may be nil (reverse DNS off). ready reports
@@ -95,6 +97,7 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 	}, []string{"route", "code"})
 	reg.MustRegister(s.reqs)
 	s.audit = newAuditLog(ch, reg, log)
+	s.authLimit = newAuthLimiter()
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -185,7 +188,12 @@ func (s *Server) route(mux *http.ServeMux, pattern string, min tenant.Role, h fu
 			s.audit.record(auditEntry{ts: time.Now(), keyID: key.ID, role: string(key.Role), method: r.Method,
 				route: pattern, site: r.PathValue("site"), status: uint16(sw.code), rows: uint64(sw.rows), ip: remoteIP(r)})
 		}()
+		if s.authLimit.blocked(remoteIP(r)) {
+			refuseAuth(sw)
+			return
+		}
 		if !ok || !valid {
+			s.authLimit.failed(remoteIP(r))
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="leadpipe"`)
 			writeError(sw, http.StatusUnauthorized, "authorization: missing or invalid API key")
 			return

@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/leadpipe/leadpipe/internal/testenv"
@@ -230,5 +231,76 @@ func TestVisitsMigrationCarriesAggregatesOver(t *testing.T) {
 	}
 	if entry != "/p" || source != "search" || pv != 1 {
 		t.Errorf("visit 77: entry %q source %q pageviews %d", entry, source, pv)
+	}
+}
+
+// TestPerSiteRetention: raw hits and visits expire by the retention their
+// site had when they were stored (a row's retention_days), not one
+// table-wide period.
+func TestPerSiteRetention(t *testing.T) {
+	conn, _ := testenv.Database(t)
+	ctx := context.Background()
+	for _, r := range []struct {
+		site string
+		days uint16
+	}{{"short", 1}, {"default", 180}} {
+		if err := conn.Exec(ctx, `INSERT INTO hits (site_id, ts, hit_id, type, url, path, visitor_id, visit_id, visit_start, new_visit,
+			company_id, company_name, retention_days)
+			VALUES (?, now64(3) - INTERVAL 3 DAY, 'h1', 'pageview', 'https://x/', '/', 1, 7, now64(3) - INTERVAL 3 DAY, 1, 'c1', 'Org', ?)`,
+			r.site, r.days); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, stmt := range []string{"OPTIMIZE TABLE hits FINAL", "OPTIMIZE TABLE visits FINAL"} {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		q    string
+		site string
+		want uint64
+	}{
+		{"SELECT count() FROM hits WHERE site_id = ?", "short", 0},
+		{"SELECT count() FROM visits WHERE site_id = ?", "short", 0},
+		{"SELECT count() FROM hits WHERE site_id = ?", "default", 1},
+		{"SELECT count() FROM visits WHERE site_id = ?", "default", 1},
+		// The aggregates are company-level and keep their 800 days.
+		{"SELECT count() FROM company_daily WHERE site_id = ?", "short", 1},
+	} {
+		var n uint64
+		if err := conn.QueryRow(ctx, c.q, c.site).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != c.want {
+			t.Errorf("%s [%s] = %d after the TTL merge, want %d", c.q, c.site, n, c.want)
+		}
+	}
+}
+
+// TestEveryTableHasARetention: no table of leadpipe keeps rows forever;
+// each MergeTree table has a TTL (schema_migrations, a list of applied
+// migrations, excepted).
+func TestEveryTableHasARetention(t *testing.T) {
+	conn, _ := testenv.Database(t)
+	rows, err := conn.Query(context.Background(), `SELECT name, create_table_query FROM system.tables
+		WHERE database = currentDatabase() AND engine LIKE '%MergeTree' AND name != 'schema_migrations'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var name, create string
+		if err := rows.Scan(&name, &create); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if !strings.Contains(create, " TTL ") {
+			t.Errorf("table %s has no TTL: %s", name, create)
+		}
+	}
+	if n < 8 {
+		t.Errorf("found %d tables; the query is wrong", n)
 	}
 }

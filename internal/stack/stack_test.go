@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -460,16 +461,26 @@ func TestStagesRunSeparately(t *testing.T) {
 		}
 		return nil
 	})
-	resp, err := http.Get("http://" + proc.MetricsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(resp.Body)
-	if !strings.Contains(buf.String(), "leadpipe_processor_hits_inserted_total 1") {
-		t.Errorf("processor metrics do not show the inserted hit:\n%.2000s", buf.String())
-	}
+	// The processor counts the insert just after ClickHouse confirmed it,
+	// so the feed may show the hit a moment before the metric does.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + proc.MetricsAddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		buf.ReadFrom(resp.Body)
+		for _, line := range strings.Split(buf.String(), "\n") {
+			if strings.HasPrefix(line, "leadpipe_processor_hits_inserted_total ") {
+				if line != "leadpipe_processor_hits_inserted_total 1" {
+					return fmt.Errorf("processor metrics: %q, want 1 inserted hit", line)
+				}
+				return nil
+			}
+		}
+		return errors.New("processor metrics lack leadpipe_processor_hits_inserted_total")
+	})
 }
 
 func ipDataConfig() stack.IPDataConfig {

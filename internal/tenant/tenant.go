@@ -80,6 +80,9 @@ type Site struct {
 	// dropped as non-human by default (for sites whose visitors work from
 	// virtual desktops or corporate cloud proxies).
 	KeepHosting bool `json:"keep_hosting,omitempty"`
+	// RetentionDays is how long the site's raw hits and visits are kept
+	// (0: DefaultRetentionDays); the company aggregates keep 800 days.
+	RetentionDays int `json:"retention_days,omitempty"`
 	// SecretHash is the SHA-256 of the site secret that server-side senders
 	// present to POST /v1/batch; empty until one is made.
 	SecretHash string `json:"secret_hash,omitempty"`
@@ -97,6 +100,21 @@ type Key struct {
 	Sites   []string  `json:"sites"`
 	Created time.Time `json:"created"`
 	Revoked bool      `json:"revoked,omitempty"`
+}
+
+// DefaultRetentionDays and MaxRetentionDays bound a site's retention of
+// raw hits and visits.
+const (
+	DefaultRetentionDays = 180
+	MaxRetentionDays     = 800
+)
+
+// Retention is the site's retention of raw hits and visits, in days.
+func (s Site) Retention() int {
+	if s.RetentionDays <= 0 {
+		return DefaultRetentionDays
+	}
+	return min(s.RetentionDays, MaxRetentionDays)
 }
 
 // CanRead reports whether the key was granted the site: the site is in
