@@ -112,7 +112,7 @@ func run(cfg config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	busCfg := bus.Config{Listen: "127.0.0.1:" + strconv.Itoa(natsPort), Sync: "interval", Replicas: 1,
+	busCfg := bus.Config{Listen: "127.0.0.1:" + strconv.Itoa(natsPort), Encrypt: true, Sync: "interval", Replicas: 1,
 		HitsMaxAge: time.Hour, HitsMaxBytes: 1 << 30, DuplicateWindow: 10 * time.Minute}
 	var busMu sync.Mutex
 	b, err := bus.Open(ctx, busCfg, dir, log)
