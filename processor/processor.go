@@ -93,6 +93,9 @@ type PTR interface {
 // Sites gives a site's settings; *tenant.Store is one.
 type Sites interface {
 	LookupSite(ctx context.Context, id string) (tenant.Site, bool)
+	// Deleted reports a site erased on request: its hits in flight are
+	// dropped, leaving no trace (not even a count).
+	Deleted(id string) bool
 }
 
 // Deps are what a processor reads from and writes to.
@@ -118,6 +121,8 @@ const (
 	ReasonUnknown     = "unknown"     // no organisation known for the address
 	ReasonInvalid     = "invalid"     // the message could not be decoded
 	ReasonErased      = "erased"      // the visitor's data was erased on request while the hit waited
+	// ReasonSiteDeleted is counted in metrics only: the site is gone.
+	ReasonSiteDeleted = "site_deleted"
 )
 
 // Reasons lists every filter reason.
@@ -508,6 +513,13 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			p.log.Error("dropping undecodable hit", "seq", seq, "err", err)
 			b.poison = append(b.poison, m)
 			p.metrics.filtered.WithLabelValues(ReasonInvalid).Inc()
+			continue
+		}
+		if p.sites.Deleted(hit.Site) {
+			// The site was erased while this hit waited: writing it, or
+			// even a ledger count of it, would bring the site back. The
+			// message is acknowledged with the batch.
+			p.metrics.filtered.WithLabelValues(ReasonSiteDeleted).Inc()
 			continue
 		}
 		ts := time.UnixMilli(hit.TS).UTC()

@@ -612,3 +612,56 @@ func TestRetentionStampedFromSite(t *testing.T) {
 		}
 	}
 }
+
+// TestHitsOfDeletedSiteAreDropped: hits of a site erased while they
+// waited leave nothing behind — no row, no ledger count — and are
+// acknowledged.
+func TestHitsOfDeletedSiteAreDropped(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	d := deps(t, b, conn)
+	ctx := context.Background()
+	store := d.Sites.(*tenant.Store)
+	gone, err := store.CreateSite(ctx, "", "Gone", "gone.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := store.CreateSite(ctx, "", "Kept", "kept.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips := businessIPs(t, table, 212794, 10)
+	// Published after the erasure (its purge of the queue is past), as a
+	// hit in flight at a collector would arrive.
+	if err := store.DeleteSite(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b.JS, gone.ID, ips[:5], "gone")
+	publish(t, b.JS, kept.ID, ips[5:], "kept")
+	p := New(testConfig(), d, prometheus.NewRegistry(), testenv.Quiet())
+	run(t, p)
+	expectCounts(t, conn, kept.ID, 5, 0)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := testutil.ToFloat64(p.metrics.filtered.WithLabelValues(ReasonSiteDeleted)); n != 5 {
+			return fmt.Errorf("%v hits dropped as of a deleted site, want 5", n)
+		}
+		return nil
+	})
+	for _, q := range []string{"SELECT count() FROM hits WHERE site_id = ?", "SELECT count() FROM dropped_hits WHERE site_id = ?", "SELECT count() FROM filtered_daily WHERE site_id = ?"} {
+		if n := count(t, conn, q, gone.ID); n != 0 {
+			t.Errorf("%s = %d for the deleted site, want 0", q, n)
+		}
+	}
+	stream, _ := b.JS.Stream(ctx, bus.HitsStream)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		si, err := stream.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if si.State.Msgs != 0 {
+			return fmt.Errorf("%d hits still queued, want none (all acknowledged)", si.State.Msgs)
+		}
+		return nil
+	})
+}

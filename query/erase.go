@@ -25,8 +25,9 @@ var siteErasures = []string{
 	"ALTER TABLE dropped_hits DELETE WHERE site_id = {site:String}",
 }
 
-// secondPass is when a site's erasure runs again: a processor may have
-// held some of the site's hits in a batch while the first pass ran.
+// secondPass is when a site's erasure runs again: processors drop the hits
+// of a deleted site from then on, but one may have built a batch holding
+// some of them just before.
 const secondPass = time.Minute
 
 // eraseSiteData removes a site from the tenant store (the collector then

@@ -140,6 +140,9 @@ type snapshot struct {
 	accounts map[string]Account
 	sites    map[string]Site
 	keys     map[string]Key
+	// deleted are sites removed (DeleteSite): their hits still in flight
+	// are dropped by processors rather than written after the erasure.
+	deleted map[string]bool
 }
 
 // Store reads and writes sites and keys; reads come from a watched snapshot.
@@ -168,7 +171,7 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store
 	if s.keys, err = js.KeyValue(ctx, bus.KeysBucket); err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", bus.KeysBucket, err)
 	}
-	s.snap.Store(&snapshot{accounts: map[string]Account{}, sites: map[string]Site{}, keys: map[string]Key{}})
+	s.snap.Store(&snapshot{accounts: map[string]Account{}, sites: map[string]Site{}, keys: map[string]Key{}, deleted: map[string]bool{}})
 	for _, w := range []struct {
 		kv    jetstream.KeyValue
 		apply func([]byte, bool, string)
@@ -236,11 +239,16 @@ func (s *Store) applySite(raw []byte, deleted bool, id string) {
 	s.update(func(n *snapshot) {
 		if deleted {
 			delete(n.sites, id)
+			n.deleted[id] = true
 		} else {
 			n.sites[id] = site
+			delete(n.deleted, id)
 		}
 	})
 }
+
+// Deleted reports whether the site was deleted: a processor drops its hits.
+func (s *Store) Deleted(site string) bool { return s.snap.Load().deleted[site] }
 
 func (s *Store) applyKey(raw []byte, deleted bool, id string) {
 	var key Key
@@ -266,7 +274,11 @@ func (s *Store) update(change func(*snapshot)) {
 	defer s.mu.Unlock()
 	old := s.snap.Load()
 	n := &snapshot{accounts: make(map[string]Account, len(old.accounts)+1),
-		sites: make(map[string]Site, len(old.sites)+1), keys: make(map[string]Key, len(old.keys)+1)}
+		sites: make(map[string]Site, len(old.sites)+1), keys: make(map[string]Key, len(old.keys)+1),
+		deleted: make(map[string]bool, len(old.deleted))}
+	for k, v := range old.deleted {
+		n.deleted[k] = v
+	}
 	for k, v := range old.accounts {
 		n.accounts[k] = v
 	}
