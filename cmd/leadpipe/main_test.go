@@ -54,6 +54,8 @@ func TestBadConfigs(t *testing.T) {
 		{[]string{"serve", "--processor.ack-wait", "1s"}, `--processor.ack-wait: 1s is shorter than 10s`},
 		{[]string{"serve", "--data-dir", ""}, `--data-dir: must not be empty`},
 		{[]string{"serve", "--api.tls-cert", "cert.pem"}, `--api.tls-cert and --api.tls-key: give both, or neither`},
+		{[]string{"serve", "--nats.tls-ca", "ca.pem"}, `--nats.tls-ca: only for an external NATS (--nats.url)`},
+		{[]string{"collect", "--nats.url", "tls://127.0.0.1:4222", "--nats.tls-ca", "/nonexistent/ca.pem"}, `--nats.tls-ca: stat /nonexistent/ca.pem: no such file or directory`},
 		{[]string{"serve", "--collector.tls-cert", "/nonexistent.pem", "--collector.tls-key", "/nonexistent.key"}, `--collector.tls-cert, --collector.tls-key: open /nonexistent.pem: no such file or directory`},
 		{[]string{"serve", "--log.level", "loud"}, `--log.level: "loud" is not debug, info, warn or error`},
 		{[]string{"serve", "--no-such-flag"}, `flag provided but not defined: -no-such-flag`},

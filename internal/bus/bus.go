@@ -80,6 +80,10 @@ func HitSubject(site string) string { return "hits." + site }
 type Config struct {
 	// URL of an external NATS server or cluster; empty runs one embedded.
 	URL string
+	// TLSCA, TLSCert and TLSKey are PEM files for TLS to an external NATS:
+	// the CA that signed its certificate (empty: the system's), and a
+	// client certificate and key when the servers require one.
+	TLSCA, TLSCert, TLSKey string
 	// Listen is the embedded server's client address.
 	Listen string
 	// Encrypt encrypts the embedded server's store at rest (ChaCha20-
@@ -105,6 +109,9 @@ type Config struct {
 // RegisterFlags registers the nats.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.URL, "nats.url", "", "external NATS URL(s), comma-separated (empty = embedded server)")
+	fs.StringVar(&c.TLSCA, "nats.tls-ca", "", "PEM CA certificate(s) for TLS to the external NATS (tls:// URLs; empty = the system's)")
+	fs.StringVar(&c.TLSCert, "nats.tls-cert", "", "PEM client certificate for the external NATS, when it requires one (with --nats.tls-key)")
+	fs.StringVar(&c.TLSKey, "nats.tls-key", "", "PEM private key of --nats.tls-cert")
 	fs.StringVar(&c.Listen, "nats.listen", "127.0.0.1:4222", "embedded NATS server client address (port 0 = any free port)")
 	fs.BoolVar(&c.Encrypt, "nats.encrypt", true, "encrypt the embedded JetStream store at rest with the key in <data-dir>/nats.key (made on first start)")
 	fs.StringVar(&c.Sync, "nats.sync", "interval", "embedded JetStream fsync policy: interval (server default, every 2m) or always")
@@ -116,6 +123,20 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate refuses values that cannot work, naming the flag.
 func (c *Config) Validate() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--nats.tls-cert and --nats.tls-key: give both, or neither")
+	}
+	for _, f := range []struct{ flag, path string }{{"--nats.tls-ca", c.TLSCA}, {"--nats.tls-cert", c.TLSCert}, {"--nats.tls-key", c.TLSKey}} {
+		if f.path == "" {
+			continue
+		}
+		if c.URL == "" {
+			return fmt.Errorf("%s: only for an external NATS (--nats.url)", f.flag)
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s: %w", f.flag, err)
+		}
+	}
 	if c.URL != "" {
 		if _, err := url.Parse(c.URL); err != nil {
 			return fmt.Errorf("--nats.url: %q: %v", c.URL, err)
@@ -210,7 +231,14 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 		}
 		log.Info("embedded NATS JetStream started", "listen", b.Server.ClientURL(), "store", opts.StoreDir, "sync", cfg.Sync, "encrypted", cfg.Encrypt)
 	} else {
-		b.Conn, err = nats.Connect(cfg.URL, nats.Name("leadpipe"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false), nats.Timeout(5*time.Second))
+		opts := []nats.Option{nats.Name("leadpipe"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false), nats.Timeout(5 * time.Second)}
+		if cfg.TLSCA != "" {
+			opts = append(opts, nats.RootCAs(cfg.TLSCA))
+		}
+		if cfg.TLSCert != "" {
+			opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+		}
+		b.Conn, err = nats.Connect(cfg.URL, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("--nats.url=%s: connecting: %w", cfg.URL, err)
 		}
