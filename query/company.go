@@ -1,7 +1,6 @@
 package query
 
 import (
-	"context"
 	"database/sql"
 	"errors"
 	"net/http"
@@ -156,25 +155,6 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 	writeJSON(w, http.StatusOK, map[string]any{"company": c, "visits": visits, "from": from, "to": to,
 		"truncated": truncated || len(visits) == maxVisits,
 		"daily":     days, "top_pages": pages, "sources": nonNil(sources), "countries": nonNil(countries)})
-}
-
-// readAll runs a query and reads every row with scan; an empty result is
-// an empty, non-nil slice (a JSON array).
-func readAll[T any](ctx context.Context, ch driver.Conn, query string, scan func(driver.Rows) (T, error)) ([]T, error) {
-	rows, err := ch.Query(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []T{}
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
 }
 
 func nonNil(m map[string]uint64) map[string]uint64 {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/ipintel"
@@ -50,6 +51,25 @@ func dateRange(w http.ResponseWriter, r *http.Request) (from, to string, ok bool
 
 func params(ctx context.Context, p clickhouse.Parameters) context.Context {
 	return clickhouse.Context(ctx, clickhouse.WithParameters(p))
+}
+
+// readAll runs a query and reads every row with scan; an empty result is
+// an empty, non-nil slice (a JSON array).
+func readAll[T any](ctx context.Context, ch driver.Conn, query string, scan func(driver.Rows) (T, error)) ([]T, error) {
+	rows, err := ch.Query(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 // Company is one row of the company feed.
@@ -242,20 +262,9 @@ func feedQuery(r *http.Request, site, from, to string) (feedPlan, error) {
 
 // pickCompanies runs a two-phase plan's first query.
 func (s *Server) pickCompanies(ctx context.Context, plan feedPlan) ([]string, error) {
-	rows, err := s.ch.Query(params(ctx, plan.p), plan.pick)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return readAll(params(ctx, plan.p), s.ch, plan.pick, func(rows driver.Rows) (id string, err error) {
+		return id, rows.Scan(&id)
+	})
 }
 
 func safeID(id string) bool {

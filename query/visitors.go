@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
 )
@@ -61,25 +62,16 @@ func (s *Server) exportVisitor(w http.ResponseWriter, r *http.Request, key tenan
 		return
 	}
 	requested := time.Now()
-	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"site": site.ID, "visitor": strconv.FormatUint(vid, 10)}), visitorHitsSQL)
-	if err != nil {
-		s.dbUnavailable(w, "querying visitor data", err)
-		return
-	}
-	defer rows.Close()
-	hits := []visitorHit{}
-	for rows.Next() {
+	ctx := params(r.Context(), clickhouse.Parameters{"site": site.ID, "visitor": strconv.FormatUint(vid, 10)})
+	hits, err := readAll(ctx, s.ch, visitorHitsSQL, func(rows driver.Rows) (visitorHit, error) {
 		var h visitorHit
 		var ms uint32
-		if err := rows.Scan(&h.TS, &h.Type, &h.URL, &h.Title, &h.Referrer, &ms, &h.Consent, &h.Company, &h.Country, &h.City, &h.Lang); err != nil {
-			writeError(w, http.StatusInternalServerError, "database: cannot read result")
-			return
-		}
+		err := rows.Scan(&h.TS, &h.Type, &h.URL, &h.Title, &h.Referrer, &ms, &h.Consent, &h.Company, &h.Country, &h.City, &h.Lang)
 		h.EngagedSeconds = float64(ms) / 1000
-		hits = append(hits, h)
-	}
-	if err := rows.Err(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
+		return h, err
+	})
+	if err != nil {
+		s.dbUnavailable(w, "reading visitor data", err)
 		return
 	}
 	id := s.recordRequest(r.Context(), site.ID, "access", key.ID, requested, uint64(len(hits)))

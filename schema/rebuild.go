@@ -91,8 +91,9 @@ FROM hits AS h
 WHERE company_id != ''
 GROUP BY site_id, company_id, day`
 
-const companyPagesFill = `
-INSERT INTO company_pages_daily
+// companyPagesSelect is a company's pages per day from hits: what
+// company_pages_daily is filled with once and kept by its view.
+const companyPagesSelect = `
 SELECT site_id, company_id, toDate(ts) AS day, path,
        maxIf(title, type = 'pageview') AS title,
        countIf(type = 'pageview') AS pageviews,
@@ -101,15 +102,10 @@ FROM hits
 WHERE company_id != ''
 GROUP BY site_id, company_id, day, path`
 
-const companyPagesMV = `
-CREATE MATERIALIZED VIEW IF NOT EXISTS company_pages_daily_mv TO company_pages_daily AS
-SELECT site_id, company_id, toDate(ts) AS day, path,
-       maxIf(title, type = 'pageview') AS title,
-       countIf(type = 'pageview') AS pageviews,
-       sum(engaged_ms) AS engaged_ms
-FROM hits
-WHERE company_id != ''
-GROUP BY site_id, company_id, day, path`
+const (
+	companyPagesFill = `INSERT INTO company_pages_daily` + companyPagesSelect
+	companyPagesMV   = `CREATE MATERIALIZED VIEW IF NOT EXISTS company_pages_daily_mv TO company_pages_daily AS` + companyPagesSelect
+)
 
 // visitsRebuild re-sorts company_daily by company with the visit-based
 // columns, and fills company_pages_daily from the stored hits. Hits

@@ -280,8 +280,8 @@ func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) erro
 func (b *Bus) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) error {
 	if kv, err := b.JS.KeyValue(ctx, cfg.Bucket); err == nil {
 		if st, err := kv.Status(ctx); err == nil {
-			info := st.(*jetstream.KeyValueBucketStatus).StreamInfo()
-			if st.TTL() == cfg.TTL && st.History() == int64(max(cfg.History, 1)) && info.Config.Replicas == cfg.Replicas {
+			if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && st.TTL() == cfg.TTL &&
+				st.History() == int64(max(cfg.History, 1)) && bs.StreamInfo().Config.Replicas == cfg.Replicas {
 				return nil
 			}
 		}

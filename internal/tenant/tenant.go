@@ -155,7 +155,13 @@ type Store struct {
 
 	mu   sync.Mutex // serialises snapshot rebuilds
 	snap atomic.Pointer[snapshot]
+	// misses remembers when LookupSite last found a site in no bucket, so
+	// a stream of hits for an unknown site costs one read per
+	// lookupMissTTL, not one each.
+	misses sync.Map // site id → time.Time
 }
+
+const lookupMissTTL = 5 * time.Second
 
 // Open binds the buckets, loads the current sites and keys, and keeps the
 // snapshot current until ctx ends.
@@ -211,37 +217,38 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store
 	return s, nil
 }
 
-func (s *Store) applyAccount(raw []byte, deleted bool, id string) {
-	var a Account
+// apply decodes a bucket entry into the snapshot map field picks, or
+// removes it there when the entry was deleted; then runs also, if given,
+// on the new snapshot.
+func apply[T any](s *Store, kind string, raw []byte, deleted bool, id string, field func(*snapshot) map[string]T, also func(*snapshot)) {
+	var v T
 	if !deleted {
-		if err := json.Unmarshal(raw, &a); err != nil {
-			s.log.Error("ignoring undecodable account", "account", id, "err", err)
+		if err := json.Unmarshal(raw, &v); err != nil {
+			s.log.Error("ignoring undecodable "+kind, kind, id, "err", err)
 			return
 		}
 	}
 	s.update(func(n *snapshot) {
 		if deleted {
-			delete(n.accounts, id)
+			delete(field(n), id)
 		} else {
-			n.accounts[id] = a
+			field(n)[id] = v
+		}
+		if also != nil {
+			also(n)
 		}
 	})
 }
 
+func (s *Store) applyAccount(raw []byte, deleted bool, id string) {
+	apply(s, "account", raw, deleted, id, func(n *snapshot) map[string]Account { return n.accounts }, nil)
+}
+
 func (s *Store) applySite(raw []byte, deleted bool, id string) {
-	var site Site
-	if !deleted {
-		if err := json.Unmarshal(raw, &site); err != nil {
-			s.log.Error("ignoring undecodable site", "site", id, "err", err)
-			return
-		}
-	}
-	s.update(func(n *snapshot) {
+	apply(s, "site", raw, deleted, id, func(n *snapshot) map[string]Site { return n.sites }, func(n *snapshot) {
 		if deleted {
-			delete(n.sites, id)
 			n.deleted[id] = true
 		} else {
-			n.sites[id] = site
 			delete(n.deleted, id)
 		}
 	})
@@ -251,20 +258,7 @@ func (s *Store) applySite(raw []byte, deleted bool, id string) {
 func (s *Store) Deleted(site string) bool { return s.snap.Load().deleted[site] }
 
 func (s *Store) applyKey(raw []byte, deleted bool, id string) {
-	var key Key
-	if !deleted {
-		if err := json.Unmarshal(raw, &key); err != nil {
-			s.log.Error("ignoring undecodable key", "key", id, "err", err)
-			return
-		}
-	}
-	s.update(func(n *snapshot) {
-		if deleted {
-			delete(n.keys, id)
-		} else {
-			n.keys[id] = key
-		}
-	})
+	apply(s, "key", raw, deleted, id, func(n *snapshot) map[string]Key { return n.keys }, nil)
 }
 
 // update copies the snapshot, changes the copy and publishes it: readers
@@ -409,8 +403,12 @@ func (s *Store) LookupSite(ctx context.Context, id string) (Site, bool) {
 	if site, ok := s.Site(id); ok {
 		return site, true
 	}
+	if at, ok := s.misses.Load(id); ok && time.Since(at.(time.Time)) < lookupMissTTL {
+		return Site{}, false
+	}
 	e, err := s.sites.Get(ctx, id)
 	if err != nil {
+		s.misses.Store(id, time.Now())
 		return Site{}, false
 	}
 	s.applySite(e.Value(), false, id)
