@@ -1,9 +1,11 @@
 package query
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
 )
@@ -188,34 +190,24 @@ func (s *Server) rotateSiteSecret(w http.ResponseWriter, r *http.Request, key te
 	writeJSON(w, http.StatusCreated, map[string]string{"site": site.ID, "secret": secret})
 }
 
-func (s *Server) createKey(w http.ResponseWriter, r *http.Request, key tenant.Key) {
-	var in struct {
-		Account string   `json:"account"`
-		Role    string   `json:"role"`
-		Sites   []string `json:"sites"`
-	}
-	if !decodeBody(w, r, &in) {
-		return
-	}
-	role, err := tenant.ParseRole(in.Role)
+// grants checks the grants of a new key or user: a key can only hand out
+// what it holds, and only its account's sites. It answers the error itself
+// when it returns false.
+func (s *Server) grants(w http.ResponseWriter, key tenant.Key, account string, roleName string, sites []string) (tenant.Role, bool) {
+	role, err := tenant.ParseRole(roleName)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "role: "+err.Error())
-		return
+		return "", false
 	}
-	if len(in.Sites) == 0 {
+	if len(sites) == 0 {
 		writeError(w, http.StatusBadRequest, `sites: at least one site id (or "*" for all) is required`)
-		return
+		return "", false
 	}
-	account, ok := s.accountFor(w, key, in.Account)
-	if !ok {
-		return
-	}
-	// A key can only hand out what it holds, and only its account's sites.
-	for _, id := range in.Sites {
+	for _, id := range sites {
 		if id == tenant.AllSites {
 			if !key.AllSites() {
 				writeError(w, http.StatusForbidden, `sites: "*" is not granted to this key`)
-				return
+				return "", false
 			}
 			continue
 		}
@@ -225,20 +217,172 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, key tenant.Ke
 		switch {
 		case exists && !key.CanRead(site), !exists && !key.Operator():
 			writeError(w, http.StatusForbidden, "sites: "+id+" is not granted to this key")
-			return
+			return "", false
 		case !exists:
 			writeError(w, http.StatusBadRequest, "sites: "+id+" does not exist")
-			return
+			return "", false
 		case site.Account != account:
 			writeError(w, http.StatusBadRequest, "sites: "+id+" belongs to another account than the new key's")
-			return
+			return "", false
 		}
 	}
-	created, secret, err := s.tenants.CreateKey(r.Context(), account, role, in.Sites)
+	return role, true
+}
+
+// keyJSON is a key as the API lists it: never its hash.
+type keyJSON struct {
+	ID      string      `json:"id"`
+	Account string      `json:"account,omitempty"`
+	Role    tenant.Role `json:"role"`
+	Sites   []string    `json:"sites"`
+	Created time.Time   `json:"created"`
+	Expires *time.Time  `json:"expires,omitempty"`
+	Revoked bool        `json:"revoked,omitempty"`
+	User    string      `json:"user,omitempty"`
+}
+
+func keyOut(k tenant.Key) keyJSON {
+	out := keyJSON{ID: k.ID, Account: k.Account, Role: k.Role, Sites: k.Sites, Created: k.Created, Revoked: k.Revoked, User: k.User}
+	if !k.Expires.IsZero() {
+		out.Expires = &k.Expires
+	}
+	return out
+}
+
+// MaxKeyDays bounds expires_in_days of a new key.
+const MaxKeyDays = 3650
+
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	var in struct {
+		Account string   `json:"account"`
+		Role    string   `json:"role"`
+		Sites   []string `json:"sites"`
+		// ExpiresInDays ends the key after so many days; 0 never.
+		ExpiresInDays int `json:"expires_in_days"`
+	}
+	if !decodeBody(w, r, &in) {
+		return
+	}
+	if in.ExpiresInDays < 0 || in.ExpiresInDays > MaxKeyDays {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("expires_in_days: must be between 0 (never) and %d", MaxKeyDays))
+		return
+	}
+	account, ok := s.accountFor(w, key, in.Account)
+	if !ok {
+		return
+	}
+	role, ok := s.grants(w, key, account, in.Role, in.Sites)
+	if !ok {
+		return
+	}
+	k := tenant.Key{Account: account, Role: role, Sites: in.Sites}
+	if in.ExpiresInDays > 0 {
+		k.Expires = time.Now().UTC().AddDate(0, 0, in.ExpiresInDays)
+	}
+	created, secret, err := s.tenants.CreateKey(r.Context(), k)
 	if err != nil {
 		s.log.Error("creating key", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "keys: cannot be stored now, retry")
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"id": created.ID, "key": secret, "account": created.Account, "role": created.Role, "sites": created.Sites})
+	out := map[string]any{"id": created.ID, "key": secret, "account": created.Account, "role": created.Role, "sites": created.Sites}
+	if !created.Expires.IsZero() {
+		out["expires"] = created.Expires
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// manages reports whether key may list and revoke k: an admin for every
+// site of k's account (an operator: of any account). Sessions are listed
+// with their users.
+func manages(key, k tenant.Key) bool {
+	return key.AllSites() && (key.Account == "" || key.Account == k.Account)
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	out := []keyJSON{}
+	for _, k := range s.tenants.Keys() {
+		if manages(key, k) && k.User == "" {
+			out = append(out, keyOut(k))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"keys": out})
+}
+
+// revokeKey ends a key at once. A key outside the caller's reach is
+// indistinguishable from one that does not exist.
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	k, ok := s.tenants.Key(r.PathValue("id"))
+	if !ok || !manages(key, k) {
+		writeError(w, http.StatusNotFound, "key: not found")
+		return
+	}
+	if err := s.tenants.RevokeKey(r.Context(), k.ID); err != nil {
+		s.log.Error("revoking key", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "keys: cannot be stored now, retry")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// createUser lets an e-mail address sign in to the dashboard with an
+// identity provider, with a role on sites of an account.
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	var in struct {
+		Account string   `json:"account"`
+		Email   string   `json:"email"`
+		Role    string   `json:"role"`
+		Sites   []string `json:"sites"`
+	}
+	if !decodeBody(w, r, &in) {
+		return
+	}
+	in.Email = tenant.NormalizeEmail(in.Email)
+	if at := strings.IndexByte(in.Email, '@'); at < 1 || at == len(in.Email)-1 || len(in.Email) > 254 || strings.ContainsAny(in.Email, " ,;<>") {
+		writeError(w, http.StatusBadRequest, "email: not an e-mail address")
+		return
+	}
+	account, ok := s.accountFor(w, key, in.Account)
+	if !ok {
+		return
+	}
+	role, ok := s.grants(w, key, account, in.Role, in.Sites)
+	if !ok {
+		return
+	}
+	u, err := s.tenants.CreateUser(r.Context(), tenant.User{Email: in.Email, Account: account, Role: role, Sites: in.Sites})
+	if errors.Is(err, tenant.ErrUserExists) {
+		writeError(w, http.StatusConflict, "email: "+err.Error())
+		return
+	} else if err != nil {
+		s.log.Error("creating user", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "users: cannot be stored now, retry")
+		return
+	}
+	writeJSON(w, http.StatusCreated, u)
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	out := []tenant.User{}
+	for _, u := range s.tenants.Users() {
+		if manages(key, tenant.Key{Account: u.Account}) {
+			out = append(out, u)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": out})
+}
+
+// deleteUser takes a user's access away and ends their sessions.
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	u, ok := s.tenants.User(r.PathValue("id"))
+	if !ok || !manages(key, tenant.Key{Account: u.Account}) {
+		writeError(w, http.StatusNotFound, "user: not found")
+		return
+	}
+	if err := s.tenants.DeleteUser(r.Context(), u.ID); err != nil {
+		s.log.Error("deleting user", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "users: cannot be stored now, retry")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

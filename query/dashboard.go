@@ -77,6 +77,9 @@ type pageData struct {
 	Countries    []keyCount
 	Reasons      []reasonCount
 	Snippet      string
+	Providers    []providerLink
+	// Refresh, when set, sends the browser on to this path.
+	Refresh string
 }
 
 // processorReasons are the filter ledger's reasons, in the order the
@@ -97,7 +100,7 @@ func (s *Server) dashboardRoutes(mux *http.ServeMux) {
 			http.Redirect(w, r, "/app/", http.StatusSeeOther)
 			return
 		}
-		s.render(w, "login.html", pageData{Title: "Sign in"})
+		s.render(w, "login.html", pageData{Title: "Sign in", Providers: s.providerLinks()})
 	})
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("POST /logout", s.logout)
@@ -150,14 +153,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if s.authLimit.blocked(remoteIP(r)) {
 		w.Header().Set("Retry-After", authRetryAfter)
 		w.WriteHeader(http.StatusTooManyRequests)
-		s.render(w, "login.html", pageData{Title: "Sign in", Error: "Too many failed attempts from this address; try again in a minute."})
+		s.renderLogin(w, "Too many failed attempts from this address; try again in a minute.")
 		return
 	}
 	key := strings.TrimSpace(r.PostFormValue("key"))
 	if _, ok := s.tenants.Authenticate(key); !ok {
 		s.authLimit.failed(remoteIP(r))
 		w.WriteHeader(http.StatusUnauthorized)
-		s.render(w, "login.html", pageData{Title: "Sign in", Error: "That key is not valid."})
+		s.renderLogin(w, "That key is not valid.")
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: key, Path: "/", HttpOnly: true,
@@ -169,6 +172,15 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r) {
 		http.Error(w, "cross-site sign-out refused", http.StatusForbidden)
 		return
+	}
+	// A session made by a sign-in ends here, in every API process; an
+	// API key pasted into the form lives on.
+	if token, ok := s.sessionKey(r); ok {
+		if k, _ := s.tenants.Authenticate(token); k.User != "" {
+			if err := s.tenants.RevokeKey(r.Context(), k.ID); err != nil {
+				s.log.Error("ending a session", "key", k.ID, "err", err)
+			}
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: secureRequest(r), MaxAge: -1})

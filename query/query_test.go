@@ -39,6 +39,13 @@ type api struct {
 
 func startAPI(t testing.TB) (*api, func(string, ...any)) {
 	t.Helper()
+	return startAPIWith(t, nil)
+}
+
+// startAPIWith starts the API with configure's changes to its
+// configuration, given the URL the API will have.
+func startAPIWith(t testing.TB, configure func(cfg *query.Config, url string)) (*api, func(string, ...any)) {
+	t.Helper()
 	b := testenv.Bus(t)
 	conn, _ := testenv.Database(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -47,7 +54,7 @@ func startAPI(t testing.TB) (*api, func(string, ...any)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, owner, err := tenants.CreateKey(ctx, "", tenant.RoleAdmin, []string{tenant.AllSites})
+	_, owner, err := tenants.CreateKey(ctx, tenant.Key{Role: tenant.RoleAdmin, Sites: []string{tenant.AllSites}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,9 +64,18 @@ func startAPI(t testing.TB) (*api, func(string, ...any)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := query.New(query.Config{Addr: "127.0.0.1:0"}, conn, tenants, visitors, erased, testenv.IPData(t), nil, func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
-	srv := httptest.NewServer(s.Handler())
+	var handler http.Handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(srv.Close)
+	cfg := query.Config{Addr: "127.0.0.1:0"}
+	if configure != nil {
+		configure(&cfg, srv.URL)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s := query.New(cfg, conn, tenants, visitors, erased, testenv.IPData(t), nil, func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
+	handler = s.Handler()
 	exec := func(q string, args ...any) {
 		t.Helper()
 		if err := conn.Exec(context.Background(), q, args...); err != nil {
@@ -81,6 +97,9 @@ func (a *api) call(t testing.TB, key, method, path, body string) (int, map[strin
 	}
 	defer resp.Body.Close()
 	var out map[string]any
+	if resp.StatusCode == http.StatusNoContent {
+		return resp.StatusCode, nil
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatalf("%s %s: not JSON: %v", method, path, err)
 	}
@@ -249,6 +268,74 @@ func TestAccounts(t *testing.T) {
 	}
 	if n := list(a.owner, "/api/v1/accounts", "accounts"); n != 2 {
 		t.Errorf("the operator lists %d accounts, want 2", n)
+	}
+
+	// Keys and users: an account admin lists, revokes and grants only in
+	// its account.
+	code, out = a.call(t, globexAdmin, "GET", "/api/v1/keys", "")
+	if code != 200 || strings.Contains(jsonString(out), `"account":"`+acme+`"`) || strings.Contains(jsonString(out), `"hash"`) {
+		t.Errorf("globex admin listing keys: %d %v", code, out)
+	}
+	acmeViewerID := strings.Split(strings.TrimPrefix(acmeViewer, tenant.KeyPrefix), "_")[0]
+	if code, out := a.call(t, globexAdmin, "DELETE", "/api/v1/keys/"+acmeViewerID, ""); code != 404 {
+		t.Errorf("globex admin revoking an acme key: %d %v", code, out)
+	}
+	if code, out := a.call(t, globexAdmin, "POST", "/api/v1/users", `{"email":"spy@globex.example","role":"viewer","sites":["`+acmeSite+`"]}`); code != 403 {
+		t.Errorf("globex admin granting a user an acme site: %d %v", code, out)
+	}
+	code, out = a.call(t, acmeAdmin, "POST", "/api/v1/users", `{"email":"Ann@Acme.example","role":"viewer","sites":["*"]}`)
+	if code != 201 || out["account"] != acme || out["email"] != "ann@acme.example" {
+		t.Fatalf("acme admin adding a user: %d %v", code, out)
+	}
+	annID := out["id"].(string)
+	if code, _ := a.call(t, acmeAdmin, "POST", "/api/v1/users", `{"email":"ann@acme.example","role":"admin","sites":["*"]}`); code != 409 {
+		t.Errorf("a second user of one address: %d", code)
+	}
+	if n := list(globexAdmin, "/api/v1/users", "users"); n != 0 {
+		t.Errorf("globex admin lists %d users, want none of acme's", n)
+	}
+	if code, _ := a.call(t, globexAdmin, "DELETE", "/api/v1/users/"+annID, ""); code != 404 {
+		t.Errorf("globex admin deleting an acme user: %d", code)
+	}
+	if n := list(acmeAdmin, "/api/v1/users", "users"); n != 1 {
+		t.Errorf("acme admin lists %d users, want 1", n)
+	}
+	if code, _ := a.call(t, acmeAdmin, "DELETE", "/api/v1/keys/"+acmeViewerID, ""); code != 204 {
+		t.Errorf("acme admin revoking its viewer key: %d", code)
+	}
+	if code, _ := a.call(t, acmeViewer, "GET", "/api/v1/sites", ""); code != 401 {
+		t.Errorf("a revoked key still reads: %d", code)
+	}
+}
+
+// TestKeysExpire: a key made to expire works until then, and is listed
+// with its expiry.
+func TestKeysExpire(t *testing.T) {
+	a, _ := startAPI(t)
+	site := a.createSite(t, "alpha")
+	code, out := a.call(t, a.owner, "POST", "/api/v1/keys", `{"role":"viewer","sites":["`+site+`"],"expires_in_days":1}`)
+	if code != 201 || out["expires"] == nil {
+		t.Fatalf("create expiring key: %d %v", code, out)
+	}
+	expires, err := time.Parse(time.RFC3339Nano, out["expires"].(string))
+	if err != nil || time.Until(expires) < 23*time.Hour || time.Until(expires) > 25*time.Hour {
+		t.Errorf("expires = %v (%v), want in a day", out["expires"], err)
+	}
+	if code, _ := a.call(t, out["key"].(string), "GET", "/api/v1/sites", ""); code != 200 {
+		t.Errorf("an unexpired key is refused: %d", code)
+	}
+	for _, bad := range []string{`-1`, `99999`, `"soon"`} {
+		if code, out := a.call(t, a.owner, "POST", "/api/v1/keys", `{"role":"viewer","sites":["*"],"expires_in_days":`+bad+`}`); code != 400 {
+			t.Errorf("expires_in_days %s: %d %v", bad, code, out)
+		}
+	}
+	// An expired key: the store is what decides, so make one in the past.
+	_, expired, err := a.tenants.CreateKey(context.Background(), tenant.Key{Role: tenant.RoleAdmin, Sites: []string{"*"}, Expires: time.Now().Add(-time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := a.call(t, expired, "GET", "/api/v1/sites", ""); code != 401 {
+		t.Errorf("an expired key reads: %d", code)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -34,8 +35,14 @@ type Config struct {
 	// TLSCert and TLSKey are PEM files; with them the API and dashboard
 	// speak HTTPS only, and send HSTS.
 	TLSCert, TLSKey string
+	// PublicURL is where browsers reach the dashboard; identity providers
+	// send them back to <PublicURL>/login/<provider>/callback.
+	PublicURL string
+	// OIDC names the identity providers of the dashboard's sign-in.
+	OIDC OIDCConfig
 
-	tls *tls.Config
+	tls       *tls.Config
+	providers []*provider
 }
 
 // TLS is the API's TLS configuration (after Validate), nil for plain HTTP.
@@ -46,6 +53,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "api.addr", "127.0.0.1:8090", "query API and dashboard listen address")
 	fs.StringVar(&c.TLSCert, "api.tls-cert", "", "PEM certificate chain: serve HTTPS (with --api.tls-key)")
 	fs.StringVar(&c.TLSKey, "api.tls-key", "", "PEM private key of --api.tls-cert")
+	fs.StringVar(&c.PublicURL, "api.public-url", "", "the dashboard's public URL, for sign-in redirects (default: http(s)://<api.addr>)")
+	c.OIDC.registerFlags(fs)
 	fs.StringVar(&c.CollectorURL, "api.collector-url", "", "the collector's public URL, for the dashboard's tracking snippet (default: http://<collector.addr> under serve)")
 }
 
@@ -55,7 +64,20 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--api.addr: %q is not host:port", c.Addr)
 	}
 	var err error
-	c.tls, err = tlsfiles.Load("--api.tls", c.TLSCert, c.TLSKey)
+	if c.tls, err = tlsfiles.Load("--api.tls", c.TLSCert, c.TLSKey); err != nil {
+		return err
+	}
+	if c.PublicURL == "" {
+		scheme := "http"
+		if c.tls != nil {
+			scheme = "https"
+		}
+		c.PublicURL = scheme + "://" + c.Addr
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("--api.public-url: %q is not an http(s) URL", c.PublicURL)
+	}
+	c.providers, err = c.OIDC.providers(c.PublicURL)
 	return err
 }
 
@@ -72,14 +94,16 @@ type PTR interface {
 
 // Server is the query API.
 type Server struct {
-	cfg      Config
-	ch       driver.Conn
-	tenants  *tenant.Store
-	ipdata   IPData
-	ptr      PTR
-	visitors *visitor.Keys
-	erased   *visitor.Erased
-	audit    *auditLog
+	cfg     Config
+	ch      driver.Conn
+	tenants *tenant.Store
+	ipdata  IPData
+	ptr     PTR
+	// providers are the identity providers of the dashboard's sign-in.
+	providers []*provider
+	visitors  *visitor.Keys
+	erased    *visitor.Erased
+	audit     *auditLog
 	// authLimit refuses addresses that failed to authenticate too often.
 	authLimit *authLimiter
 	ready     func(context.Context) error
@@ -91,7 +115,7 @@ type Server struct {
 // New builds the API. ptr may be nil (reverse DNS off). ready reports
 // whether the whole pipeline can take and serve hits; /readyz answers from it.
 func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Keys, erased *visitor.Erased, ipdata IPData, ptr PTR, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, ch: ch, tenants: tenants, visitors: visitors, erased: erased, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
+	s := &Server{cfg: cfg, providers: cfg.providers, ch: ch, tenants: tenants, visitors: visitors, erased: erased, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})
@@ -117,6 +141,11 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 	s.route(mux, "DELETE /api/v1/accounts/{account}", tenant.RoleAdmin, s.deleteAccount)
 	s.route(mux, "POST /api/v1/sites/{site}/secret", tenant.RoleAdmin, s.rotateSiteSecret)
 	s.route(mux, "POST /api/v1/keys", tenant.RoleAdmin, s.createKey)
+	s.route(mux, "GET /api/v1/keys", tenant.RoleAdmin, s.listKeys)
+	s.route(mux, "DELETE /api/v1/keys/{id}", tenant.RoleAdmin, s.revokeKey)
+	s.route(mux, "POST /api/v1/users", tenant.RoleAdmin, s.createUser)
+	s.route(mux, "GET /api/v1/users", tenant.RoleAdmin, s.listUsers)
+	s.route(mux, "DELETE /api/v1/users/{id}", tenant.RoleAdmin, s.deleteUser)
 	s.route(mux, "GET /api/v1/sites/{site}/companies", tenant.RoleViewer, s.companies)
 	s.route(mux, "GET /api/v1/sites/{site}/companies/{id}", tenant.RoleViewer, s.company)
 	s.route(mux, "GET /api/v1/sites/{site}/feeds", tenant.RoleViewer, s.listFeeds)
@@ -129,6 +158,7 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 	s.route(mux, "GET /api/v1/sites/{site}/visitors/{cid}/export", tenant.RoleAdmin, s.exportVisitor)
 	s.route(mux, "DELETE /api/v1/sites/{site}/visitors/{cid}", tenant.RoleAdmin, s.eraseVisitor)
 	s.dashboardRoutes(mux)
+	s.oidcRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path: not found")
 	})

@@ -34,6 +34,8 @@ const (
 	SaltsBucket    = "leadpipe_salts"
 	FeedsBucket    = "leadpipe_feeds"
 	ErasedBucket   = "leadpipe_erased"
+	UsersBucket    = "leadpipe_users"
+	LoginsBucket   = "leadpipe_logins"
 )
 
 // Dead letters: hits that can never be processed, kept with the reason for
@@ -383,6 +385,10 @@ func (b *Bus) ensure(ctx context.Context) error {
 		{Bucket: SitesBucket, Description: "sites: id → account and settings", History: 5},
 		{Bucket: KeysBucket, Description: "API keys: id → hashed secret, role, grants", History: 5},
 		{Bucket: SecretsBucket, Description: "installation secrets (visitor id keys)"},
+		{Bucket: UsersBucket, Description: "dashboard users: id → e-mail, account, role, grants", History: 5},
+		// A sign-in begun with an identity provider must finish within
+		// ten minutes; its entry is deleted when it does, so it finishes once.
+		{Bucket: LoginsBucket, Description: "sign-ins in progress: state → provider, nonce, PKCE verifier", TTL: 10 * time.Minute},
 		// A day's salt for visitors without a client id lives two days, so
 		// yesterday's visitor hashes cannot be recomputed after that.
 		{Bucket: SaltsBucket, Description: "daily salts for visitors without a client id", TTL: 48 * time.Hour},

@@ -1,6 +1,7 @@
 package tenant
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -100,7 +101,15 @@ type Key struct {
 	Sites   []string  `json:"sites"`
 	Created time.Time `json:"created"`
 	Revoked bool      `json:"revoked,omitempty"`
+	// Expires, when set, ends the key: Authenticate refuses it after.
+	Expires time.Time `json:"expires,omitzero"`
+	// User is set on a dashboard session's key: the signed-in user it acts
+	// for (sign-in with an identity provider makes one, sign-out revokes it).
+	User string `json:"user,omitempty"`
 }
+
+// Expired reports whether the key's expiry has passed at now.
+func (k *Key) Expired(now time.Time) bool { return !k.Expires.IsZero() && !now.Before(k.Expires) }
 
 // DefaultRetentionDays and MaxRetentionDays bound a site's retention of
 // raw hits and visits.
@@ -140,6 +149,7 @@ type snapshot struct {
 	accounts map[string]Account
 	sites    map[string]Site
 	keys     map[string]Key
+	users    map[string]User
 	// deleted are sites removed (DeleteSite): their hits still in flight
 	// are dropped by processors rather than written after the erasure.
 	deleted map[string]bool
@@ -151,6 +161,8 @@ type Store struct {
 	accounts jetstream.KeyValue
 	sites    jetstream.KeyValue
 	keys     jetstream.KeyValue
+	users    jetstream.KeyValue
+	logins   jetstream.KeyValue
 	log      *slog.Logger
 
 	mu   sync.Mutex // serialises snapshot rebuilds
@@ -177,7 +189,14 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store
 	if s.keys, err = js.KeyValue(ctx, bus.KeysBucket); err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", bus.KeysBucket, err)
 	}
-	s.snap.Store(&snapshot{accounts: map[string]Account{}, sites: map[string]Site{}, keys: map[string]Key{}, deleted: map[string]bool{}})
+	if s.users, err = js.KeyValue(ctx, bus.UsersBucket); err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", bus.UsersBucket, err)
+	}
+	if s.logins, err = js.KeyValue(ctx, bus.LoginsBucket); err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", bus.LoginsBucket, err)
+	}
+	s.snap.Store(&snapshot{accounts: map[string]Account{}, sites: map[string]Site{}, keys: map[string]Key{},
+		users: map[string]User{}, deleted: map[string]bool{}})
 	for _, w := range []struct {
 		kv    jetstream.KeyValue
 		apply func([]byte, bool, string)
@@ -185,6 +204,7 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store
 		{s.accounts, s.applyAccount},
 		{s.sites, s.applySite},
 		{s.keys, s.applyKey},
+		{s.users, s.applyUser},
 	} {
 		watcher, err := w.kv.WatchAll(ctx)
 		if err != nil {
@@ -269,7 +289,10 @@ func (s *Store) update(change func(*snapshot)) {
 	old := s.snap.Load()
 	n := &snapshot{accounts: make(map[string]Account, len(old.accounts)+1),
 		sites: make(map[string]Site, len(old.sites)+1), keys: make(map[string]Key, len(old.keys)+1),
-		deleted: make(map[string]bool, len(old.deleted))}
+		users: make(map[string]User, len(old.users)+1), deleted: make(map[string]bool, len(old.deleted))}
+	for k, v := range old.users {
+		n.users[k] = v
+	}
 	for k, v := range old.deleted {
 		n.deleted[k] = v
 	}
@@ -451,18 +474,63 @@ func (s *Store) AuthenticateSite(token string) (Site, bool) {
 // KeyPrefix starts every API key, so leaked keys are easy to find by scanners.
 const KeyPrefix = "lp_"
 
-// CreateKey stores a new key and returns it with its secret, which is not
-// stored and cannot be shown again.
-func (s *Store) CreateKey(ctx context.Context, account string, role Role, sites []string) (Key, string, error) {
+// CreateKey stores a new key with the account, role, grants, expiry and
+// user of k, and returns it with its secret, which is not stored and cannot
+// be shown again.
+func (s *Store) CreateKey(ctx context.Context, k Key) (Key, string, error) {
 	id := randomID(12)
 	secret := randomID(32)
-	key := Key{ID: id, Hash: hashSecret(secret), Account: account, Role: role, Sites: sites, Created: time.Now().UTC()}
+	key := Key{ID: id, Hash: hashSecret(secret), Account: k.Account, Role: k.Role, Sites: k.Sites,
+		Created: time.Now().UTC(), Expires: k.Expires, User: k.User}
 	raw, _ := json.Marshal(key)
 	if _, err := s.keys.Create(ctx, id, raw); err != nil {
 		return Key{}, "", fmt.Errorf("storing key: %w", err)
 	}
 	s.applyKey(raw, false, id)
 	return key, KeyPrefix + id + "_" + secret, nil
+}
+
+// Key returns a stored key (revoked and expired ones too).
+func (s *Store) Key(id string) (Key, bool) {
+	k, ok := s.snap.Load().keys[id]
+	return k, ok
+}
+
+// Keys returns every stored key, by creation time.
+func (s *Store) Keys() []Key {
+	m := s.snap.Load().keys
+	out := make([]Key, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b Key) int {
+		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID))
+	})
+	return out
+}
+
+// RevokeKey ends a key at once, in every process. An API key stays listed
+// as revoked, so the audit log's key ids keep a meaning; a session's key
+// is deleted.
+func (s *Store) RevokeKey(ctx context.Context, id string) error {
+	k, ok := s.Key(id)
+	if !ok {
+		return fmt.Errorf("key %s: %w", id, jetstream.ErrKeyNotFound)
+	}
+	if k.User != "" {
+		if err := s.keys.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("revoking key %s: %w", id, err)
+		}
+		s.applyKey(nil, true, id)
+		return nil
+	}
+	k.Revoked = true
+	raw, _ := json.Marshal(k)
+	if _, err := s.keys.Put(ctx, id, raw); err != nil {
+		return fmt.Errorf("revoking key %s: %w", id, err)
+	}
+	s.applyKey(raw, false, id)
+	return nil
 }
 
 // Authenticate returns the key a bearer token stands for.
@@ -476,7 +544,7 @@ func (s *Store) Authenticate(token string) (Key, bool) {
 		return Key{}, false
 	}
 	key, ok := s.snap.Load().keys[id]
-	if !ok || key.Revoked {
+	if !ok || key.Revoked || key.Expired(time.Now()) {
 		return Key{}, false
 	}
 	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(key.Hash)) != 1 {
@@ -494,7 +562,7 @@ func (s *Store) EnsureOwnerKey(ctx context.Context, path string) (bool, error) {
 		}
 		s.log.Warn("owner key file does not hold a valid owner key; creating a new one", "path", path)
 	}
-	_, secret, err := s.CreateKey(ctx, "", RoleAdmin, []string{AllSites})
+	_, secret, err := s.CreateKey(ctx, Key{Role: RoleAdmin, Sites: []string{AllSites}})
 	if err != nil {
 		return false, err
 	}

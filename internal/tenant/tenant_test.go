@@ -2,6 +2,8 @@ package tenant_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +22,7 @@ func TestKeysAreStoredHashedAndAuthenticate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, secret, err := store.CreateKey(ctx, "", tenant.RoleAnalyst, []string{"site1"})
+	key, secret, err := store.CreateKey(ctx, tenant.Key{Role: tenant.RoleAnalyst, Sites: []string{"site1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +121,139 @@ func TestValidateDomain(t *testing.T) {
 	for _, bad := range []string{"", "https://example.com", "example.com/path", "a..b", "user@example.com", "exa mple.com"} {
 		if err := tenant.ValidateDomain(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestKeysExpireAndRevoke: an expired key and a revoked key stop working,
+// the revocation in every process at once.
+func TestKeysExpireAndRevoke(t *testing.T) {
+	b := testenv.Bus(t)
+	ctx := context.Background()
+	store, err := tenant.Open(ctx, b.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := tenant.Open(ctx, b.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, expired, err := store.CreateKey(ctx, tenant.Key{Role: tenant.RoleViewer, Sites: []string{"*"}, Expires: time.Now().Add(-time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := store.Authenticate(expired); ok {
+		t.Error("an expired key authenticated")
+	}
+	live, secret, err := store.CreateKey(ctx, tenant.Key{Role: tenant.RoleViewer, Sites: []string{"*"}, Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if _, ok := other.Authenticate(secret); !ok {
+			return errors.New("the other process does not know the key yet")
+		}
+		return nil
+	})
+	if err := store.RevokeKey(ctx, live.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := store.Authenticate(secret); ok {
+		t.Error("a revoked key authenticated")
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if _, ok := other.Authenticate(secret); ok {
+			return errors.New("the other process still accepts the revoked key")
+		}
+		return nil
+	})
+	if k, ok := store.Key(live.ID); !ok || !k.Revoked {
+		t.Errorf("a revoked API key should stay listed as revoked: %+v %v", k, ok)
+	}
+}
+
+// TestSessionsOfUsers: a session key carries its user's grants and ends
+// with the user.
+func TestSessionsOfUsers(t *testing.T) {
+	b := testenv.Bus(t)
+	ctx := context.Background()
+	store, err := tenant.Open(ctx, b.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := store.CreateUser(ctx, tenant.User{Email: " Ann@Example.COM", Account: "acc", Role: tenant.RoleAnalyst, Sites: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateUser(ctx, tenant.User{Email: "ann@example.com", Role: tenant.RoleViewer, Sites: []string{"*"}}); !errors.Is(err, tenant.ErrUserExists) {
+		t.Errorf("a second user with the same address: err = %v", err)
+	}
+	if got, ok := store.UserByEmail("ANN@example.com "); !ok || got.ID != u.ID {
+		t.Fatalf("UserByEmail = %+v, %v", got, ok)
+	}
+	k, secret, err := store.StartSession(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := store.Authenticate(secret)
+	if ttl := got.Expires.Sub(k.Created); !ok || got.Account != "acc" || got.Role != tenant.RoleAnalyst || got.User != u.ID ||
+		ttl < tenant.SessionTTL-time.Second || ttl > tenant.SessionTTL+time.Second {
+		t.Fatalf("session key = %+v, %v", got, ok)
+	}
+	if err := store.DeleteUser(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := store.Authenticate(secret); ok {
+		t.Error("the session of a deleted user still works")
+	}
+	if _, ok := store.Key(k.ID); ok {
+		t.Error("a session's key is kept after revocation")
+	}
+}
+
+// TestLoginFinishesOnce: of two callbacks with one state, one wins.
+func TestLoginFinishesOnce(t *testing.T) {
+	b := testenv.Bus(t)
+	ctx := context.Background()
+	a, err := tenant.Open(ctx, b.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := tenant.Open(ctx, b.JS, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := a.BeginLogin(ctx, tenant.Login{Provider: "p", Nonce: "n", Verifier: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan error, 2)
+	for _, s := range []*tenant.Store{a, other} {
+		go func() {
+			l, err := s.FinishLogin(ctx, state)
+			if err == nil && (l.Nonce != "n" || l.Verifier != "v" || l.Provider != "p") {
+				err = fmt.Errorf("login came back as %+v", l)
+			}
+			results <- err
+		}()
+	}
+	var won, lost int
+	for range 2 {
+		switch err := <-results; {
+		case err == nil:
+			won++
+		case errors.Is(err, tenant.ErrNoLogin):
+			lost++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if won != 1 || lost != 1 {
+		t.Errorf("won=%d lost=%d, want one each", won, lost)
+	}
+	for _, bad := range []string{"", "nope", "a.b", strings.Repeat("A", 65)} {
+		if _, err := a.FinishLogin(ctx, bad); !errors.Is(err, tenant.ErrNoLogin) {
+			t.Errorf("FinishLogin(%q) = %v", bad, err)
 		}
 	}
 }
