@@ -33,6 +33,8 @@ Commands:
   ip lookup  explain what leadpipe knows about IP addresses
   ipdb reload  make every running process reload its IP data files
   dlq list|replay  show or replay hits that could never be processed
+  backup     back up the database and the buckets to <data-dir>/backups
+  restore    replace the database and the buckets with a backup
   version    print the version
 
 Every flag can also be set in the environment: --collector.addr is
@@ -80,6 +82,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runIPDB(args, stdout, stderr)
 	case "dlq":
 		err = runDLQ(ctx, args, stdout, stderr)
+	case "backup":
+		err = runBackup(ctx, args, stdout, stderr)
+	case "restore":
+		err = runRestore(ctx, args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "leadpipe", version)
 	case "help", "-h", "--help":

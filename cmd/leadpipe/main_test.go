@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +64,10 @@ func TestBadConfigs(t *testing.T) {
 		{[]string{"collect"}, `--nats.url: required when a stage runs on its own`},
 		{[]string{"process", "--nats.url", "nats://127.0.0.1:4222"}, `--clickhouse.addr: required when a stage runs on its own`},
 		{[]string{"sql"}, `usage: leadpipe sql`},
+		{[]string{"backup", "--clickhouse.addr", "127.0.0.1:9000"}, `--backup.disk: required with --clickhouse.addr`},
+		{[]string{"backup", "--backup.disk", "backups"}, `--backup.disk: only with --clickhouse.addr`},
+		{[]string{"backup", "--keep", "0s"}, `--keep: must be positive`},
+		{[]string{"restore"}, `usage: leadpipe restore`},
 		{[]string{"ip", "lookup", "not-an-ip"}, `"not-an-ip" is not an IPv4 or IPv6 address`},
 	} {
 		code, _, stderr := runCmd(t, tc.args...)
@@ -239,4 +245,64 @@ func TestDeadLetters(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBackupAndRestoreCommands: `leadpipe backup` beside a running serve;
+// `restore` refused while it runs; then, on a data dir whose database and
+// NATS store are gone (a new machine with the backups copied over),
+// `restore` brings back the rows and the sites, and serve starts on it.
+func TestBackupAndRestoreCommands(t *testing.T) {
+	dir := t.TempDir()
+	s := startServe(t, dir)
+	site, err := s.Tenants.CreateSite(context.Background(), "", "Kept", "kept.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCmd(t, "sql", "--data-dir", dir, `INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, visit_id, visit_start, new_visit,
+		consent, company_id, company_name, asn, as_org, network_type) SELECT 'site', now64(3), now64(3), toString(number), 'pageview', 'https://x/', '/', number % 9, number, now64(3), 1,
+		'granted', toString(number % 4), 'Company', 1, 'Org', 'business' FROM numbers(1234)`)
+	if code != 0 {
+		t.Fatalf("insert: %s", stderr)
+	}
+	count := func() string {
+		t.Helper()
+		code, out, stderr := runCmd(t, "sql", "--data-dir", dir, "SELECT count() AS hits, sum(pageviews) AS pageviews FROM company_daily FINAL")
+		if code != 0 {
+			t.Fatalf("count: %s", stderr)
+		}
+		return out
+	}
+	want := count()
+	code, out, stderr := runCmd(t, "backup", "--data-dir", dir, "--nats.url", s.Bus.ClientURL())
+	if code != 0 || !strings.HasPrefix(out, "backup: name=") {
+		t.Fatalf("backup: exit %d, out %q, err %q", code, out, stderr)
+	}
+	name := strings.TrimPrefix(strings.Fields(out)[1], "name=")
+	code, _, stderr = runCmd(t, "restore", "--data-dir", dir, name)
+	if code != 1 || !strings.Contains(stderr, "stop it before restoring") {
+		t.Errorf("restore beside a running serve: exit %d, %q", code, stderr)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, gone := range []string{"nats", "clickhouse", "nats.key", "owner.key"} {
+		if err := os.RemoveAll(filepath.Join(dir, gone)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, stderr = runCmd(t, "restore", "--data-dir", dir, name)
+	if code != 0 || !strings.Contains(out, "checksums=ok") {
+		t.Fatalf("restore: exit %d, out %q, err %q", code, out, stderr)
+	}
+	s = startServe(t, dir)
+	if got := count(); got != want {
+		t.Errorf("after restore:\n%s\nwant\n%s", got, want)
+	}
+	if got, ok := s.Tenants.Site(site.ID); !ok || got.Name != "Kept" {
+		t.Errorf("the site after restore: %+v %v", got, ok)
+	}
+	code, _, stderr = runCmd(t, "restore", "--data-dir", dir, "20200101T000000Z")
+	if code != 2 || !strings.Contains(stderr, "20200101T000000Z") {
+		t.Errorf("restore of a backup that does not exist: exit %d, %q", code, stderr)
+	}
 }

@@ -22,6 +22,8 @@ type childSpec struct {
 	Path     string `json:"path"`
 	TCPPort  int    `json:"tcp_port"`
 	HTTPPort int    `json:"http_port"`
+	// Backups is where BACKUP … TO File(…) may write (backups.allowed_path).
+	Backups string `json:"backups"`
 }
 
 // MaybeRunChild turns the current process into a ClickHouse engine child when
@@ -72,6 +74,9 @@ func runChild(spec childSpec) error {
 		"--listen_host=127.0.0.1",
 		"--query=SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; " +
 			"SELECT count() FROM file('/dev/stdin', 'LineAsString') FORMAT Null",
+		// Server settings without an option of their own come after "--".
+		"--",
+		"--backups.allowed_path=" + spec.Backups,
 	}
 	cargs := make([]*byte, len(args)+1)
 	keep := make([][]byte, len(args))

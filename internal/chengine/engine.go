@@ -110,15 +110,20 @@ type Server struct {
 	// HTTPAddr is the HTTP interface of a managed engine (empty if external).
 	HTTPAddr string
 
-	cfg    Config
-	dir    string
-	log    *slog.Logger
-	mu     sync.Mutex
-	child  *exec.Cmd
-	stdin  io.WriteCloser
-	exited chan struct{}
-	mode   string
+	cfg     Config
+	dir     string
+	backups string
+	log     *slog.Logger
+	mu      sync.Mutex
+	child   *exec.Cmd
+	stdin   io.WriteCloser
+	exited  chan struct{}
+	mode    string
 }
+
+// BackupDir is where a managed engine under dataDir writes backups
+// (leadpipe backup), the only place its BACKUP … TO File(…) may write.
+func BackupDir(dataDir string) string { return filepath.Join(dataDir, "backups") }
 
 // endpoint is written next to a managed engine's data so that other commands
 // (leadpipe sql --data-dir) can reach the engine a running serve manages.
@@ -134,7 +139,7 @@ const MinMajorVersion = 23
 // Start returns the server to use: the external one after checking that it
 // answers, or a managed engine under dataDir, started and health-checked.
 func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, dir: filepath.Join(dataDir, "clickhouse")}
+	s := &Server{cfg: cfg, log: log, dir: filepath.Join(dataDir, "clickhouse"), backups: BackupDir(dataDir)}
 	if cfg.Addr != "" {
 		s.Addr = cfg.Addr
 		if err := s.check(ctx, 10*time.Second); err != nil {
@@ -167,6 +172,10 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*
 
 // Managed reports whether leadpipe runs this server as its child.
 func (s *Server) Managed() bool { return s.mode != "" }
+
+// Backups is where a managed engine writes BACKUP … TO File(name): name is
+// relative to it, and nothing outside it is allowed.
+func (s *Server) Backups() string { return s.backups }
 
 // Restart stops a managed engine and starts it again on the same ports and
 // data; tests use it to take ClickHouse away and bring it back.
@@ -215,11 +224,11 @@ func (s *Server) startChild(ctx context.Context, tcpPort, httpPort int) error {
 		if err != nil {
 			return fmt.Errorf("finding own executable to run the engine: %w", err)
 		}
-		spec, _ := json.Marshal(childSpec{Lib: s.cfg.EngineLib, Path: filepath.Join(s.dir, "data") + "/", TCPPort: tcpPort, HTTPPort: httpPort})
+		spec, _ := json.Marshal(childSpec{Lib: s.cfg.EngineLib, Path: filepath.Join(s.dir, "data") + "/", TCPPort: tcpPort, HTTPPort: httpPort, Backups: s.backups + "/"})
 		cmd = exec.Command(exe)
 		cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
 	case "binary":
-		conf, err := writeServerConfig(s.dir, tcpPort, httpPort)
+		conf, err := writeServerConfig(s.dir, s.backups, tcpPort, httpPort)
 		if err != nil {
 			return err
 		}
@@ -387,7 +396,7 @@ func tail(path string, n int) string {
 
 // writeServerConfig writes the minimal config an official `clickhouse server`
 // needs to serve loopback with its data under dir.
-func writeServerConfig(dir string, tcpPort, httpPort int) (string, error) {
+func writeServerConfig(dir, backups string, tcpPort, httpPort int) (string, error) {
 	data := filepath.Join(dir, "server")
 	conf := fmt.Sprintf(`<clickhouse>
   <listen_host>127.0.0.1</listen_host>
@@ -396,6 +405,7 @@ func writeServerConfig(dir string, tcpPort, httpPort int) (string, error) {
   <path>%s/</path>
   <tmp_path>%s/tmp/</tmp_path>
   <user_files_path>%s/user_files/</user_files_path>
+  <backups><allowed_path>%s/</allowed_path></backups>
   <logger><level>warning</level><console>1</console></logger>
   <mark_cache_size>268435456</mark_cache_size>
   <users>
@@ -410,7 +420,7 @@ func writeServerConfig(dir string, tcpPort, httpPort int) (string, error) {
   <profiles><default/></profiles>
   <quotas><default/></quotas>
 </clickhouse>
-`, tcpPort, httpPort, data, data, data)
+`, tcpPort, httpPort, data, data, data, backups)
 	path := filepath.Join(dir, "server.xml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return "", fmt.Errorf("writing clickhouse server config: %w", err)

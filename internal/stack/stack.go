@@ -201,7 +201,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--data-dir: creating %s: %w", cfg.DataDir, err)
 	}
-	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+	if s.lock, err = LockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
 
@@ -478,8 +478,9 @@ func (s *Stack) closeResources() {
 	}
 }
 
-// lockDataDir keeps two processes from sharing one data dir.
-func lockDataDir(dir string) (*os.File, error) {
+// LockDataDir keeps two processes from sharing one data dir: it fails while
+// another holds the lock (a running serve). Close the file to release it.
+func LockDataDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "leadpipe.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("--data-dir: %w", err)

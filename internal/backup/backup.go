@@ -1,0 +1,372 @@
+// Package backup makes and restores backups of an installation: the
+// ClickHouse database with ClickHouse's own BACKUP and RESTORE (parts
+// copied as they are, so materialized views are not fed twice), and the
+// JetStream key-value buckets (accounts, sites, hashed keys, users, the
+// visitor-id secret, salts, saved feeds, erasure markers) as JSON.
+//
+// The HITS and DEADLETTERS streams are deliberately not backed up: they
+// hold visitor IPs, which leadpipe keeps only until a hit is processed.
+// Hits waiting there at backup time are in no backup; after a restore the
+// collector's clients retry, and the rest is the few seconds of traffic a
+// processor had not written yet.
+//
+// A backup is a directory <dir>/<name>/ holding manifest.json (row counts
+// and checksums of every table, entries of every bucket), nats/*.json, and
+// — for the managed engine — clickhouse/, the engine's backup. With an
+// external ClickHouse the engine's backup is on the server's backup disk.
+package backup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leadpipe/leadpipe/internal/bus"
+)
+
+// Buckets are the key-value buckets a backup holds. The logins bucket
+// (sign-ins in progress, ten minutes) is not among them.
+var Buckets = []string{bus.AccountsBucket, bus.SitesBucket, bus.KeysBucket, bus.UsersBucket,
+	bus.SecretsBucket, bus.SaltsBucket, bus.FeedsBucket, bus.ErasedBucket}
+
+// Manifest describes a backup; restore checks the restored database
+// against it.
+type Manifest struct {
+	Name     string    `json:"name"`
+	Created  time.Time `json:"created"`
+	Database string    `json:"database"`
+	// Destination is where the engine wrote its part: File('…') under the
+	// managed engine's backup directory, or Disk('<disk>', '…').
+	Destination string       `json:"destination"`
+	Tables      []TableSum   `json:"tables"`
+	Buckets     []BucketDump `json:"buckets"`
+}
+
+// TableSum is a table's row count and an order-independent checksum of
+// its rows (the sum of a hash of each row's text).
+type TableSum struct {
+	Table    string `json:"table"`
+	Rows     uint64 `json:"rows"`
+	Checksum string `json:"checksum"`
+}
+
+// BucketDump is how many entries of a bucket the backup holds.
+type BucketDump struct {
+	Bucket  string `json:"bucket"`
+	Entries int    `json:"entries"`
+}
+
+type entry struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value"`
+}
+
+// Target is where the ClickHouse part of a backup goes.
+type Target struct {
+	// Dir holds the backups (manifests, buckets; the engine's part too when
+	// Disk is empty: the managed engine's backups.allowed_path).
+	Dir string
+	// Disk is a backup disk of an external ClickHouse (its
+	// backups.allowed_disk); empty for the managed engine.
+	Disk string
+}
+
+var nameRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z$`)
+
+// NewName is a backup's name: its UTC start time, so names sort by age.
+func NewName(now time.Time) string { return now.UTC().Format("20060102T150405Z") }
+
+// ClickHouse takes no query parameters in BACKUP, RESTORE and a Backup
+// database's engine arguments, so these statements are the only ones
+// leadpipe assembles: from a database name, a disk name and a backup name
+// that each match safeName (letters, digits, _ and -; nothing to escape)
+// and are quoted as they are.
+var safeName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$`)
+
+// destination is the engine's backup destination of name, as SQL.
+func (t Target) destination(name string) (string, error) {
+	if !nameRE.MatchString(name) {
+		return "", fmt.Errorf("backup name %q is not like 20261201T120000Z", name)
+	}
+	if t.Disk == "" {
+		return "File('" + name + "/clickhouse')", nil
+	}
+	if !safeName.MatchString(t.Disk) {
+		return "", fmt.Errorf("backup disk %q: only letters, digits, _ and - are accepted", t.Disk)
+	}
+	return "Disk('" + t.Disk + "', '" + name + "')", nil
+}
+
+func quoteIdent(name string) (string, error) {
+	if !safeName.MatchString(name) {
+		return "", fmt.Errorf("database %q: only letters, digits, _ and - are accepted", name)
+	}
+	return "`" + name + "`", nil
+}
+
+// Create backs up database and the buckets under t as name. The tables are
+// checksummed from the engine's backup itself (read back as a Backup
+// database), so the manifest describes what the backup holds even while
+// processors keep writing.
+func Create(ctx context.Context, conn driver.Conn, js jetstream.JetStream, database string, t Target, name string) (Manifest, error) {
+	if !nameRE.MatchString(name) {
+		return Manifest{}, fmt.Errorf("backup name %q is not like 20261201T120000Z", name)
+	}
+	dir := filepath.Join(t.Dir, name)
+	if err := os.MkdirAll(filepath.Join(dir, "nats"), 0o700); err != nil {
+		return Manifest{}, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	m := Manifest{Name: name, Created: time.Now().UTC(), Database: database}
+	var err error
+	if m.Destination, err = t.destination(name); err != nil {
+		return Manifest{}, err
+	}
+	db, err := quoteIdent(database)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := conn.Exec(ctx, "BACKUP DATABASE "+db+" TO "+m.Destination); err != nil {
+		return Manifest{}, fmt.Errorf("BACKUP DATABASE %s TO %s: %w", database, m.Destination, err)
+	}
+	if m.Tables, err = backupSums(ctx, conn, database, m.Destination); err != nil {
+		return Manifest{}, err
+	}
+	for _, b := range Buckets {
+		n, err := dumpBucket(ctx, js, b, filepath.Join(dir, "nats", b+".json"))
+		if err != nil {
+			return Manifest{}, err
+		}
+		m.Buckets = append(m.Buckets, BucketDump{b, n})
+	}
+	raw, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeFile(filepath.Join(dir, "manifest.json"), raw); err != nil {
+		return Manifest{}, err
+	}
+	return m, nil
+}
+
+const (
+	dropDB     = "DROP DATABASE IF EXISTS {db:Identifier} SYNC"
+	listTables = "SELECT name FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree' ORDER BY name"
+	tableSum   = "SELECT count(), toString(sum(cityHash64(formatRow('TabSeparated', *)))) FROM {db:Identifier}.{table:Identifier}"
+	// checkView is a read-only Backup database over a backup, to checksum
+	// what the backup holds.
+	checkView = "leadpipe_backup_check"
+)
+
+func backupSums(ctx context.Context, conn driver.Conn, database, destination string) ([]TableSum, error) {
+	drop := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"db": checkView}))
+	if err := conn.Exec(drop, dropDB); err != nil {
+		return nil, err
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE "+checkView+" ENGINE = Backup('"+database+"', "+destination+")"); err != nil {
+		return nil, fmt.Errorf("reading the backup back: %w", err)
+	}
+	defer conn.Exec(drop, dropDB)
+	return Sums(ctx, conn, checkView)
+}
+
+// Sums returns the row count and checksum of every table of database.
+func Sums(ctx context.Context, conn driver.Conn, database string) ([]TableSum, error) {
+	rows, err := conn.Query(clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"db": database})), listTables)
+	if err != nil {
+		return nil, fmt.Errorf("listing tables of %s: %w", database, err)
+	}
+	var tables []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		tables = append(tables, name)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []TableSum
+	for _, table := range tables {
+		s := TableSum{Table: table}
+		tctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"db": database, "table": table}))
+		if err := conn.QueryRow(tctx, tableSum).Scan(&s.Rows, &s.Checksum); err != nil {
+			return nil, fmt.Errorf("checksumming %s.%s: %w", database, table, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func dumpBucket(ctx context.Context, js jetstream.JetStream, bucket, path string) (int, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return 0, fmt.Errorf("opening bucket %s: %w", bucket, err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("listing bucket %s: %w", bucket, err)
+	}
+	entries := []entry{}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted meanwhile
+		} else if err != nil {
+			return 0, fmt.Errorf("reading %s in bucket %s: %w", k, bucket, err)
+		}
+		entries = append(entries, entry{k, e.Value()})
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.Key, b.Key) })
+	raw, _ := json.Marshal(entries)
+	return len(entries), writeFile(path, raw)
+}
+
+// writeFile writes a file readable by its owner only: buckets hold hashed
+// keys and the visitor-id secret.
+func writeFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// Read returns the manifest of backup name under dir.
+func Read(dir, name string) (Manifest, error) {
+	if !nameRE.MatchString(name) {
+		return Manifest{}, fmt.Errorf("backup name %q is not like 20261201T120000Z", name)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, name, "manifest.json"))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("backup %s: %w", name, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return Manifest{}, fmt.Errorf("backup %s: manifest: %w", name, err)
+	}
+	return m, nil
+}
+
+// Restore replaces database and the buckets with backup name: the
+// database is dropped and restored from the engine's backup, then every
+// table's rows are checked against the manifest; each bucket is made to
+// hold exactly the backup's entries. Nothing may write meanwhile: stop the
+// pipeline first.
+func Restore(ctx context.Context, conn driver.Conn, js jetstream.JetStream, t Target, name string) (Manifest, error) {
+	m, err := Read(t.Dir, name)
+	if err != nil {
+		return Manifest{}, err
+	}
+	destination, err := t.destination(name)
+	if err != nil {
+		return Manifest{}, err
+	}
+	db, err := quoteIdent(m.Database)
+	if err != nil {
+		return Manifest{}, err
+	}
+	pctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"db": m.Database}))
+	if err := conn.Exec(pctx, dropDB); err != nil {
+		return Manifest{}, fmt.Errorf("dropping %s before the restore: %w", m.Database, err)
+	}
+	if err := conn.Exec(ctx, "RESTORE DATABASE "+db+" FROM "+destination); err != nil {
+		return Manifest{}, fmt.Errorf("RESTORE DATABASE %s FROM %s: %w", m.Database, destination, err)
+	}
+	got, err := Sums(ctx, conn, m.Database)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if !slices.Equal(got, m.Tables) {
+		return Manifest{}, fmt.Errorf("the restored tables differ from the backup's manifest: got %v, want %v", got, m.Tables)
+	}
+	for _, b := range m.Buckets {
+		if err := restoreBucket(ctx, js, b.Bucket, filepath.Join(t.Dir, name, "nats", b.Bucket+".json"), b.Entries); err != nil {
+			return Manifest{}, err
+		}
+	}
+	return m, nil
+}
+
+func restoreBucket(ctx context.Context, js jetstream.JetStream, bucket, path string, want int) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	var entries []entry
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		return fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	if len(entries) != want {
+		return fmt.Errorf("bucket %s: the backup holds %d entries, its manifest says %d", bucket, len(entries), want)
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return fmt.Errorf("opening bucket %s: %w", bucket, err)
+	}
+	keep := map[string]bool{}
+	for _, e := range entries {
+		keep[e.Key] = true
+		if _, err := kv.Put(ctx, e.Key, e.Value); err != nil {
+			return fmt.Errorf("restoring %s in bucket %s: %w", e.Key, bucket, err)
+		}
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("listing bucket %s: %w", bucket, err)
+	}
+	var extra []string
+	for k := range keys.Keys() {
+		if !keep[k] {
+			extra = append(extra, k)
+		}
+	}
+	for _, k := range extra {
+		if err := kv.Purge(ctx, k); err != nil {
+			return fmt.Errorf("removing %s from bucket %s: %w", k, bucket, err)
+		}
+	}
+	return nil
+}
+
+// Prune removes the backups under dir older than keep (by their names),
+// except the newest, and returns the names it removed. Backups on an
+// external ClickHouse's disk are the disk's to expire.
+func Prune(dir string, keep time.Duration, now time.Time) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() && nameRE.MatchString(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names)
+	var removed []string
+	for _, n := range names[:max(len(names)-1, 0)] {
+		at, _ := time.Parse("20060102T150405Z", n)
+		if now.Sub(at) <= keep {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
+			return removed, err
+		}
+		removed = append(removed, n)
+	}
+	return removed, nil
+}
