@@ -10,6 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/internal/visitor"
 )
 
 // visitorHit is one hit in a visitor's data export.
@@ -92,31 +93,10 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 		return
 	}
 	requested := time.Now()
-	ctx := params(r.Context(), clickhouse.Parameters{"site": site.ID, "visitor": strconv.FormatUint(vid, 10)})
-	var n uint64
-	if err := s.ch.QueryRow(ctx, "SELECT count() FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}").Scan(&n); err != nil {
-		s.dbUnavailable(w, "counting visitor data", err)
+	n, err := visitor.DeleteStored(r.Context(), s.ch, site.ID, vid)
+	if err != nil {
+		s.dbUnavailable(w, "erasing visitor data", err)
 		return
-	}
-	if n > 0 {
-		// The visits table holds the visitor's id too (a visit's hits are
-		// the visitor's); company_daily holds only counts and the
-		// distinct-visitor states, which no query can read an id from.
-		// Lightweight deletes hide the rows from every query at once; the
-		// mutations after them (APPLY DELETED MASK) rewrite the parts
-		// without the hidden rows, in the background, so the data is gone
-		// from disk within minutes rather than whenever merges get to it.
-		for _, stmt := range []string{
-			"DELETE FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
-			"DELETE FROM visits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
-			"ALTER TABLE hits APPLY DELETED MASK",
-			"ALTER TABLE visits APPLY DELETED MASK",
-		} {
-			if err := s.ch.Exec(ctx, stmt); err != nil {
-				s.dbUnavailable(w, "erasing visitor data", err)
-				return
-			}
-		}
 	}
 	// Hits of the visitor still waiting in the stream are dropped when
 	// they arrive.

@@ -54,6 +54,7 @@ func (f *backupFlags) validate() error {
 // installation is what backup and restore work on.
 type installation struct {
 	conn   driver.Conn
+	srv    *chengine.Server
 	js     jetstream.JetStream
 	target backup.Target
 	close  func()
@@ -98,6 +99,7 @@ func (f *backupFlags) open(ctx context.Context, exclusive bool, log *slog.Logger
 		return fail(err)
 	}
 	closers = append(closers, func() { srv.Close() })
+	in.srv = srv
 	// The default database: the installation's may not exist before a restore.
 	if in.conn, err = srv.OpenDefault(); err != nil {
 		return fail(err)
@@ -205,7 +207,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer in.close()
-	if m, err = backup.Restore(ctx, in.conn, in.js, in.target, name); err != nil {
+	if m, err = backup.Restore(ctx, in.conn, in.srv.Open, in.js, in.target, name); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "restore: name=%s tables=%d rows=%d buckets=%d entries=%d checksums=ok\n",

@@ -33,6 +33,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leadpipe/leadpipe/internal/bus"
+	"github.com/leadpipe/leadpipe/internal/visitor"
 )
 
 // Buckets are the key-value buckets a backup holds. The logins bucket
@@ -264,9 +265,11 @@ func Read(dir, name string) (Manifest, error) {
 // Restore replaces database and the buckets with backup name: the
 // database is dropped and restored from the engine's backup, then every
 // table's rows are checked against the manifest; each bucket is made to
-// hold exactly the backup's entries. Nothing may write meanwhile: stop the
+// hold exactly the backup's entries, but for erasure markers, which are
+// merged, and the visitors they name are erased again in the restored
+// database (opened with openDB). Nothing may write meanwhile: stop the
 // pipeline first.
-func Restore(ctx context.Context, conn driver.Conn, js jetstream.JetStream, t Target, name string) (Manifest, error) {
+func Restore(ctx context.Context, conn driver.Conn, openDB func() (driver.Conn, error), js jetstream.JetStream, t Target, name string) (Manifest, error) {
 	m, err := Read(t.Dir, name)
 	if err != nil {
 		return Manifest{}, err
@@ -294,14 +297,56 @@ func Restore(ctx context.Context, conn driver.Conn, js jetstream.JetStream, t Ta
 		return Manifest{}, fmt.Errorf("the restored tables differ from the backup's manifest: got %v, want %v", got, m.Tables)
 	}
 	for _, b := range m.Buckets {
-		if err := restoreBucket(ctx, js, b.Bucket, filepath.Join(t.Dir, name, "nats", b.Bucket+".json"), b.Entries); err != nil {
+		// Erasure markers are merged, not replaced: erasures made after the
+		// backup must survive its restore.
+		merge := b.Bucket == bus.ErasedBucket
+		if err := restoreBucket(ctx, js, b.Bucket, filepath.Join(t.Dir, name, "nats", b.Bucket+".json"), b.Entries, merge); err != nil {
 			return Manifest{}, err
 		}
+	}
+	if err := reErase(ctx, openDB, js); err != nil {
+		return Manifest{}, err
 	}
 	return m, nil
 }
 
-func restoreBucket(ctx context.Context, js jetstream.JetStream, bucket, path string, want int) error {
+// reErase erases again, in the restored database, every visitor whose
+// marker the erased bucket holds: a backup made before an erasure still
+// holds the visitor's rows. Markers outlive backups (bus.ErasedKept).
+func reErase(ctx context.Context, openDB func() (driver.Conn, error), js jetstream.JetStream) error {
+	kv, err := js.KeyValue(ctx, bus.ErasedBucket)
+	if err != nil {
+		return fmt.Errorf("opening bucket %s: %w", bus.ErasedBucket, err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("listing bucket %s: %w", bus.ErasedBucket, err)
+	}
+	var markers []string
+	for k := range keys.Keys() {
+		markers = append(markers, k)
+	}
+	if len(markers) == 0 {
+		return nil
+	}
+	conn, err := openDB()
+	if err != nil {
+		return fmt.Errorf("opening the restored database: %w", err)
+	}
+	defer conn.Close()
+	for _, k := range markers {
+		site, vid, ok := visitor.ParseErasedKey(k)
+		if !ok {
+			continue
+		}
+		if _, err := visitor.DeleteStored(ctx, conn, site, vid); err != nil {
+			return fmt.Errorf("erasing again a visitor erased after the backup: %w", err)
+		}
+	}
+	return nil
+}
+
+func restoreBucket(ctx context.Context, js jetstream.JetStream, bucket, path string, want int, merge bool) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", bucket, err)
@@ -323,6 +368,9 @@ func restoreBucket(ctx context.Context, js jetstream.JetStream, bucket, path str
 		if _, err := kv.Put(ctx, e.Key, e.Value); err != nil {
 			return fmt.Errorf("restoring %s in bucket %s: %w", e.Key, bucket, err)
 		}
+	}
+	if merge {
+		return nil
 	}
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {

@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/leadpipe/leadpipe/internal/backup"
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
+	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/schema"
 )
 
@@ -95,7 +97,7 @@ func TestBackupWipeRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := backup.Restore(ctx, conn, b.JS, target, name); err != nil {
+	if _, err := backup.Restore(ctx, conn, openDB(t, db), b.JS, target, name); err != nil {
 		t.Fatal(err)
 	}
 	after, err := backup.Sums(ctx, conn, db)
@@ -119,8 +121,63 @@ func TestBackupWipeRestore(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(target.Dir, name, "manifest.json"), raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := backup.Restore(ctx, conn, b.JS, target, name); err == nil || !strings.Contains(err.Error(), "differ") {
+	if _, err := backup.Restore(ctx, conn, openDB(t, db), b.JS, target, name); err == nil || !strings.Contains(err.Error(), "differ") {
 		t.Errorf("restoring against a wrong manifest: %v", err)
+	}
+}
+
+func openDB(t *testing.T, db string) func() (driver.Conn, error) {
+	return func() (driver.Conn, error) { return testenv.Engine(t).OpenDB(db) }
+}
+
+// TestErasuresOutliveARestore: a visitor erased after a backup was made
+// stays erased when that backup is restored.
+func TestErasuresOutliveARestore(t *testing.T) {
+	conn, db := testenv.Database(t)
+	b := testenv.Bus(t)
+	ctx := context.Background()
+	for i := range 20 {
+		if err := conn.Exec(ctx, `INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, visit_id, visit_start, new_visit,
+			consent, company_id, company_name, asn, as_org, network_type)
+			VALUES ('s1', now64(3), now64(3), ?, 'pageview', 'https://x/', '/', ?, ?, now64(3), 1, 'granted', 'c', 'C', 1, 'Org', 'business')`,
+			fmt.Sprintf("h%d", i), 7+i%2, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target := backup.Target{Dir: testenv.Engine(t).Backups()}
+	name := backup.NewName(time.Now())
+	if _, err := backup.Create(ctx, conn, b.JS, db, target, name); err != nil {
+		t.Fatal(err)
+	}
+	erased, err := visitor.OpenErased(ctx, b.JS, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := visitor.DeleteStored(ctx, conn, "s1", 7); err != nil || n != 10 {
+		t.Fatalf("erasing: %d, %v", n, err)
+	}
+	if err := erased.Add(ctx, "s1", 7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Restore(ctx, conn, openDB(t, db), b.JS, target, name); err != nil {
+		t.Fatal(err)
+	}
+	count := func(vid uint64) (n uint64) {
+		t.Helper()
+		if err := conn.QueryRow(ctx, "SELECT count() FROM hits WHERE visitor_id = ?", vid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(7); n != 0 {
+		t.Errorf("the erased visitor has %d hits after the restore", n)
+	}
+	if n := count(8); n != 10 {
+		t.Errorf("another visitor has %d hits after the restore, want 10", n)
+	}
+	kv, _ := b.JS.KeyValue(ctx, bus.ErasedBucket)
+	if _, err := kv.Get(ctx, "s1.7"); err != nil {
+		t.Errorf("the erasure marker is gone after the restore: %v", err)
 	}
 }
 

@@ -49,6 +49,11 @@ const (
 	DeadLetterSubjectHeader = "Leadpipe-Subject"
 )
 
+// ErasedKept is how long the marker of an erased visitor stays in the
+// erased bucket: longer than a backup is kept (7 days), so that restoring
+// any kept backup re-applies the erasures made since.
+const ErasedKept = 8 * 24 * time.Hour
+
 // DeadLetterSubject is the dead-letter subject of a hits subject.
 func DeadLetterSubject(subject string) string { return "deadletter." + subject }
 
@@ -394,8 +399,10 @@ func (b *Bus) ensure(ctx context.Context) error {
 		{Bucket: SaltsBucket, Description: "daily salts for visitors without a client id", TTL: 48 * time.Hour},
 		{Bucket: FeedsBucket, Description: "saved feeds: <site>.<id> → name and filters"},
 		// An erased visitor's hits may still wait in the HITS stream: the
-		// marker outlives them, so processors drop them on arrival.
-		{Bucket: ErasedBucket, Description: "erased visitors: <site>.<visitor id> while their queued hits may arrive", TTL: b.cfg.HitsMaxAge + time.Hour},
+		// marker outlives them, so processors drop them on arrival. It is
+		// kept longer than backups are (ErasedKept), so a restore from a
+		// backup older than the erasure erases the visitor again.
+		{Bucket: ErasedBucket, Description: "erased visitors: <site>.<visitor id> → until when their queued hits are dropped", TTL: max(b.cfg.HitsMaxAge+time.Hour, ErasedKept)},
 	}
 	for _, kv := range buckets {
 		kv.Storage = jetstream.FileStorage

@@ -1,0 +1,52 @@
+package visitor
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// DeleteStored erases a visitor's stored rows of a site and returns how
+// many hits there were. The visits table holds the visitor's id too (a
+// visit's hits are the visitor's); company_daily holds only counts and
+// the distinct-visitor states, which no query can read an id from.
+// Lightweight deletes hide the rows from every query at once; the
+// mutations after them (APPLY DELETED MASK) rewrite the parts without the
+// hidden rows, in the background, so the data is gone from disk within
+// minutes rather than whenever merges get to it.
+func DeleteStored(ctx context.Context, conn driver.Conn, site string, vid uint64) (uint64, error) {
+	ctx = clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"site": site, "visitor": strconv.FormatUint(vid, 10)}))
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}").Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting the visitor's hits: %w", err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	for _, stmt := range []string{
+		"DELETE FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
+		"DELETE FROM visits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
+		"ALTER TABLE hits APPLY DELETED MASK",
+		"ALTER TABLE visits APPLY DELETED MASK",
+	} {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return 0, fmt.Errorf("erasing the visitor's rows: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// ParseErasedKey reads a marker's key of the erased bucket back into the
+// site and the stored visitor id.
+func ParseErasedKey(key string) (site string, vid uint64, ok bool) {
+	i := strings.LastIndexByte(key, '.')
+	if i <= 0 {
+		return "", 0, false
+	}
+	vid, err := strconv.ParseUint(key[i+1:], 16, 64)
+	return key[:i], vid, err == nil
+}
