@@ -64,6 +64,7 @@ func TestBadConfigs(t *testing.T) {
 		{[]string{"collect"}, `--nats.url: required when a stage runs on its own`},
 		{[]string{"process", "--nats.url", "nats://127.0.0.1:4222"}, `--clickhouse.addr: required when a stage runs on its own`},
 		{[]string{"sql"}, `usage: leadpipe sql`},
+		{[]string{"serve", "--clickhouse.tls"}, `--clickhouse.tls: only for an external ClickHouse`},
 		{[]string{"backup", "--clickhouse.addr", "127.0.0.1:9000"}, `--backup.disk: required with --clickhouse.addr`},
 		{[]string{"backup", "--backup.disk", "backups"}, `--backup.disk: only with --clickhouse.addr`},
 		{[]string{"backup", "--keep", "0s"}, `--keep: must be positive`},

@@ -3,6 +3,7 @@ package chengine
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/leadpipe/leadpipe/internal/tlsfiles"
 )
 
 // Config selects the ClickHouse server and how to reach it.
@@ -38,6 +41,14 @@ type Config struct {
 	Engine string
 	// EngineLib is the path of libchdb.so for the chdb engine.
 	EngineLib string
+	// TLS speaks TLS to an external server (its tcp_port_secure, 9440 by
+	// default): TLSCA is the CA that signed its certificate (empty: the
+	// system's roots); TLSCert and TLSKey a client certificate, when the
+	// server asks for one.
+	TLS                    bool
+	TLSCA, TLSCert, TLSKey string
+
+	tls *tls.Config
 }
 
 // RegisterFlags registers the clickhouse.* flags.
@@ -48,6 +59,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Password, "clickhouse.password", "", "ClickHouse password")
 	fs.StringVar(&c.Engine, "clickhouse.engine", "auto", "managed engine when --clickhouse.addr is empty: auto, binary (clickhouse on PATH) or chdb")
 	fs.StringVar(&c.EngineLib, "clickhouse.engine-lib", DefaultLibPath(), "path of libchdb.so for the chdb engine (fetched by make setup)")
+	fs.BoolVar(&c.TLS, "clickhouse.tls", false, "speak TLS to --clickhouse.addr (its secure native port, usually 9440)")
+	fs.StringVar(&c.TLSCA, "clickhouse.tls-ca", "", "PEM CA of the ClickHouse server's certificate (empty: the system's roots)")
+	fs.StringVar(&c.TLSCert, "clickhouse.tls-cert", "", "PEM client certificate, when the server requires one (with --clickhouse.tls-key)")
+	fs.StringVar(&c.TLSKey, "clickhouse.tls-key", "", "PEM private key of --clickhouse.tls-cert")
 }
 
 // Validate refuses values that cannot work, naming the flag.
@@ -64,6 +79,19 @@ func (c *Config) Validate() error {
 	case "auto", "binary", "chdb":
 	default:
 		return fmt.Errorf("--clickhouse.engine: %q is not one of auto, binary, chdb", c.Engine)
+	}
+	if !c.TLS && (c.TLSCA != "" || c.TLSCert != "" || c.TLSKey != "") {
+		return errors.New("--clickhouse.tls: needed with --clickhouse.tls-ca, -cert or -key")
+	}
+	if c.TLS {
+		if c.Addr == "" {
+			return errors.New("--clickhouse.tls: only for an external ClickHouse (--clickhouse.addr); the managed engine listens on loopback")
+		}
+		var err error
+		if c.tls, err = tlsfiles.Client("--clickhouse.tls", c.TLSCA, c.TLSCert, c.TLSKey); err != nil {
+			return err
+		}
+		c.tls.ServerName, _, _ = net.SplitHostPort(c.Addr)
 	}
 	return nil
 }
@@ -355,6 +383,7 @@ func (s *Server) open(database string, dialTimeout time.Duration) (driver.Conn, 
 	return clickhouse.Open(&clickhouse.Options{
 		Addr: []string{s.Addr},
 		Auth: clickhouse.Auth{Database: database, Username: s.cfg.User, Password: s.cfg.Password},
+		TLS:  s.cfg.tls,
 		// LZ4 costs little CPU and shrinks batches of repetitive hit rows.
 		Compression:     &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
 		DialTimeout:     dialTimeout,

@@ -2,8 +2,10 @@ package chengine_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -155,4 +157,107 @@ func TestEngineDiesWithItsParent(t *testing.T) {
 		}
 		return fmt.Errorf("engine %d still running after its parent was killed", pid)
 	})
+}
+
+// TestTLSToClickHouse: with --clickhouse.tls and the server's CA leadpipe
+// reaches a ClickHouse behind TLS; without TLS, or trusting another CA, it
+// does not. The managed engine (clickhouse-local) cannot listen with TLS,
+// so the test puts it behind a TLS-terminating relay, as a load balancer
+// in front of ClickHouse would be.
+func TestTLSToClickHouse(t *testing.T) {
+	cert, key, _ := testenv.SelfSignedCert(t)
+	otherCA, _, _ := testenv.SelfSignedCert(t)
+	ctx := context.Background()
+	secureAddr := tlsRelay(t, testenv.Engine(t).Addr, cert, key)
+	connect := func(cfg chengine.Config) error {
+		t.Helper()
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		ext, err := chengine.Start(ctx, cfg, t.TempDir(), testenv.Quiet())
+		if err != nil {
+			return err
+		}
+		defer ext.Close()
+		conn, err := ext.OpenDefault()
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		var one uint8
+		return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+	}
+	cfg := testenv.ClickHouseConfig()
+	cfg.Addr, cfg.TLS, cfg.TLSCA = secureAddr, true, cert
+	if err := connect(cfg); err != nil {
+		t.Fatalf("TLS with the server's CA: %v", err)
+	}
+	cfg.TLSCA = otherCA
+	if err := connect(cfg); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("TLS trusting another CA: %v, want a certificate error", err)
+	}
+	cfg.TLS, cfg.TLSCA = false, ""
+	if err := connect(cfg); err == nil {
+		t.Error("plain TCP to the TLS port worked")
+	}
+}
+
+// tlsRelay accepts TLS connections with cert and relays their bytes to
+// the plain address to.
+func tlsRelay(t *testing.T, to, cert, key string) string {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				// A client that does not speak TLS is dropped at once.
+				hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				if err := c.(*tls.Conn).HandshakeContext(hctx); err != nil {
+					return
+				}
+				up, err := net.Dial("tcp", to)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestTLSConfigErrors name the flag.
+func TestTLSConfigErrors(t *testing.T) {
+	for _, c := range []struct {
+		cfg  chengine.Config
+		want string
+	}{
+		{chengine.Config{TLSCA: "ca.pem"}, "--clickhouse.tls:"},
+		{chengine.Config{TLS: true}, "--clickhouse.tls: only for an external"},
+		{chengine.Config{TLS: true, Addr: "db:9440", TLSCA: "/nonexistent.pem"}, "--clickhouse.tls-ca:"},
+		{chengine.Config{TLS: true, Addr: "db:9440", TLSCert: "c.pem"}, "--clickhouse.tls-cert and --clickhouse.tls-key"},
+	} {
+		c.cfg.Database, c.cfg.Engine = "leadpipe", "auto"
+		if err := c.cfg.Validate(); err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
+	}
 }
