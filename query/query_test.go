@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -35,6 +36,7 @@ type api struct {
 	conn     driver.Conn
 	owner    string
 	bus      *bus.Bus
+	server   *query.Server
 }
 
 func startAPI(t testing.TB) (*api, func(string, ...any)) {
@@ -82,7 +84,7 @@ func startAPIWith(t testing.TB, configure func(cfg *query.Config, url string)) (
 			t.Fatal(err)
 		}
 	}
-	return &api{srv: srv, tenants: tenants, visitors: visitors, conn: conn, owner: owner, bus: b}, exec
+	return &api{srv: srv, tenants: tenants, visitors: visitors, conn: conn, owner: owner, bus: b, server: s}, exec
 }
 
 func (a *api) call(t testing.TB, key, method, path, body string) (int, map[string]any) {
@@ -998,4 +1000,69 @@ func TestKeyGuessingIsLimited(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("a valid key from the guessing address: %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+}
+
+// TestRolesOnEveryEndpoint probes every authenticated endpoint with no
+// key, a revoked key, and keys of each role: no key and a revoked one get
+// 401, a role below the endpoint's 403, and a role at or above it is let
+// through (whatever the handler then answers, never 401 or 403).
+func TestRolesOnEveryEndpoint(t *testing.T) {
+	a, _ := startAPI(t)
+	rank := map[tenant.Role]int{tenant.RoleViewer: 1, tenant.RoleAnalyst: 2, tenant.RoleAdmin: 3}
+	keys := map[tenant.Role]string{}
+	for _, role := range []tenant.Role{tenant.RoleViewer, tenant.RoleAnalyst, tenant.RoleAdmin} {
+		keys[role] = a.createKey(t, string(role), "*")
+	}
+	revoked := a.createKey(t, "admin", "*")
+	if code, _ := a.call(t, a.owner, "DELETE", "/api/v1/keys/"+strings.Split(strings.TrimPrefix(revoked, tenant.KeyPrefix), "_")[0], ""); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	routes := a.server.Routes()
+	if len(routes) < 25 {
+		t.Fatalf("only %d routes listed", len(routes))
+	}
+	for i, r := range routes {
+		method, pattern, _ := strings.Cut(r.Pattern, " ")
+		// Each probe gets a site of its own: an admin's DELETE succeeds.
+		path := strings.NewReplacer("{site}", a.createSite(t, "probe"), "{id}", "nosuchid", "{account}", "nosuchaccount",
+			"{cid}", "LF1.1.x.1", "{ip}", "192.0.2.1").Replace(pattern)
+		body := ""
+		if method == "POST" || method == "PATCH" {
+			body = "{}"
+		}
+		// Refused keys count against their address's allowance: each
+		// route's come from an address of their own.
+		from := fmt.Sprintf("127.0.1.%d", i+1)
+		for _, key := range []string{"", revoked} {
+			if code := callFrom(t, from, a.srv.URL, key, method, path, body); code != http.StatusUnauthorized {
+				t.Errorf("%s %s without a valid key: %d, want 401", method, path, code)
+			}
+		}
+		for role, key := range keys {
+			code := callFrom(t, "127.0.0.1", a.srv.URL, key, method, path, body)
+			switch {
+			case rank[role] < rank[r.Min] && code != http.StatusForbidden:
+				t.Errorf("%s %s as %s (needs %s): %d, want 403", method, path, role, r.Min, code)
+			case rank[role] >= rank[r.Min] && (code == http.StatusForbidden || code == http.StatusUnauthorized):
+				t.Errorf("%s %s as %s (needs %s): %d, want it let through", method, path, role, r.Min, code)
+			}
+		}
+	}
+}
+
+// callFrom makes a request from a local address of loopback's /8.
+func callFrom(t *testing.T, localIP, base, key, method, path, body string) int {
+	t.Helper()
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

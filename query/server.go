@@ -109,6 +109,7 @@ type Server struct {
 	ready     func(context.Context) error
 	log       *slog.Logger
 	handler   http.Handler
+	routes    []Route
 	reqs      *prometheus.CounterVec
 }
 
@@ -204,10 +205,18 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-type keyCtx struct{}
+// Route is an authenticated endpoint and the least role it needs.
+type Route struct {
+	Pattern string
+	Min     tenant.Role
+}
+
+// Routes lists the authenticated endpoints (tests probe every one).
+func (s *Server) Routes() []Route { return s.routes }
 
 // route registers an authenticated handler that needs at least role min.
 func (s *Server) route(mux *http.ServeMux, pattern string, min tenant.Role, h func(http.ResponseWriter, *http.Request, tenant.Key)) {
+	s.routes = append(s.routes, Route{pattern, min})
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
