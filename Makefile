@@ -7,7 +7,7 @@ BIN := bin/leadpipe
 DATA_DIR ?= ./data
 GOTESTFLAGS ?=
 
-.PHONY: all setup build run test vet fmt clean chaos
+.PHONY: all setup build run test vet fmt clean chaos bench
 
 all: build
 
@@ -41,6 +41,16 @@ CHAOS_FLAGS ?=
 chaos: setup build
 	$(GO) build -o bin/chaos ./bench/chaos
 	bin/chaos --bin $(BIN) $(CHAOS_FLAGS)
+
+# The load benchmark (see bench/README.md): every part on this machine, an
+# open-loop load, baselines side by side, the highest sustained rate; a
+# report and a chart in bench/results/; the last line is
+# bench: e2e_hits_per_s=N collector_vs_null=R lookup_vs_cidranger=X ch_insert_vs_raw=Y lost=L.
+# BENCH_FLAGS=--short for a quick check (about 3 minutes).
+BENCH_FLAGS ?=
+bench: setup build
+	$(GO) build -o bin/bench ./bench/load
+	bin/bench --bin $(BIN) $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

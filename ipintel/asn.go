@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -87,6 +88,18 @@ func (t *Table) PrefixesOf(asn uint32) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// All yields every prefix with its network, in ascending order (for the
+// benchmark's comparison structure and traffic mix; not the hit path).
+func (t *Table) All() iter.Seq2[netip.Prefix, Network] {
+	return func(yield func(netip.Prefix, Network) bool) {
+		for p, i := range t.prefixes.AllSorted() {
+			if !yield(p, t.networks[i]) {
+				return
+			}
+		}
+	}
 }
 
 // LoadASNDir loads the ASN database from the files [ASNFileV4] and

@@ -24,26 +24,21 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/leadpipe/leadpipe/bench/internal/harness"
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/chengine"
 	"github.com/leadpipe/leadpipe/internal/stack"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/ipintel"
-	"github.com/leadpipe/leadpipe/schema"
 )
 
 // businessASNs are companies' own networks in the ASN data, so every hit is
@@ -83,9 +78,7 @@ func main() {
 	}
 }
 
-func say(format string, args ...any) {
-	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
-}
+var say = harness.Say
 
 func run(cfg config) (bool, error) {
 	ctx := context.Background()
@@ -108,7 +101,7 @@ func run(cfg config) (bool, error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
 	// NATS, embedded here: stopping and starting it keeps port and store.
-	natsPort, err := freePort()
+	natsPort, err := harness.FreePort()
 	if err != nil {
 		return false, err
 	}
@@ -128,7 +121,7 @@ func run(cfg config) (bool, error) {
 		return false, err
 	}
 	defer ch.Close()
-	if err := migrate(ctx, ch); err != nil {
+	if err := harness.Migrate(ctx, ch); err != nil {
 		return false, err
 	}
 
@@ -159,30 +152,30 @@ func run(cfg config) (bool, error) {
 	}
 
 	// The collector and two processors, as separate processes.
-	collectorPort, err := freePort()
+	collectorPort, err := harness.FreePort()
 	if err != nil {
 		return false, err
 	}
 	collectorAddr := "127.0.0.1:" + strconv.Itoa(collectorPort)
-	collector := &child{name: "collector", bin: bin, dir: dir, args: []string{"collect", "--nats.url", natsURL,
+	collector := &harness.Child{Name: "collector", Bin: bin, Dir: dir, Args: []string{"collect", "--nats.url", natsURL,
 		"--collector.addr", collectorAddr, "--collector.trusted-proxies", "127.0.0.1/32",
 		"--collector.site-rate", strconv.Itoa(4 * cfg.rate), "--data-dir", filepath.Join(dir, "collector")}}
-	if err := collector.start(); err != nil {
+	if err := collector.Start(); err != nil {
 		return false, err
 	}
-	defer collector.stop()
-	var procs []*child
+	defer collector.Stop()
+	var procs []*harness.Child
 	for i := range 2 {
-		p := &child{name: fmt.Sprintf("processor-%d", i+1), bin: bin, dir: dir, args: []string{"process", "--nats.url", natsURL,
+		p := &harness.Child{Name: fmt.Sprintf("processor-%d", i+1), Bin: bin, Dir: dir, Args: []string{"process", "--nats.url", natsURL,
 			"--clickhouse.addr", ch.Addr, "--metrics.addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, fmt.Sprintf("p%d", i+1))}}
-		if err := p.start(); err != nil {
+		if err := p.Start(); err != nil {
 			return false, err
 		}
-		defer p.stop()
+		defer p.Stop()
 		procs = append(procs, p)
 	}
-	if err := waitReady(ctx, "http://"+collectorAddr+"/readyz", time.Minute); err != nil {
-		return false, fmt.Errorf("collector: %w (log: %s)", err, collector.logPath())
+	if err := harness.WaitReady(ctx, "http://"+collectorAddr+"/readyz", time.Minute); err != nil {
+		return false, fmt.Errorf("collector: %w (log: %s)", err, collector.LogPath())
 	}
 	say("pipeline up: collector %s, 2 processors, NATS %s, ClickHouse %s", collectorAddr, natsURL, ch.Addr)
 
@@ -201,10 +194,10 @@ func run(cfg config) (bool, error) {
 		what string
 		do   func() error
 	}{
-		{4 * time.Second, "kill -9 processor-1", func() error { kills++; return procs[0].kill() }},
-		{9 * time.Second, "kill -9 processor-2", func() error { kills++; return procs[1].kill() }},
+		{4 * time.Second, "kill -9 processor-1", func() error { kills++; return procs[0].Kill() }},
+		{9 * time.Second, "kill -9 processor-2", func() error { kills++; return procs[1].Kill() }},
 		{14 * time.Second, "restart the ClickHouse engine", func() error { return ch.Restart(ctx) }},
-		{20 * time.Second, "kill -9 processor-1", func() error { kills++; return procs[0].kill() }},
+		{20 * time.Second, "kill -9 processor-1", func() error { kills++; return procs[0].Kill() }},
 		{26 * time.Second, "restart NATS (file store kept)", func() error {
 			busMu.Lock()
 			defer busMu.Unlock()
@@ -216,8 +209,8 @@ func run(cfg config) (bool, error) {
 			b = nb
 			return nil
 		}},
-		{32 * time.Second, "kill -9 processor-2", func() error { kills++; return procs[1].kill() }},
-		{38 * time.Second, "kill -9 processor-1", func() error { kills++; return procs[0].kill() }},
+		{32 * time.Second, "kill -9 processor-2", func() error { kills++; return procs[1].Kill() }},
+		{38 * time.Second, "kill -9 processor-1", func() error { kills++; return procs[0].Kill() }},
 	}
 	for _, f := range faults {
 		// On schedule, whether the load still runs or the backlog drains.
@@ -242,7 +235,7 @@ func run(cfg config) (bool, error) {
 	busMu.Lock()
 	js := b.JS
 	busMu.Unlock()
-	left, err := drain(ctx, js, 5*time.Minute)
+	left, err := harness.Drain(ctx, js, 5*time.Minute)
 	if err != nil {
 		return false, err
 	}
@@ -296,12 +289,10 @@ func run(cfg config) (bool, error) {
 	} else {
 		aggLost = distinct - aggregated
 	}
-	for _, c := range append([]*child{collector}, procs...) {
-		c.mu.Lock()
-		if c.restarts > 0 {
-			say("%s exited by itself %d times and was started again", c.name, c.restarts)
+	for _, c := range append([]*harness.Child{collector}, procs...) {
+		if n := c.Restarts(); n > 0 {
+			say("%s exited by itself %d times and was started again", c.Name, n)
 		}
-		c.mu.Unlock()
 	}
 	say("ClickHouse: %d distinct hits stored (%d stored though the client never saw a 202), %d extra raw rows; company_daily counts %d pageviews",
 		distinct, storedUnacked, rawDup, aggregated)
@@ -380,193 +371,4 @@ func post(ctx context.Context, client *http.Client, url string, body []byte, ip 
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusAccepted
-}
-
-// drain waits until the processors' consumer has nothing left to deliver
-// and nothing delivered awaits its ack (twice in a row, half a second
-// apart), and returns how many messages the stream still holds: in a work
-// queue those should be none, but a message whose ack JetStream recorded
-// just as it was shut down can stay behind (its hit is stored; MaxAge
-// removes it), which the report shows.
-func drain(ctx context.Context, js jetstream.JetStream, timeout time.Duration) (uint64, error) {
-	deadline := time.Now().Add(timeout)
-	quiet := 0
-	for {
-		var err error
-		var c jetstream.Consumer
-		if c, err = js.Consumer(ctx, bus.HitsStream, "processor"); err == nil {
-			var ci *jetstream.ConsumerInfo
-			if ci, err = c.Info(ctx); err == nil {
-				if ci.NumPending == 0 && ci.NumAckPending == 0 {
-					quiet++
-				} else {
-					quiet = 0
-					err = fmt.Errorf("%d hits not yet delivered, %d awaiting an ack", ci.NumPending, ci.NumAckPending)
-				}
-			}
-		}
-		if quiet >= 2 {
-			s, err := js.Stream(ctx, bus.HitsStream)
-			if err != nil {
-				return 0, err
-			}
-			info, err := s.Info(ctx)
-			if err != nil {
-				return 0, err
-			}
-			return info.State.Msgs, nil
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the backlog did not drain within %v: %v", timeout, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-func migrate(ctx context.Context, ch *chengine.Server) error {
-	def, err := ch.OpenDefault()
-	if err != nil {
-		return err
-	}
-	defer def.Close()
-	if err := schema.CreateDatabase(ctx, def, ch.Database()); err != nil {
-		return err
-	}
-	conn, err := ch.Open()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_, err = schema.Migrate(ctx, conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	return err
-}
-
-// child is a leadpipe process of the run, kept running as a supervisor
-// (systemd's Restart=always) would: kill stops it with SIGKILL and starts it
-// again at once, and if it exits by itself (a processor that cannot reach
-// ClickHouse at start, say), it is started again a second later.
-type child struct {
-	name, bin, dir string
-	args           []string
-	log            *os.File
-
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	stopping bool
-	restarts int // after exiting by itself
-}
-
-func (c *child) logPath() string { return filepath.Join(c.dir, c.name+".log") }
-
-func (c *child) start() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.startLocked()
-}
-
-func (c *child) startLocked() error {
-	if c.log == nil {
-		f, err := os.OpenFile(c.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return err
-		}
-		c.log = f
-	}
-	cmd := exec.Command(c.bin, c.args...)
-	cmd.Stdout, cmd.Stderr = c.log, c.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := chengine.StartChild(cmd); err != nil {
-		return fmt.Errorf("starting %s: %w", c.name, err)
-	}
-	exited := make(chan struct{})
-	c.cmd, c.exited = cmd, exited
-	go c.watch(cmd, exited)
-	return nil
-}
-
-func (c *child) watch(cmd *exec.Cmd, exited chan struct{}) {
-	err := cmd.Wait()
-	close(exited)
-	c.mu.Lock()
-	mine := !c.stopping && c.cmd == cmd
-	c.mu.Unlock()
-	if !mine {
-		return // killed or stopped on purpose
-	}
-	say("%s exited by itself (%v); starting it again, as a supervisor would", c.name, err)
-	time.Sleep(time.Second)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopping || c.cmd != cmd {
-		return
-	}
-	c.restarts++
-	if err := c.startLocked(); err != nil {
-		say("%s: %v", c.name, err)
-	}
-}
-
-func (c *child) kill() error {
-	c.mu.Lock()
-	cmd, exited := c.cmd, c.exited
-	c.cmd = nil
-	c.mu.Unlock()
-	if cmd != nil {
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			return err
-		}
-		<-exited
-	}
-	return c.start()
-}
-
-func (c *child) stop() {
-	c.mu.Lock()
-	c.stopping = true
-	cmd, exited := c.cmd, c.exited
-	c.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}
-	if c.log != nil {
-		c.log.Close()
-	}
-}
-
-func waitReady(ctx context.Context, url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("readyz: %s", resp.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready within %v: %w", timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

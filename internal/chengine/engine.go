@@ -201,6 +201,16 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*
 // Managed reports whether leadpipe runs this server as its child.
 func (s *Server) Managed() bool { return s.mode != "" }
 
+// PID is the managed engine's process id (0 for an external server).
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.child == nil || s.child.Process == nil {
+		return 0
+	}
+	return s.child.Process.Pid
+}
+
 // Backups is where a managed engine writes BACKUP … TO File(name): name is
 // relative to it, and nothing outside it is allowed.
 func (s *Server) Backups() string { return s.backups }

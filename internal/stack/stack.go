@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,9 @@ type Config struct {
 	// MetricsAddr serves /metrics and /readyz for a process that has no
 	// collector or API listener of its own (`leadpipe process`).
 	MetricsAddr string
+	// PprofAddr, when set, serves Go's profiler (net/http/pprof) there:
+	// for measuring, never on a public address.
+	PprofAddr string
 
 	Stages     Stages
 	NATS       bus.Config
@@ -87,6 +91,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	if c.Stages == (Stages{Processor: true}) {
 		fs.StringVar(&c.MetricsAddr, "metrics.addr", "127.0.0.1:9464", "address serving /metrics and /readyz")
 	}
+	fs.StringVar(&c.PprofAddr, "debug.pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this address; keep it private (empty: off)")
 	if c.Stages == All {
 		fs.BoolVar(&c.Demo, "demo", false, "create a demo site and feed it synthetic traffic")
 	}
@@ -132,6 +137,11 @@ func (c *Config) Validate() error {
 	if c.Stages.API {
 		if err := c.API.Validate(); err != nil {
 			return err
+		}
+	}
+	if c.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			return fmt.Errorf("--debug.pprof-addr: %q is not host:port", c.PprofAddr)
 		}
 	}
 	if c.MetricsAddr != "" {
@@ -229,6 +239,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			return nil, fmt.Errorf("--metrics.addr: %w", err)
 		}
 		s.MetricsAddr = metricsLn.Addr().String()
+	}
+	if cfg.PprofAddr != "" {
+		ln, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			return nil, fmt.Errorf("--debug.pprof-addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go func() { _ = http.Serve(ln, mux) }()
+		log.Info("serving the Go profiler", "addr", ln.Addr().String())
 	}
 
 	if cfg.Stages.Processor || cfg.Stages.API {
