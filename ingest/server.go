@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -112,6 +111,7 @@ type Server struct {
 	srv     *fasthttp.Server
 	promh   fasthttp.RequestHandler
 	tracker *tracker
+	pub     *publisher
 	limits  sync.Map // site id → *rate.Limiter
 }
 
@@ -119,6 +119,7 @@ type Server struct {
 // hits; /readyz answers from it.
 func New(cfg Config, js jetstream.JetStream, sites Sites, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, js: js, sites: sites, ready: ready, log: log, metrics: newMetrics(reg), tracker: newTracker()}
+	s.pub = newPublisher(js, s.metrics)
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 10 * time.Second
 	}
@@ -276,25 +277,18 @@ func (s *Server) publish(parent context.Context, hit *bus.Hit) error {
 
 // pending is a publish awaiting its JetStream ack.
 type pending struct {
-	fut   jetstream.PubAckFuture
+	done  <-chan pubResult
 	start time.Time
 }
 
-// startPublish sends a hit without waiting. Asynchronous publishing lets the
-// publishes of all requests in flight share one reply subscription and go
-// out back to back; the client bounds how many are pending
-// (bus.MaxPendingPublishes) and blocks new ones beyond it.
+// startPublish hands a hit to the publisher without waiting (see
+// publisher.go: hits published together share a JetStream message).
 func (s *Server) startPublish(hit *bus.Hit) (pending, error) {
 	data, err := hit.Encode()
 	if err != nil {
 		return pending{}, fmt.Errorf("encoding hit: %w", err)
 	}
-	msg := nats.NewMsg(bus.HitSubject(hit.Site))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, hit.MsgID())
-	start := time.Now()
-	fut, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(bus.HitsStream))
-	return pending{fut, start}, err
+	return pending{s.pub.publish(hit.Site, hit.MsgID(), data), time.Now()}, nil
 }
 
 // awaitAck waits for a publish's ack: 202 means stored.
@@ -302,14 +296,15 @@ func (s *Server) awaitAck(parent context.Context, p pending) error {
 	timer := time.NewTimer(max(s.cfg.PublishTimeout-time.Since(p.start), 0))
 	defer timer.Stop()
 	select {
-	case ack := <-p.fut.Ok():
+	case res := <-p.done:
+		if res.err != nil {
+			return res.err
+		}
 		s.metrics.publishSeconds.Observe(time.Since(p.start).Seconds())
-		if ack.Duplicate {
+		if res.duplicate {
 			s.metrics.duplicates.Inc()
 		}
 		return nil
-	case err := <-p.fut.Err():
-		return err
 	case <-timer.C:
 		return errors.New("no acknowledgement within --collector.publish-timeout")
 	case <-parent.Done():
@@ -450,6 +445,7 @@ type metrics struct {
 	duplicates     prometheus.Counter
 	rejected       *prometheus.CounterVec
 	publishSeconds prometheus.Histogram
+	hitsPerMessage prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -467,10 +463,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "leadpipe_collector_publish_seconds", Help: "Time from publish to JetStream acknowledgement.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
+		hitsPerMessage: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "leadpipe_collector_hits_per_message", Help: "Hits per JetStream message (hits published together share one).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 	}
 	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable", "stream_full", "rate_limited", "unauthorized"} {
 		m.rejected.WithLabelValues(r)
 	}
-	reg.MustRegister(m.accepted, m.duplicates, m.rejected, m.publishSeconds)
+	reg.MustRegister(m.accepted, m.duplicates, m.rejected, m.publishSeconds, m.hitsPerMessage)
 	return m
 }

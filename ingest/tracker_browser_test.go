@@ -95,11 +95,13 @@ func (e *browserEnv) hits(t *testing.T) []bus.Hit {
 		if err != nil {
 			continue
 		}
-		h, err := bus.DecodeHit(m.Data)
-		if err != nil {
-			t.Fatal(err)
+		for _, raw := range bus.SplitHits(m.Data) {
+			h, err := bus.DecodeHit(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, h)
 		}
-		out = append(out, h)
 	}
 	return out
 }

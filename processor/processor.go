@@ -147,6 +147,9 @@ type Processor struct {
 	// oldestAge the age of the oldest hit waiting in the stream.
 	lastWrite atomic.Int64
 	oldestAge atomic.Int64
+	// hitsPerMsg is the last batch's mean hits per message, which sizes
+	// the next fetch.
+	hitsPerMsg atomic.Uint64
 }
 
 // New builds a processor.
@@ -262,7 +265,11 @@ func (p *Processor) consumer(ctx context.Context) (jetstream.Consumer, error) {
 }
 
 func (p *Processor) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	batch, err := cons.Fetch(p.cfg.BatchSize, jetstream.FetchMaxWait(p.cfg.BatchWait))
+	// A message may hold several hits (publisher.go in ingest): ask for
+	// as many messages as make about BatchSize hits at the last batch's
+	// hits per message.
+	n := max(p.cfg.BatchSize/int(max(p.hitsPerMsg.Load(), 1)), 1)
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(p.cfg.BatchWait))
 	if err != nil {
 		return nil, err
 	}
@@ -312,6 +319,7 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 			// ClickHouse refuses the batch's data itself, every time: write
 			// it in halves until the rows it refuses stand alone, and set
 			// those aside as dead letters.
+			b.refused = nil // found afresh, should an earlier search have failed
 			err = p.isolate(ctx, b)
 		}
 		if err == nil {
@@ -329,17 +337,16 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 	}
 	p.failing.Store(false)
 	p.lastWrite.Store(time.Now().UnixNano())
-	poison := map[jetstream.Msg]bool{}
-	for _, m := range b.poison {
-		poison[m] = true
-		p.deadLetter(m, "")
-	}
-	for m, why := range b.refused {
-		poison[m] = true
-		p.deadLetter(m, "refused by ClickHouse: "+why)
+	// A message whose dead hit could not be set aside is not acknowledged:
+	// it comes back, and its other hits are recognised as written.
+	unsettled := map[jetstream.Msg]bool{}
+	for _, d := range slices.Concat(b.poison, b.refused) {
+		if !p.deadLetter(d) {
+			unsettled[d.msg] = true
+		}
 	}
 	for _, m := range msgs {
-		if poison[m] {
+		if unsettled[m] {
 			continue
 		}
 		if err := m.Ack(); err != nil {
@@ -349,42 +356,50 @@ func (p *Processor) handle(ctx context.Context, msgs []jetstream.Msg) {
 		}
 	}
 	p.metrics.batchSeconds.Observe(time.Since(start).Seconds())
-	p.metrics.batchHits.Observe(float64(len(msgs)))
+	p.metrics.batchHits.Observe(float64(b.hits))
+	if len(msgs) > 0 {
+		p.hitsPerMsg.Store(max(uint64(b.hits/len(msgs)), 1))
+	}
 }
 
-// deadLetter sets a message that can never be processed aside in the
-// dead-letter stream, with the reason, and then terminates it so it is never
-// redelivered. If the dead-letter publish fails, the message is left
-// unacknowledged and comes back later: nothing is dropped silently.
-func (p *Processor) deadLetter(m jetstream.Msg, reason string) {
-	if reason == "" {
-		reason = "undecodable"
-		if _, err := bus.DecodeHit(m.Data()); err != nil {
-			reason = err.Error()
-		}
-	}
-	dl := nats.NewMsg(bus.DeadLetterSubject(m.Subject()))
-	dl.Data = m.Data()
-	dl.Header.Set(bus.DeadLetterReasonHeader, reason)
-	dl.Header.Set(bus.DeadLetterSubjectHeader, m.Subject())
+// deadHit is a hit that can never be processed, with why, and the
+// message that carried it.
+type deadHit struct {
+	msg    jetstream.Msg
+	raw    []byte // the encoded hit
+	reason string
+}
+
+// deadLetter sets a hit that can never be processed aside in the
+// dead-letter stream, with the reason (the message that carried it is then
+// acknowledged with the batch). It reports false if the dead-letter publish
+// failed: the message is then left unacknowledged and comes back later, so
+// nothing is dropped silently.
+func (p *Processor) deadLetter(d deadHit) bool {
+	dl := nats.NewMsg(bus.DeadLetterSubject(d.msg.Subject()))
+	dl.Data = d.raw
+	dl.Header.Set(bus.DeadLetterReasonHeader, d.reason)
+	dl.Header.Set(bus.DeadLetterSubjectHeader, d.msg.Subject())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
 		p.log.Error("setting a hit aside in the dead-letter stream", "err", err)
-		return
+		return false
 	}
 	p.metrics.deadLetters.Inc()
-	_ = m.Term()
+	return true
 }
 
 // batch is one insert's worth of enriched rows and dropped hits.
 type batch struct {
 	token   string
+	hits    int // in the batch's messages
 	rows    []row
 	dropped []droppedHit
-	poison  []jetstream.Msg
+	// poison are hits that cannot be decoded or break the hit schema.
+	poison []deadHit
 	// refused are hits ClickHouse refused on their own, with its reason.
-	refused map[jetstream.Msg]string
+	refused []deadHit
 }
 
 // refusedAttempts is how many times a batch is written whole before the
@@ -424,16 +439,13 @@ func (p *Processor) isolate(ctx context.Context, b *batch) error {
 		return err
 	}
 	if len(b.rows)+len(b.dropped) == 1 {
-		var m jetstream.Msg
+		d := deadHit{reason: "refused by ClickHouse: " + err.Error()}
 		if len(b.rows) == 1 {
-			m = b.rows[0].msg
+			d.msg, d.raw = b.rows[0].msg, b.rows[0].raw
 		} else {
-			m = b.dropped[0].msg
+			d.msg, d.raw = b.dropped[0].msg, b.dropped[0].raw
 		}
-		if b.refused == nil {
-			b.refused = map[jetstream.Msg]string{}
-		}
-		b.refused[m] = err.Error()
+		b.refused = append(b.refused, d)
 		return nil
 	}
 	h := (len(b.rows) + len(b.dropped)) / 2
@@ -447,12 +459,7 @@ func (p *Processor) isolate(ctx context.Context, b *batch) error {
 		if err := p.isolate(ctx, part); err != nil {
 			return err
 		}
-		for m, why := range part.refused {
-			if b.refused == nil {
-				b.refused = map[jetstream.Msg]string{}
-			}
-			b.refused[m] = why
-		}
+		b.refused = append(b.refused, part.refused...)
 	}
 	return nil
 }
@@ -463,6 +470,7 @@ type droppedHit struct {
 	ts               time.Time
 	key              uint64 // hitKey(site, id)
 	msg              jetstream.Msg
+	raw              []byte // the encoded hit, to dead-letter it
 }
 
 // hitKey hashes a hit's identity for the dropped-hit record.
@@ -488,7 +496,8 @@ type row struct {
 	industry, size, networkType, country, city, lang string
 	asn                                              uint32
 	seq                                              uint64
-	msg                                              jetstream.Msg // the hit's message, to dead-letter it
+	msg                                              jetstream.Msg // the hit's message
+	raw                                              []byte        // the encoded hit, to dead-letter it
 	retentionDays                                    uint16        // the site's, read by the tables' TTL
 }
 
@@ -508,55 +517,67 @@ func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, er
 			}
 		}
 		seqs = append(seqs, seq)
-		hit, err := bus.DecodeHit(m.Data())
-		if err != nil {
-			p.log.Error("dropping undecodable hit", "seq", seq, "err", err)
-			b.poison = append(b.poison, m)
-			p.metrics.filtered.WithLabelValues(ReasonInvalid).Inc()
-			continue
+		for _, raw := range bus.SplitHits(m.Data()) {
+			b.hits++
+			if err := p.buildHit(ctx, b, db, m, seq, raw); err != nil {
+				return nil, err
+			}
 		}
-		if p.sites.Deleted(hit.Site) {
-			// The site was erased while this hit waited: writing it, or
-			// even a ledger count of it, would bring the site back. The
-			// message is acknowledged with the batch.
-			p.metrics.filtered.WithLabelValues(ReasonSiteDeleted).Inc()
-			continue
-		}
-		ts := time.UnixMilli(hit.TS).UTC()
-		ip, err := netip.ParseAddr(hit.IP)
-		if err != nil {
-			p.log.Error("dropping hit with an unparsable IP", "seq", seq, "err", err)
-			p.drop(b, m, &hit, ts, ReasonInvalid)
-			continue
-		}
-		res, reason := p.enrich(ctx, db, &hit, ip)
-		if reason != "" {
-			p.drop(b, m, &hit, ts, reason)
-			continue
-		}
-		vid, err := p.keys.ID(ctx, &hit, ip)
-		if err != nil {
-			return nil, fmt.Errorf("deriving visitor id: %w", err)
-		}
-		if hit.ClientID != "" && p.erased.Has(hit.Site, vid) {
-			p.drop(b, m, &hit, ts, ReasonErased)
-			continue
-		}
-		b.rows = append(b.rows, row{
-			site: hit.Site, hitID: hit.ID, typ: hit.Type, url: hit.URL, path: urlPath(hit.URL),
-			referrer: hit.Referrer, title: hit.Title, consent: hit.Consent,
-			ts: ts, received: time.UnixMilli(hit.ReceivedAt).UTC(), visitorID: vid, engagedMS: hit.EngagedMS,
-			companyID: res.CompanyID, companyName: res.CompanyName, companyDomain: res.CompanyDomain,
-			industry: res.Industry, size: res.Size, asOrg: res.ASOrg, asn: res.ASN,
-			networkType: res.Type, country: res.Country, city: db.City(ip), lang: hit.Lang, seq: seq, msg: m,
-			retentionDays: p.retention(ctx, hit.Site),
-		})
 	}
 	if err := p.sessions.assign(ctx, b.rows); err != nil {
 		return nil, err
 	}
 	b.token = batchToken(seqs)
 	return b, nil
+}
+
+// buildHit turns one hit of message m into a row, a dropped hit or a dead
+// letter of b.
+func (p *Processor) buildHit(ctx context.Context, b *batch, db *ipintel.DB, m jetstream.Msg, seq uint64, raw []byte) error {
+	hit, err := bus.DecodeHit(raw)
+	if err != nil {
+		p.log.Error("setting aside an undecodable hit", "seq", seq, "err", err)
+		b.poison = append(b.poison, deadHit{msg: m, raw: raw, reason: err.Error()})
+		p.metrics.filtered.WithLabelValues(ReasonInvalid).Inc()
+		return nil
+	}
+	if p.sites.Deleted(hit.Site) {
+		// The site was erased while this hit waited: writing it, or
+		// even a ledger count of it, would bring the site back. The
+		// message is acknowledged with the batch.
+		p.metrics.filtered.WithLabelValues(ReasonSiteDeleted).Inc()
+		return nil
+	}
+	ts := time.UnixMilli(hit.TS).UTC()
+	ip, err := netip.ParseAddr(hit.IP)
+	if err != nil {
+		p.log.Error("dropping hit with an unparsable IP", "seq", seq, "err", err)
+		p.drop(b, m, raw, &hit, ts, ReasonInvalid)
+		return nil
+	}
+	res, reason := p.enrich(ctx, db, &hit, ip)
+	if reason != "" {
+		p.drop(b, m, raw, &hit, ts, reason)
+		return nil
+	}
+	vid, err := p.keys.ID(ctx, &hit, ip)
+	if err != nil {
+		return fmt.Errorf("deriving visitor id: %w", err)
+	}
+	if hit.ClientID != "" && p.erased.Has(hit.Site, vid) {
+		p.drop(b, m, raw, &hit, ts, ReasonErased)
+		return nil
+	}
+	b.rows = append(b.rows, row{
+		site: hit.Site, hitID: hit.ID, typ: hit.Type, url: hit.URL, path: urlPath(hit.URL),
+		referrer: hit.Referrer, title: hit.Title, consent: hit.Consent,
+		ts: ts, received: time.UnixMilli(hit.ReceivedAt).UTC(), visitorID: vid, engagedMS: hit.EngagedMS,
+		companyID: res.CompanyID, companyName: res.CompanyName, companyDomain: res.CompanyDomain,
+		industry: res.Industry, size: res.Size, asOrg: res.ASOrg, asn: res.ASN,
+		networkType: res.Type, country: res.Country, city: db.City(ip), lang: hit.Lang, seq: seq, msg: m, raw: raw,
+		retentionDays: p.retention(ctx, hit.Site),
+	})
+	return nil
 }
 
 // retention is the site's retention in days (the default for a site the
@@ -597,8 +618,8 @@ func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip
 }
 
 // drop records a hit that is not stored: what remains of it is a count.
-func (p *Processor) drop(b *batch, m jetstream.Msg, hit *bus.Hit, ts time.Time, reason string) {
-	b.dropped = append(b.dropped, droppedHit{site: hit.Site, id: hit.ID, reason: reason, ts: ts, key: hitKey(hit.Site, hit.ID), msg: m})
+func (p *Processor) drop(b *batch, m jetstream.Msg, raw []byte, hit *bus.Hit, ts time.Time, reason string) {
+	b.dropped = append(b.dropped, droppedHit{site: hit.Site, id: hit.ID, reason: reason, ts: ts, key: hitKey(hit.Site, hit.ID), msg: m, raw: raw})
 }
 
 // batchToken derives the insert deduplication token from the stream
@@ -776,6 +797,7 @@ func (p *Processor) writtenHits(ctx context.Context, refs []hitRef) (map[uint64]
 	}
 	since, until := from.Add(-retryHorizon).UnixMilli(), to.UnixMilli()
 	written := map[uint64]bool{}
+	ctx = listQuery(ctx)
 	res, err := p.ch.Query(ctx, `SELECT site_id, hit_id FROM hits
 		WHERE site_id IN ? AND ts BETWEEN fromUnixTimestamp64Milli(?) AND fromUnixTimestamp64Milli(?) AND hit_id IN ?`,
 		siteList, since, until, ids)
@@ -808,6 +830,14 @@ func (p *Processor) writtenHits(ctx context.Context, refs []hitRef) (map[uint64]
 		written[k] = true
 	}
 	return written, res.Err()
+}
+
+// listQuery allows a query text as long as the lists of a whole batch
+// make it: the driver writes a bound slice into the query as literals, and
+// 5,000 hit ids or keys pass ClickHouse's default max_query_size (256 KiB),
+// which would stop a batch for good.
+func listQuery(ctx context.Context) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 64 << 20}))
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -1,7 +1,9 @@
 package processor
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -664,4 +666,112 @@ func TestHitsOfDeletedSiteAreDropped(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMessagesOfSeveralHits: a message the collector filled with several
+// hits (one per line) is written hit by hit: a hit that breaks the schema
+// and one ClickHouse refuses are set aside alone, with their reasons, the
+// others of their messages stored; a hit id in two messages (a retry that
+// shared a message with others) is stored once; every message is
+// acknowledged.
+func TestMessagesOfSeveralHits(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	if err := conn.Exec(context.Background(), "ALTER TABLE hits ADD CONSTRAINT no_poison CHECK positionCaseInsensitive(url, 'poison') = 0"); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	p := New(testConfig(), deps(t, b, conn), reg, testenv.Quiet())
+	ips := businessIPs(t, table, 212794, 60)
+	now := time.Now().UnixMilli()
+	encode := func(i int) []byte {
+		h := bus.Hit{ID: fmt.Sprintf("m-%d", i), Site: "s", Type: "pageview", URL: fmt.Sprintf("https://example.com/p%d", i), Consent: "granted",
+			TS: now, ReceivedAt: now, IP: ips[i].String(), UserAgent: browserUA, Lang: "en"}
+		switch i {
+		case 13:
+			h.Type = "purchase"
+		case 42:
+			h.URL = "https://example.com/poison"
+		}
+		data, _ := h.Encode()
+		return data
+	}
+	// Six messages of ten hits; hit 5 is also in the last message (a retry).
+	for m := range 6 {
+		var lines [][]byte
+		for i := m * 10; i < m*10+10; i++ {
+			lines = append(lines, encode(i))
+		}
+		if m == 5 {
+			lines = append(lines, encode(5))
+		}
+		if _, err := b.JS.Publish(context.Background(), bus.HitSubject("s"), bytes.Join(lines, []byte("\n"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, p)
+	expectCounts(t, conn, "s", 58, 0)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if n := testutil.ToFloat64(p.metrics.deadLetters); n != 2 {
+			return fmt.Errorf("%v dead letters, want 2", n)
+		}
+		cons, err := b.JS.Consumer(context.Background(), bus.HitsStream, "processor")
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("%d messages pending, %d awaiting an ack", info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+	stream, err := b.JS.Stream(context.Background(), bus.DeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for seq := uint64(1); seq <= 2; seq++ {
+		m, err := stream.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h bus.Hit
+		if err := json.Unmarshal(m.Data, &h); err != nil || bytes.IndexByte(m.Data, '\n') >= 0 {
+			t.Fatalf("dead letter %d is not one hit: %q", seq, m.Data)
+		}
+		ids[h.ID] = m.Header.Get(bus.DeadLetterReasonHeader)
+	}
+	if !strings.Contains(ids["m-13"], "hit schema: type") || !strings.Contains(ids["m-42"], "no_poison") {
+		t.Errorf("dead letters %v, want m-13 (schema) and m-42 (refused)", ids)
+	}
+}
+
+// TestWrittenHitsOfAWholeBatch: the already-written check of a batch of
+// the largest size, with long hit ids, is not refused for its length (the
+// ids are written into the query text).
+func TestWrittenHitsOfAWholeBatch(t *testing.T) {
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	p := New(testConfig(), deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
+	refs := make([]hitRef, 20_000)
+	now := time.Now()
+	for i := range refs {
+		refs[i] = hitRef{site: "s", id: fmt.Sprintf("%064d", i), ts: now}
+	}
+	if _, err := p.writtenHits(context.Background(), refs); err != nil {
+		t.Fatal(err)
+	}
+	rows := make([]row, 20_000)
+	idx := make([]int, len(rows))
+	for i := range rows {
+		rows[i] = row{site: "s", companyID: fmt.Sprintf("company-%060d", i), visitorID: uint64(i), ts: now}
+		idx[i] = i
+	}
+	if _, err := p.sessions.lookup(context.Background(), rows, idx); err != nil {
+		t.Fatal(err)
+	}
 }

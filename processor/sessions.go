@@ -170,7 +170,7 @@ func (s *sessions) lookup(ctx context.Context, rows []row, idx []int) (map[sessi
 		sites[r.site], companies[r.companyID], visitors[r.visitorID] = true, true, true
 		from, to = minTime(from, r.ts), maxTime(to, r.ts)
 	}
-	res, err := s.ch.Query(ctx, `SELECT site_id, company_id, visitor_id, argMax(visit_id, ts), argMax(visit_start, ts), max(ts)
+	res, err := s.ch.Query(listQuery(ctx), `SELECT site_id, company_id, visitor_id, argMax(visit_id, ts), argMax(visit_start, ts), max(ts)
 		FROM hits
 		WHERE site_id IN ? AND company_id IN ? AND visitor_id IN ? AND visit_id != 0
 		  AND ts BETWEEN fromUnixTimestamp64Milli(?) AND fromUnixTimestamp64Milli(?)

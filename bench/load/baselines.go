@@ -218,7 +218,7 @@ func rawPublish(ctx context.Context, natsURL string, load *workload, d time.Dura
 // scrape reads a Prometheus text exposition into name → value (labels
 // kept in the name).
 func scrape(url string) (map[string]float64, error) {
-	resp, err := http.Get(url)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
 	if err != nil {
 		return nil, err
 	}

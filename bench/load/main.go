@@ -74,7 +74,7 @@ func main() {
 	flag.DurationVar(&cfg.lagBound, "lag-bound", 5*time.Second, "the most lag a sustainable rate may show")
 	flag.IntVar(&cfg.startRate, "start-rate", 2000, "the search's first rate, hits per second")
 	flag.IntVar(&cfg.maxRate, "max-rate", 100_000, "the search's last rate")
-	flag.IntVar(&cfg.conns, "conns", 128, "connections (and senders) of the load generator")
+	flag.IntVar(&cfg.conns, "conns", 1024, "connections (and senders) of the load generator: browsers are many, each with its own connection")
 	flag.IntVar(&cfg.searchRefines, "refine", 2, "bisections between the last sustained and the first failed rate")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the run's directory (logs, stores)")
 	flag.StringVar(&cfg.prof, "profile", "", "write CPU profiles of the collector (while it runs alone) and the processor (sustained run) to this directory")
@@ -264,16 +264,17 @@ func run(cfg config, m mix) (*report, error) {
 	rep.null = b.null.closedLoop(cfg.saturate, cfg.conns)
 	say("null handler: %.0f requests/s", rep.null.achieved())
 	b.mon.setPhase("collector alone")
+	// The processor's counters before it drains what the collector queues.
+	before, err := scrape("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
 	if err := proc.Signal(syscall.SIGSTOP); err != nil {
 		return nil, err
 	}
 	profDone := b.profile(collectorPprof, "collector", cfg.saturate-time.Second)
 	rep.collectorMax = b.collector.closedLoop(cfg.saturate, cfg.conns)
 	<-profDone
-	before, err := scrape("http://" + metricsAddr + "/metrics")
-	if err != nil {
-		return nil, err
-	}
 	if err := proc.Signal(syscall.SIGCONT); err != nil {
 		return nil, err
 	}

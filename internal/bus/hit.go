@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -34,7 +35,23 @@ func (h *Hit) MsgID() string { return h.Site + ":" + h.ID }
 // Encode serialises a hit for the stream.
 func (h *Hit) Encode() ([]byte, error) { return json.Marshal(h) }
 
-// DecodeHit parses a stream message; an error means the message can never be
+// SplitHits returns the hits a stream message holds: a collector sends
+// hits that arrive together as one message, one encoded hit per line (an
+// encoded hit holds no newline). A message of one hit is that hit.
+func SplitHits(data []byte) [][]byte {
+	if bytes.IndexByte(data, '\n') < 0 {
+		return [][]byte{data}
+	}
+	var out [][]byte
+	for line := range bytes.SplitSeq(data, []byte{'\n'}) {
+		if len(line) > 0 {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// DecodeHit parses an encoded hit; an error means the message can never be
 // processed (a poison message).
 func DecodeHit(data []byte) (Hit, error) {
 	var h Hit
