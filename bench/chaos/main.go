@@ -106,7 +106,7 @@ func run(cfg config) (bool, error) {
 		return false, err
 	}
 	busCfg := bus.Config{Listen: "127.0.0.1:" + strconv.Itoa(natsPort), Encrypt: true, Sync: "interval", Replicas: 1,
-		HitsMaxAge: time.Hour, HitsMaxBytes: 1 << 30, DuplicateWindow: 10 * time.Minute}
+		HitsMaxAge: time.Hour, HitsMaxBytes: 1 << 30, DuplicateWindow: 2 * time.Minute}
 	var busMu sync.Mutex
 	b, err := bus.Open(ctx, busCfg, dir, log)
 	if err != nil {

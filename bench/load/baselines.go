@@ -70,7 +70,7 @@ func maybeRunRole() {
 // file store, encrypted, synced on the default interval.
 func natsConfig(addr string) bus.Config {
 	return bus.Config{Listen: addr, Encrypt: true, Sync: "interval", Replicas: 1,
-		HitsMaxAge: 72 * time.Hour, HitsMaxBytes: 4 << 30, DuplicateWindow: 10 * time.Minute}
+		HitsMaxAge: 72 * time.Hour, HitsMaxBytes: 4 << 30, DuplicateWindow: 2 * time.Minute}
 }
 
 func runNATS(ctx context.Context, addr, dir string) error {

@@ -259,7 +259,13 @@ func run(cfg config, m mix) (*report, error) {
 	}
 	say("lookups over %d prefixes: bart %.0f ns, cidranger %.0f ns", rep.prefixes, rep.bartNS, rep.rangerNS)
 
-	// 2. The null handler and the collector, each as fast as it goes.
+	// 2. Raw JetStream publishing of the same payloads, nothing else running.
+	b.mon.setPhase("raw JetStream")
+	if rep.jsRaw, err = rawPublish(ctx, natsURL, load, cfg.saturate); err != nil {
+		return nil, err
+	}
+	say("raw JetStream async publish: %.0f msgs/s", rep.jsRaw)
+	// 3. The null handler and the collector, each as fast as it goes.
 	b.mon.setPhase("null handler")
 	rep.null = b.null.closedLoop(cfg.saturate, cfg.conns)
 	say("null handler: %.0f requests/s", rep.null.achieved())
@@ -280,12 +286,6 @@ func run(cfg config, m mix) (*report, error) {
 	}
 	say("collector (durable JetStream acks, processor paused): %.0f hits/s, p99 %s", rep.collectorMax.achieved(), us(rep.collectorMax.lat.ValueAtQuantile(99)))
 
-	// 3. Raw JetStream publishing of the same payloads.
-	b.mon.setPhase("raw JetStream")
-	if rep.jsRaw, err = rawPublish(ctx, natsURL, load, cfg.saturate); err != nil {
-		return nil, err
-	}
-	say("raw JetStream async publish: %.0f msgs/s", rep.jsRaw)
 	b.mon.setPhase("backlog")
 	if _, ok := b.waitDrained(5 * time.Minute); !ok {
 		return nil, errors.New("the collector's backlog did not drain within 5 minutes")
@@ -313,13 +313,20 @@ func run(cfg config, m mix) (*report, error) {
 	phase := fmt.Sprintf("sustained %d/s", rate)
 	b.mon.setPhase(phase)
 	from := b.mon.now()
-	profDone = b.profile(procPprof, "processor", min(cfg.sustain-time.Second, 30*time.Second))
-	natsDone := b.profile(b.natsPprof, "jetstream", min(cfg.sustain-time.Second, 30*time.Second))
-	collDone := b.profile(collectorPprof, "collector-sustained", min(cfg.sustain-time.Second, 30*time.Second))
+	// Profiles of the sustained run's last 30 seconds, when the parts hold
+	// the most.
+	profFor := min(cfg.sustain-time.Second, 30*time.Second)
+	profiles := make(chan []<-chan struct{}, 1)
+	profTimer := time.AfterFunc(cfg.sustain-profFor-time.Second, func() {
+		profiles <- []<-chan struct{}{b.profile(procPprof, "processor", profFor), b.profile(b.natsPprof, "jetstream", profFor),
+			b.profile(collectorPprof, "collector-sustained", profFor)}
+	})
 	rep.sustained = b.collector.openLoop(rate, cfg.sustain, cfg.conns)
-	<-profDone
-	<-natsDone
-	<-collDone
+	if !profTimer.Stop() {
+		for _, done := range <-profiles {
+			<-done
+		}
+	}
 	_, drained := b.waitDrained(5 * time.Minute)
 	rep.sustainSamples = b.mon.since(from)
 	say("sustained %d/s for %v: p50 %s p99 %s p999 %s, drained: %v", rate, cfg.sustain,

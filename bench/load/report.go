@@ -144,12 +144,19 @@ func (r *report) markdown(chart string) string {
 				lags[len(lags)/2].Round(100*time.Millisecond), lags[len(lags)*99/100].Round(100*time.Millisecond), lags[len(lags)-1].Round(100*time.Millisecond))
 		}
 		p("")
-		p("| part | CPU, cores (mean) | RSS first tenth, MiB | RSS last tenth, MiB | RSS max, MiB |")
-		p("|---|---|---|---|---|")
+		p("| part | CPU, cores (mean) | CPU per hit | RSS first tenth, MiB | RSS last tenth, MiB | RSS max, MiB |")
+		p("|---|---|---|---|---|---|")
+		var total float64
 		for _, name := range []string{"collector", "processor", "jetstream", "clickhouse", "load generator"} {
 			cpu, first, last, peak := partStats(r.sustainSamples, name)
-			p("| %s | %.2f | %.0f | %.0f | %.0f |", name, cpu, first, last, peak)
+			total += cpu
+			p("| %s | %.2f | %.0f µs | %.0f | %.0f | %.0f |", name, cpu, cpu*1e6/float64(r.sustained.rate), first, last, peak)
 		}
+		perHit := total * 1e6 / float64(r.sustained.rate)
+		p("| all | %.2f | %.0f µs | | | |", total, perHit)
+		p("")
+		p("At %.0f µs of CPU per hit, all parts together, %d cores can carry at most about %.0f hits/s; the target of 30,000 needs %.0f µs or less.",
+			perHit, runtime.NumCPU(), float64(runtime.NumCPU())*1e6/perHit, float64(runtime.NumCPU())*1e6/30000)
 		p("")
 	}
 	p("## Parts over the whole run")

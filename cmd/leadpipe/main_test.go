@@ -50,6 +50,7 @@ func TestBadConfigs(t *testing.T) {
 		{[]string{"serve", "--nats.hits-max-age", "1s"}, `--nats.hits-max-age: 1s is shorter than a minute`},
 		{[]string{"serve", "--nats.hits-max-bytes", "100"}, `--nats.hits-max-bytes: 100 is less than 1 MiB`},
 		{[]string{"serve", "--nats.listen", "nope"}, `--nats.listen: "nope" is not host:port`},
+		{[]string{"serve", "--nats.listen", "0.0.0.0:4222"}, `--nats.listen: "0.0.0.0:4222" is not a loopback address`},
 		{[]string{"serve", "--processor.batch-size", "0"}, `--processor.batch-size: 0 is not between 1 and 100000`},
 		{[]string{"serve", "--processor.batch-wait", "1ns"}, `--processor.batch-wait: 1ns is not between 10ms and 1m`},
 		{[]string{"serve", "--processor.consumer", "a.b"}, `--processor.consumer: "a.b" must be letters, digits, - or _`},

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -125,7 +126,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Replicas, "nats.replicas", 1, "replicas of the HITS stream (3 on a NATS cluster)")
 	fs.DurationVar(&c.HitsMaxAge, "nats.hits-max-age", 72*time.Hour, "longest time an unprocessed hit is kept in the HITS stream")
 	fs.Int64Var(&c.HitsMaxBytes, "nats.hits-max-bytes", 4<<30, "size limit of the HITS stream; when full the collector answers 503")
-	fs.DurationVar(&c.DuplicateWindow, "nats.duplicate-window", 10*time.Minute, "how long retried hits with the same id are recognised as duplicates")
+	fs.DurationVar(&c.DuplicateWindow, "nats.duplicate-window", 2*time.Minute, "how long JetStream recognises a retried hit sent alone by its id (processors recognise retries for 24 h either way)")
 }
 
 // Validate refuses values that cannot work, naming the flag.
@@ -148,8 +149,12 @@ func (c *Config) Validate() error {
 		if _, err := url.Parse(c.URL); err != nil {
 			return fmt.Errorf("--nats.url: %q: %v", c.URL, err)
 		}
-	} else if _, _, err := splitHostPort(c.Listen); err != nil {
+	} else if host, _, err := splitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("--nats.listen: %q is not host:port", c.Listen)
+	} else if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		// The embedded server has no accounts or credentials: anyone who
+		// reaches it reads queued hits with their visitor IPs.
+		return fmt.Errorf("--nats.listen: %q is not a loopback address; the embedded server has no credentials, so it only listens on this machine (run a NATS cluster with its own accounts to spread stages over machines: deploy/nats)", c.Listen)
 	}
 	if c.Sync != "interval" && c.Sync != "always" {
 		return fmt.Errorf("--nats.sync: %q is not one of interval, always", c.Sync)
