@@ -384,35 +384,6 @@ func TestCollectorIdleConnection(t *testing.T) {
 	}
 }
 
-// queued returns every hit in the stream, in order.
-func (c *collector) queued(t *testing.T) []bus.Hit {
-	t.Helper()
-	ctx := context.Background()
-	st, err := c.bus.JS.Stream(ctx, bus.HitsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []bus.Hit
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		for _, raw := range bus.SplitHits(m.Data) {
-			h, err := bus.DecodeHit(raw)
-			if err != nil {
-				t.Fatalf("message %d: %v", seq, err)
-			}
-			out = append(out, h)
-		}
-	}
-	return out
-}
-
 // TestCollectorConcurrentHits: hits posted at once, from many connections,
 // are each queued once, whether alone or sharing a message with others.
 func TestCollectorConcurrentHits(t *testing.T) {
@@ -444,7 +415,7 @@ func TestCollectorConcurrentHits(t *testing.T) {
 		t.Fatalf("%d of %d accepted", accepted.Load(), n)
 	}
 	seen := map[string]int{}
-	for _, h := range c.queued(t) {
+	for _, h := range testenv.QueuedHits(t, c.bus) {
 		seen[h.ID]++
 	}
 	for i := range n {
@@ -522,7 +493,7 @@ func TestCollectorBatch(t *testing.T) {
 		t.Errorf("array batch: %d %v", code, out)
 	}
 	ids := map[string]bus.Hit{}
-	for _, h := range c.queued(t) {
+	for _, h := range testenv.QueuedHits(t, c.bus) {
 		ids[h.ID] = h
 	}
 	if len(ids) != 2 {

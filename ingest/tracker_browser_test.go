@@ -78,33 +78,7 @@ func (e *browserEnv) eval(t *testing.T, js string, out any) {
 }
 
 // hits returns every hit the collector queued so far.
-func (e *browserEnv) hits(t *testing.T) []bus.Hit {
-	t.Helper()
-	ctx := context.Background()
-	st, err := e.bus.JS.Stream(ctx, bus.HitsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []bus.Hit
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		for _, raw := range bus.SplitHits(m.Data) {
-			h, err := bus.DecodeHit(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, h)
-		}
-	}
-	return out
-}
+func (e *browserEnv) hits(t *testing.T) []bus.Hit { return testenv.QueuedHits(t, e.bus) }
 
 // waitHit waits for a queued hit that match accepts and returns it.
 func (e *browserEnv) waitHit(t *testing.T, what string, match func(bus.Hit) bool) bus.Hit {

@@ -292,17 +292,17 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, key tenant.Ke
 	writeJSON(w, http.StatusCreated, out)
 }
 
-// manages reports whether key may list and revoke k: an admin for every
-// site of k's account (an operator: of any account). Sessions are listed
-// with their users.
-func manages(key, k tenant.Key) bool {
-	return key.AllSites() && (key.Account == "" || key.Account == k.Account)
+// manages reports whether key may list and remove the keys and users of
+// account: an admin for every site of that account (an operator: of any
+// account). Sessions are listed with their users.
+func manages(key tenant.Key, account string) bool {
+	return key.AllSites() && (key.Account == "" || key.Account == account)
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	out := []keyJSON{}
 	for _, k := range s.tenants.Keys() {
-		if manages(key, k) && k.User == "" {
+		if manages(key, k.Account) && k.User == "" {
 			out = append(out, keyOut(k))
 		}
 	}
@@ -313,7 +313,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, key tenant.Key
 // indistinguishable from one that does not exist.
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	k, ok := s.tenants.Key(r.PathValue("id"))
-	if !ok || !manages(key, k) {
+	if !ok || !manages(key, k.Account) {
 		writeError(w, http.StatusNotFound, "key: not found")
 		return
 	}
@@ -365,7 +365,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, key tenant.K
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	out := []tenant.User{}
 	for _, u := range s.tenants.Users() {
-		if manages(key, tenant.Key{Account: u.Account}) {
+		if manages(key, u.Account) {
 			out = append(out, u)
 		}
 	}
@@ -375,7 +375,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, key tenant.Ke
 // deleteUser takes a user's access away and ends their sessions.
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	u, ok := s.tenants.User(r.PathValue("id"))
-	if !ok || !manages(key, tenant.Key{Account: u.Account}) {
+	if !ok || !manages(key, u.Account) {
 		writeError(w, http.StatusNotFound, "user: not found")
 		return
 	}

@@ -137,14 +137,14 @@ type providerLink struct{ ID, Label string }
 
 func (s *Server) providerLinks() []providerLink {
 	var out []providerLink
-	for _, p := range s.providers {
+	for _, p := range s.cfg.providers {
 		out = append(out, providerLink{p.id, p.label})
 	}
 	return out
 }
 
 func (s *Server) provider(id string) *provider {
-	for _, p := range s.providers {
+	for _, p := range s.cfg.providers {
 		if p.id == id {
 			return p
 		}

@@ -428,6 +428,9 @@ func TestSiteAndAccountErasure(t *testing.T) {
 	if code, _ := a.call(t, acmeKey, "DELETE", "/api/v1/accounts/"+acme, ""); code != http.StatusForbidden {
 		t.Errorf("an account key deleting its account: %d, want 403 (operators only)", code)
 	}
+	if code, out := a.call(t, a.owner, "POST", "/api/v1/users", `{"account":"`+acme+`","email":"ann@acme.example","role":"viewer","sites":["*"]}`); code != http.StatusCreated {
+		t.Fatalf("adding a user to the account: %d %v", code, out)
+	}
 	code, out = a.call(t, a.owner, "DELETE", "/api/v1/accounts/"+acme, "")
 	if code != http.StatusOK || out["deleted_hits"] != float64(1) {
 		t.Fatalf("deleting the account: %d %v", code, out)
@@ -441,6 +444,9 @@ func TestSiteAndAccountErasure(t *testing.T) {
 		if n == 0 {
 			t.Errorf("another account's site lost its %s rows", what)
 		}
+	}
+	if _, ok := a.tenants.UserByEmail("ann@acme.example"); ok {
+		t.Error("a user of the deleted account can still sign in")
 	}
 	if code, _ := a.call(t, acmeKey, "GET", "/api/v1/sites", ""); code != http.StatusUnauthorized {
 		t.Errorf("a key of the deleted account: %d, want 401", code)

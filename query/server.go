@@ -94,16 +94,14 @@ type PTR interface {
 
 // Server is the query API.
 type Server struct {
-	cfg     Config
-	ch      driver.Conn
-	tenants *tenant.Store
-	ipdata  IPData
-	ptr     PTR
-	// providers are the identity providers of the dashboard's sign-in.
-	providers []*provider
-	visitors  *visitor.Keys
-	erased    *visitor.Erased
-	audit     *auditLog
+	cfg      Config
+	ch       driver.Conn
+	tenants  *tenant.Store
+	ipdata   IPData
+	ptr      PTR
+	visitors *visitor.Keys
+	erased   *visitor.Erased
+	audit    *auditLog
 	// authLimit refuses addresses that failed to authenticate too often.
 	authLimit *authLimiter
 	ready     func(context.Context) error
@@ -116,7 +114,7 @@ type Server struct {
 // New builds the API. ptr may be nil (reverse DNS off). ready reports
 // whether the whole pipeline can take and serve hits; /readyz answers from it.
 func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Keys, erased *visitor.Erased, ipdata IPData, ptr PTR, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, providers: cfg.providers, ch: ch, tenants: tenants, visitors: visitors, erased: erased, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
+	s := &Server{cfg: cfg, ch: ch, tenants: tenants, visitors: visitors, erased: erased, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})

@@ -82,22 +82,11 @@ var say = harness.Say
 
 func run(cfg config) (bool, error) {
 	ctx := context.Background()
-	bin, err := filepath.Abs(cfg.bin)
+	bin, dir, done, err := harness.Workspace(cfg.bin, "leadpipe-chaos-", cfg.keep)
 	if err != nil {
 		return false, err
 	}
-	if _, err := os.Stat(bin); err != nil {
-		return false, fmt.Errorf("--bin: %w (run `make build`)", err)
-	}
-	dir, err := os.MkdirTemp("", "leadpipe-chaos-")
-	if err != nil {
-		return false, err
-	}
-	if cfg.keep {
-		say("run directory: %s", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer done()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
 	// NATS, embedded here: stopping and starting it keeps port and store.

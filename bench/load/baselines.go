@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -176,7 +177,9 @@ func rawPublish(ctx context.Context, natsURL string, load *workload, d time.Dura
 		return 0, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(bus.MaxPendingPublishes))
+	var failed atomic.Int64
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(bus.MaxPendingPublishes),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { failed.Add(1) }))
 	if err != nil {
 		return 0, err
 	}
@@ -186,33 +189,24 @@ func rawPublish(ctx context.Context, natsURL string, load *workload, d time.Dura
 		return 0, err
 	}
 	defer js.DeleteStream(context.Background(), s.CachedInfo().Config.Name)
-	var acked atomic.Int64
 	var buf []byte
 	start := time.Now()
-	var i uint64
-	for time.Since(start) < d {
-		buf, _ = load.body(buf, "raw", i)
+	var published int64
+	for ; time.Since(start) < d; published++ {
+		buf, _ = load.body(buf, "raw", uint64(published))
 		msg := nats.NewMsg("benchraw.site")
 		msg.Data = append([]byte(nil), buf...)
-		msg.Header.Set(jetstream.MsgIDHeader, "raw-"+strconv.FormatUint(i, 36))
-		f, err := js.PublishMsgAsync(msg)
-		if err != nil {
+		msg.Header.Set(jetstream.MsgIDHeader, "raw-"+strconv.FormatInt(published, 36))
+		if _, err := js.PublishMsgAsync(msg); err != nil {
 			return 0, err
 		}
-		go func() {
-			select {
-			case <-f.Ok():
-				acked.Add(1)
-			case <-f.Err():
-			}
-		}()
-		i++
 	}
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-time.After(30 * time.Second):
+		return 0, errors.New("raw JetStream publishes not acknowledged within 30 s")
 	}
-	return float64(acked.Load()) / time.Since(start).Seconds(), nil
+	return float64(published-failed.Load()) / time.Since(start).Seconds(), nil
 }
 
 // scrape reads a Prometheus text exposition into name → value (labels

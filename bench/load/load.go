@@ -84,7 +84,6 @@ func (s *sender) openLoop(rate int, d time.Duration, conns int) *result {
 	total := int64(float64(rate) * d.Seconds())
 	slots := make(chan time.Time, min(total, 1<<20))
 	start := time.Now()
-	var sent atomic.Int64
 	go func() {
 		defer close(slots)
 		interval := time.Second / time.Duration(rate)
@@ -108,54 +107,11 @@ func (s *sender) openLoop(rate int, d time.Duration, conns int) *result {
 			}
 		}
 	}()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			lat := newHist()
-			rejected := map[int]int64{}
-			perSec := make([]int64, len(res.acceptedPerSec))
-			var errs, ok int64
-			buf := make([]byte, 0, 1024)
-			for due := range slots {
-				var code int
-				buf, code = s.post(req, resp, buf)
-				done := time.Now()
-				sent.Add(1)
-				switch {
-				case code == 0:
-					errs++
-				case code == fasthttp.StatusAccepted || code == fasthttp.StatusNoContent:
-					ok++
-					_ = lat.RecordValue(max(done.Sub(due).Microseconds(), 1))
-					if sec := int(done.Sub(start) / time.Second); sec < len(perSec) {
-						perSec[sec]++
-					}
-				default:
-					rejected[code]++
-				}
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			res.lat.Merge(lat)
-			res.errors += errs
-			res.accepted += ok
-			for c, n := range rejected {
-				res.rejected[c] += n
-			}
-			for i, n := range perSec {
-				res.acceptedPerSec[i] += n
-			}
-		}()
-	}
-	wg.Wait()
+	s.drive(res, conns, start, func() (time.Time, bool) {
+		due, ok := <-slots
+		return due, ok
+	})
 	res.offered = total
-	res.sent = sent.Load()
 	if elapsed := time.Since(start); elapsed > d {
 		res.duration = elapsed
 	}
@@ -167,7 +123,20 @@ func (s *sender) openLoop(rate int, d time.Duration, conns int) *result {
 // machine.
 func (s *sender) closedLoop(d time.Duration, conns int) *result {
 	res := &result{duration: d, rejected: map[int]int64{}, lat: newHist()}
-	deadline := time.Now().Add(d)
+	start := time.Now()
+	deadline := start.Add(d)
+	s.drive(res, conns, start, func() (time.Time, bool) {
+		now := time.Now()
+		return now, now.Before(deadline)
+	})
+	res.offered = res.sent
+	return res
+}
+
+// drive sends hits over conns connections, each when next says it is due,
+// until next says stop, and adds what happened to res: latency from the
+// due time, statuses, and hits accepted per second since start.
+func (s *sender) drive(res *result, conns int, start time.Time, next func() (due time.Time, ok bool)) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for range conns {
@@ -177,39 +146,40 @@ func (s *sender) closedLoop(d time.Duration, conns int) *result {
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
-			lat := newHist()
-			var ok, errs int64
-			rejected := map[int]int64{}
+			// Tallied apart, merged once: no lock per hit.
+			mine := &result{rejected: map[int]int64{}, lat: newHist(), acceptedPerSec: make([]int64, len(res.acceptedPerSec))}
 			buf := make([]byte, 0, 1024)
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
+			for due, ok := next(); ok; due, ok = next() {
 				var code int
 				buf, code = s.post(req, resp, buf)
+				done := time.Now()
+				mine.sent++
 				switch {
 				case code == 0:
-					errs++
+					mine.errors++
 				case code == fasthttp.StatusAccepted || code == fasthttp.StatusNoContent:
-					ok++
-					_ = lat.RecordValue(max(time.Since(t0).Microseconds(), 1))
+					mine.accepted++
+					_ = mine.lat.RecordValue(max(done.Sub(due).Microseconds(), 1))
+					if sec := int(done.Sub(start) / time.Second); sec < len(mine.acceptedPerSec) {
+						mine.acceptedPerSec[sec]++
+					}
 				default:
-					rejected[code]++
+					mine.rejected[code]++
 				}
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			res.lat.Merge(lat)
-			res.accepted += ok
-			res.errors += errs
-			for c, n := range rejected {
+			res.lat.Merge(mine.lat)
+			res.sent += mine.sent
+			res.errors += mine.errors
+			res.accepted += mine.accepted
+			for c, n := range mine.rejected {
 				res.rejected[c] += n
+			}
+			for i, n := range mine.acceptedPerSec {
+				res.acceptedPerSec[i] += n
 			}
 		}()
 	}
 	wg.Wait()
-	res.sent = res.accepted + res.errors
-	for _, n := range res.rejected {
-		res.sent += n
-	}
-	res.offered = res.sent
-	return res
 }

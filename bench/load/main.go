@@ -117,25 +117,14 @@ type bench struct {
 func run(cfg config, m mix) (*report, error) {
 	ctx := context.Background()
 	rep := &report{cfg: cfg, started: time.Now()}
-	bin, err := filepath.Abs(cfg.bin)
+	bin, dir, done, err := harness.Workspace(cfg.bin, "leadpipe-bench-", cfg.keep)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("--bin: %w (run `make build`)", err)
-	}
+	defer done()
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "leadpipe-bench-")
-	if err != nil {
-		return nil, err
-	}
-	if cfg.keep {
-		say("run directory: %s", dir)
-	} else {
-		defer os.RemoveAll(dir)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 

@@ -50,8 +50,12 @@ type monitor struct {
 	samples  []sample
 	phase    string
 	acceptAt []acceptPoint // the accepted count, every 100 ms
-	lastCPU  map[string]float64
+	lastCPU  map[string]cpuMark
 }
+
+// cpuMark is a part's CPU seconds when last read, and when (seconds since
+// the monitor started).
+type cpuMark struct{ secs, at float64 }
 
 type acceptPoint struct {
 	at time.Duration
@@ -59,7 +63,7 @@ type acceptPoint struct {
 }
 
 func newMonitor(accepted *atomic.Int64, conn driver.Conn, site string, parts []part) *monitor {
-	return &monitor{start: time.Now(), accepted: accepted, conn: conn, site: site, parts: parts, lastCPU: map[string]float64{}}
+	return &monitor{start: time.Now(), accepted: accepted, conn: conn, site: site, parts: parts, lastCPU: map[string]cpuMark{}}
 }
 
 func (m *monitor) setPhase(p string) {
@@ -159,12 +163,10 @@ func (m *monitor) sampleCPU() (map[string]float64, map[string]float64) {
 		if err != nil {
 			continue
 		}
-		if last, ok := m.lastCPU[p.name]; ok {
-			if dt := now - m.lastCPU[p.name+"@"]; dt > 0 {
-				cpu[p.name] = (secs - last) / dt
-			}
+		if last, ok := m.lastCPU[p.name]; ok && now > last.at {
+			cpu[p.name] = (secs - last.secs) / (now - last.at)
 		}
-		m.lastCPU[p.name], m.lastCPU[p.name+"@"] = secs, now
+		m.lastCPU[p.name] = cpuMark{secs, now}
 		rss[p.name] = mb
 	}
 	return cpu, rss

@@ -121,21 +121,18 @@ func quoteIdent(name string) (string, error) {
 // database), so the manifest describes what the backup holds even while
 // processors keep writing.
 func Create(ctx context.Context, conn driver.Conn, js jetstream.JetStream, database string, t Target, name string) (Manifest, error) {
-	if !nameRE.MatchString(name) {
-		return Manifest{}, fmt.Errorf("backup name %q is not like 20261201T120000Z", name)
-	}
-	dir := filepath.Join(t.Dir, name)
-	if err := os.MkdirAll(filepath.Join(dir, "nats"), 0o700); err != nil {
-		return Manifest{}, fmt.Errorf("creating %s: %w", dir, err)
-	}
 	m := Manifest{Name: name, Created: time.Now().UTC(), Database: database}
 	var err error
-	if m.Destination, err = t.destination(name); err != nil {
+	if m.Destination, err = t.destination(name); err != nil { // checks the name too
 		return Manifest{}, err
 	}
 	db, err := quoteIdent(database)
 	if err != nil {
 		return Manifest{}, err
+	}
+	dir := filepath.Join(t.Dir, name)
+	if err := os.MkdirAll(filepath.Join(dir, "nats"), 0o700); err != nil {
+		return Manifest{}, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	if err := conn.Exec(ctx, "BACKUP DATABASE "+db+" TO "+m.Destination); err != nil {
 		return Manifest{}, fmt.Errorf("BACKUP DATABASE %s TO %s: %w", database, m.Destination, err)

@@ -186,6 +186,7 @@ type Stack struct {
 	proc      *processor.Processor
 	rdns      *ipintel.RDNS
 	reloadSub *nats.Subscription
+	pprofLn   net.Listener
 	lock      *os.File
 	cancel    context.CancelFunc
 	group     *errgroup.Group
@@ -245,6 +246,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		if err != nil {
 			return nil, fmt.Errorf("--debug.pprof-addr: %w", err)
 		}
+		s.pprofLn = ln
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -483,6 +485,9 @@ func (s *Stack) closeResources() {
 	}
 	if s.reloadSub != nil {
 		_ = s.reloadSub.Unsubscribe()
+	}
+	if s.pprofLn != nil {
+		s.pprofLn.Close()
 	}
 	if s.conn != nil {
 		s.conn.Close()

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -287,24 +288,8 @@ func (s *Store) update(change func(*snapshot)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.snap.Load()
-	n := &snapshot{accounts: make(map[string]Account, len(old.accounts)+1),
-		sites: make(map[string]Site, len(old.sites)+1), keys: make(map[string]Key, len(old.keys)+1),
-		users: make(map[string]User, len(old.users)+1), deleted: make(map[string]bool, len(old.deleted))}
-	for k, v := range old.users {
-		n.users[k] = v
-	}
-	for k, v := range old.deleted {
-		n.deleted[k] = v
-	}
-	for k, v := range old.accounts {
-		n.accounts[k] = v
-	}
-	for k, v := range old.sites {
-		n.sites[k] = v
-	}
-	for k, v := range old.keys {
-		n.keys[k] = v
-	}
+	n := &snapshot{accounts: maps.Clone(old.accounts), sites: maps.Clone(old.sites), keys: maps.Clone(old.keys),
+		users: maps.Clone(old.users), deleted: maps.Clone(old.deleted)}
 	change(n)
 	s.snap.Store(n)
 }
@@ -328,13 +313,12 @@ func (s *Store) Account(id string) (Account, bool) {
 
 // Accounts returns every account, by id.
 func (s *Store) Accounts() []Account {
-	m := s.snap.Load().accounts
-	out := make([]Account, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	slices.SortFunc(out, func(a, b Account) int { return strings.Compare(a.ID, b.ID) })
-	return out
+	return sorted(s.snap.Load().accounts, func(a, b Account) int { return strings.Compare(a.ID, b.ID) })
+}
+
+// sorted returns the values of one of the snapshot's maps in order.
+func sorted[T any](m map[string]T, order func(a, b T) int) []T {
+	return slices.SortedFunc(maps.Values(m), order)
 }
 
 // SitesOf returns the sites a key can read, by id.
@@ -356,13 +340,7 @@ func (s *Store) Site(id string) (Site, bool) {
 
 // Sites returns every site, by id.
 func (s *Store) Sites() []Site {
-	m := s.snap.Load().sites
-	out := make([]Site, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	slices.SortFunc(out, func(a, b Site) int { return strings.Compare(a.ID, b.ID) })
-	return out
+	return sorted(s.snap.Load().sites, func(a, b Site) int { return strings.Compare(a.ID, b.ID) })
 }
 
 // ValidateDomain checks a site's domain: a bare host name, no scheme or path.
@@ -498,15 +476,9 @@ func (s *Store) Key(id string) (Key, bool) {
 
 // Keys returns every stored key, by creation time.
 func (s *Store) Keys() []Key {
-	m := s.snap.Load().keys
-	out := make([]Key, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	slices.SortFunc(out, func(a, b Key) int {
+	return sorted(s.snap.Load().keys, func(a, b Key) int {
 		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID))
 	})
-	return out
 }
 
 // RevokeKey ends a key at once, in every process. An API key stays listed
@@ -518,11 +490,7 @@ func (s *Store) RevokeKey(ctx context.Context, id string) error {
 		return fmt.Errorf("key %s: %w", id, jetstream.ErrKeyNotFound)
 	}
 	if k.User != "" {
-		if err := s.keys.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return fmt.Errorf("revoking key %s: %w", id, err)
-		}
-		s.applyKey(nil, true, id)
-		return nil
+		return s.purgeKey(ctx, id)
 	}
 	k.Revoked = true
 	raw, _ := json.Marshal(k)
@@ -530,6 +498,15 @@ func (s *Store) RevokeKey(ctx context.Context, id string) error {
 		return fmt.Errorf("revoking key %s: %w", id, err)
 	}
 	s.applyKey(raw, false, id)
+	return nil
+}
+
+// purgeKey removes a key from the bucket and the snapshot.
+func (s *Store) purgeKey(ctx context.Context, id string) error {
+	if err := s.keys.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("deleting key %s: %w", id, err)
+	}
+	s.applyKey(nil, true, id)
 	return nil
 }
 
@@ -624,22 +601,28 @@ func (s *Store) DeleteSite(ctx context.Context, id string) error {
 	return nil
 }
 
-// DeleteAccount removes an account and its keys; its sites must be deleted
-// first (DeleteSite), which the caller does with their data.
+// DeleteAccount removes an account, its users and its keys (sessions
+// included); its sites must be deleted first (DeleteSite), which the caller
+// does with their data.
 func (s *Store) DeleteAccount(ctx context.Context, id string) error {
 	for _, site := range s.Sites() {
 		if site.Account == id {
 			return fmt.Errorf("account %s still has site %s", id, site.ID)
 		}
 	}
-	for _, k := range s.snap.Load().keys {
-		if k.Account != id {
-			continue
+	for _, u := range s.Users() {
+		if u.Account == id {
+			if err := s.DeleteUser(ctx, u.ID); err != nil {
+				return err
+			}
 		}
-		if err := s.keys.Purge(ctx, k.ID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return fmt.Errorf("deleting key %s: %w", k.ID, err)
+	}
+	for _, k := range s.Keys() {
+		if k.Account == id {
+			if err := s.purgeKey(ctx, k.ID); err != nil {
+				return err
+			}
 		}
-		s.applyKey(nil, true, k.ID)
 	}
 	if err := s.accounts.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("deleting account %s: %w", id, err)

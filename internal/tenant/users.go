@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -73,13 +72,7 @@ func (s *Store) UserByEmail(email string) (User, bool) {
 
 // Users returns every user, by e-mail address.
 func (s *Store) Users() []User {
-	m := s.snap.Load().users
-	out := make([]User, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	slices.SortFunc(out, func(a, b User) int { return cmp.Compare(a.Email, b.Email) })
-	return out
+	return sorted(s.snap.Load().users, func(a, b User) int { return cmp.Compare(a.Email, b.Email) })
 }
 
 // DeleteUser removes a user and ends their sessions.

@@ -138,6 +138,36 @@ func BusWith(t testing.TB, cfg bus.Config) *bus.Bus {
 	return b
 }
 
+// QueuedHits returns every hit waiting in the HITS stream, in order (a
+// message may hold several).
+func QueuedHits(t testing.TB, b *bus.Bus) []bus.Hit {
+	t.Helper()
+	ctx := context.Background()
+	st, err := b.JS.Stream(ctx, bus.HitsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []bus.Hit
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue // removed
+		}
+		for _, raw := range bus.SplitHits(m.Data) {
+			h, err := bus.DecodeHit(raw)
+			if err != nil {
+				t.Fatalf("message %d: %v", seq, err)
+			}
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 // IPDataDir is where `make setup` leaves the IP data.
 func IPDataDir() string {
 	if dir := os.Getenv("LEADPIPE_ASN_DIR"); dir != "" {

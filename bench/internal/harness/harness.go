@@ -25,6 +25,26 @@ import (
 	"github.com/leadpipe/leadpipe/schema"
 )
 
+// Workspace resolves the leadpipe binary the run measures (refusing a
+// missing one with the hint to build it) and makes the run's directory;
+// done removes the directory unless keep.
+func Workspace(binFlag, prefix string, keep bool) (bin, dir string, done func(), err error) {
+	if bin, err = filepath.Abs(binFlag); err != nil {
+		return "", "", nil, err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", "", nil, fmt.Errorf("--bin: %w (run `make build`)", err)
+	}
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", "", nil, err
+	}
+	if keep {
+		Say("run directory: %s", dir)
+		return bin, dir, func() {}, nil
+	}
+	return bin, dir, func() { os.RemoveAll(dir) }, nil
+}
+
 // Say prints a timestamped progress line.
 func Say(format string, args ...any) {
 	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
