@@ -35,7 +35,7 @@ test: vet
 	$(GO) test -race -timeout 30m -count=1 $(GOTESTFLAGS) ./...
 
 # Fault injection under load (see bench/chaos): 100,000 hits while processors
-# are killed -9, the ClickHouse engine and NATS restarted; the last line is
+# are killed -9, the ClickHouse engine restarted and killed -9, NATS restarted; the last line is
 # chaos: hits=N lost=L duplicates=D kills=K. CHAOS_FLAGS=--hits=20000 for a short run.
 CHAOS_FLAGS ?=
 chaos: setup build

@@ -400,6 +400,12 @@ type batch struct {
 	poison []deadHit
 	// refused are hits ClickHouse refused on their own, with its reason.
 	refused []deadHit
+	// checked says that the already-written check ran; unwritten and
+	// unrecorded are what it left to insert. See write for why a retry
+	// starts from them.
+	checked    bool
+	unwritten  []row
+	unrecorded []droppedHit
 }
 
 // refusedAttempts is how many times a batch is written whole before the
@@ -671,7 +677,33 @@ func (p *Processor) write(ctx context.Context, b *batch) error {
 		refs = append(refs, hitRef{site: d.site, id: d.id, ts: d.ts})
 	}
 	rows, dropped := b.rows, b.dropped
-	if len(refs) > 0 {
+	if b.checked {
+		// A retry. If ClickHouse died after storing this batch's hits but
+		// before the materialized views had their share, the hits must be
+		// sent again as they were, under the same token: ClickHouse drops
+		// them as a duplicate block and still gives the views the block
+		// once. So a hit found stored with this batch's own stream
+		// sequence stays in; one stored from another message meanwhile (a
+		// client's retry of it, taken by another processor while this
+		// batch waited) is left out. Dropped-hit records carry no
+		// sequence; they are sent again as they were.
+		rows, dropped = b.unwritten, b.unrecorded
+		if len(rows) > 0 {
+			refs = refs[:0]
+			for _, r := range rows {
+				refs = append(refs, hitRef{site: r.site, id: r.hitID, ts: r.ts})
+			}
+			stored, err := p.writtenHits(ctx, refs)
+			if err != nil {
+				return err
+			}
+			rows = slices.DeleteFunc(slices.Clone(rows), func(r row) bool {
+				seqs, ok := stored[hitKey(r.site, r.hitID)]
+				return ok && !slices.Contains(seqs, r.seq)
+			})
+			p.metrics.duplicatesSkipped.Add(float64(len(b.unwritten) - len(rows)))
+		}
+	} else if len(refs) > 0 {
 		written, err := p.writtenHits(ctx, refs)
 		if err != nil {
 			return err
@@ -679,7 +711,7 @@ func (p *Processor) write(ctx context.Context, b *batch) error {
 		seen := make(map[uint64]bool, len(refs))
 		skip := func(site, id string) bool {
 			k := hitKey(site, id)
-			if written[k] || seen[k] {
+			if _, ok := written[k]; ok || seen[k] {
 				return true
 			}
 			seen[k] = true
@@ -688,6 +720,7 @@ func (p *Processor) write(ctx context.Context, b *batch) error {
 		rows = slices.DeleteFunc(slices.Clone(rows), func(r row) bool { return skip(r.site, r.hitID) })
 		dropped = slices.DeleteFunc(slices.Clone(dropped), func(d droppedHit) bool { return skip(d.site, d.id) })
 		p.metrics.duplicatesSkipped.Add(float64(len(b.rows) + len(b.dropped) - len(rows) - len(dropped)))
+		b.checked, b.unwritten, b.unrecorded = true, rows, dropped
 	}
 	if len(rows) > 0 {
 		start := time.Now()
@@ -769,13 +802,14 @@ type hitRef struct {
 // client timestamp) is still recognised as already written.
 const retryHorizon = 24 * time.Hour
 
-// writtenHits returns the keys (hitKey) of the hits already stored in hits
-// or recorded in dropped_hits. The time range prunes the search to a few
+// writtenHits returns the keys (hitKey) of the hits already stored in hits,
+// with the stream sequences of the messages they were stored from, or
+// recorded in dropped_hits (sequence 0: the record has none). The time range prunes the search to a few
 // daily partitions; the bloom filter index on hit_id (hits) and the
 // primary key (dropped_hits) do the rest. A retried hit without a client
 // timestamp gets a new one at the collector, so the range reaches back by
 // the retry horizon.
-func (p *Processor) writtenHits(ctx context.Context, refs []hitRef) (map[uint64]bool, error) {
+func (p *Processor) writtenHits(ctx context.Context, refs []hitRef) (map[uint64][]uint64, error) {
 	ids := make([]string, 0, len(refs))
 	keys := make([]uint64, 0, len(refs))
 	sites := map[string]bool{}
@@ -796,9 +830,9 @@ func (p *Processor) writtenHits(ctx context.Context, refs []hitRef) (map[uint64]
 		siteList = append(siteList, s)
 	}
 	since, until := from.Add(-retryHorizon).UnixMilli(), to.UnixMilli()
-	written := map[uint64]bool{}
+	written := map[uint64][]uint64{}
 	ctx = listQuery(ctx)
-	res, err := p.ch.Query(ctx, `SELECT site_id, hit_id FROM hits
+	res, err := p.ch.Query(ctx, `SELECT site_id, hit_id, stream_seq FROM hits
 		WHERE site_id IN ? AND ts BETWEEN fromUnixTimestamp64Milli(?) AND fromUnixTimestamp64Milli(?) AND hit_id IN ?`,
 		siteList, since, until, ids)
 	if err != nil {
@@ -806,11 +840,13 @@ func (p *Processor) writtenHits(ctx context.Context, refs []hitRef) (map[uint64]
 	}
 	for res.Next() {
 		var site, id string
-		if err := res.Scan(&site, &id); err != nil {
+		var seq uint64
+		if err := res.Scan(&site, &id, &seq); err != nil {
 			res.Close()
 			return nil, fmt.Errorf("checking stored hits: %w", err)
 		}
-		written[hitKey(site, id)] = true
+		k := hitKey(site, id)
+		written[k] = append(written[k], seq)
 	}
 	res.Close()
 	if err := res.Err(); err != nil {
@@ -827,7 +863,7 @@ func (p *Processor) writtenHits(ctx context.Context, refs []hitRef) (map[uint64]
 		if err := res.Scan(&k); err != nil {
 			return nil, fmt.Errorf("checking recorded dropped hits: %w", err)
 		}
-		written[k] = true
+		written[k] = append(written[k], 0)
 	}
 	return written, res.Err()
 }

@@ -424,6 +424,91 @@ func TestRetriedInsertCountedOnceInAggregates(t *testing.T) {
 	}
 }
 
+// TestRetryAfterPartialWrite: ClickHouse dies after storing a batch's hits
+// but before its materialized views had their share (simulated with the
+// views detached during the first attempt). The retry sends the same rows
+// under the same token: the hits are not stored twice and the views get
+// the batch once. And a hit that another message stored while a batch
+// waited (a client's retry, taken by another processor) is left out of
+// the batch's retry.
+func TestRetryAfterPartialWrite(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, db := testenv.Database(t)
+	p := New(testConfig(), deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
+	ctx := context.Background()
+	publish(t, b.JS, "s", businessIPs(t, table, 212794, 25), "partial")
+	cons, err := p.consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := p.fetch(cons)
+	if err != nil || len(msgs) != 25 {
+		t.Fatalf("fetched %d: %v", len(msgs), err)
+	}
+	built, err := p.build(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ? AND engine = 'MaterializedView'", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views []string
+	for rows.Next() {
+		var v string
+		rows.Scan(&v)
+		views = append(views, v)
+	}
+	rows.Close()
+	if len(views) == 0 {
+		t.Fatal("no materialized views")
+	}
+	for _, v := range views {
+		if err := conn.Exec(ctx, "DETACH TABLE "+v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.write(ctx, built); err != nil { // the hits land, the views miss them
+		t.Fatal(err)
+	}
+	for _, v := range views {
+		if err := conn.Exec(ctx, "ATTACH TABLE "+v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count(t, conn, "SELECT count() FROM company_daily"); n != 0 {
+		t.Fatalf("company_daily has %d rows after the first attempt, want none", n)
+	}
+	for range 2 { // the retry, and one more
+		if err := p.write(ctx, built); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectCounts(t, conn, "s", 25, 0)
+
+	// A batch whose first attempt stored nothing; meanwhile another
+	// message's copy of one of its hits was stored.
+	publish(t, b.JS, "t", businessIPs(t, table, 212794, 10), "waiting")
+	msgs, err = p.fetch(cons)
+	if err != nil || len(msgs) != 10 {
+		t.Fatalf("fetched %d: %v", len(msgs), err)
+	}
+	if built, err = p.build(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	built.checked, built.unwritten = true, built.rows
+	copyOf := built.rows[3]
+	copyOf.seq += 1000
+	if err := p.insertHits(ctx, "another-batch", []row{copyOf}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.write(ctx, built); err != nil {
+		t.Fatal(err)
+	}
+	expectCounts(t, conn, "t", 10, 0)
+}
+
 // TestHitJudgedAgainIsNotWrittenTwice: a hit dropped once and delivered
 // again after its site changed a setting (so it would now be kept) stays
 // dropped: it is written once, in one table.

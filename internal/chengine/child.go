@@ -24,6 +24,11 @@ type childSpec struct {
 	HTTPPort int    `json:"http_port"`
 	// Backups is where BACKUP … TO File(…) may write (backups.allowed_path).
 	Backups string `json:"backups"`
+	// Log and ErrorLog are the engine's own server log (warnings and up,
+	// size-rotated) and its errors alone; a fatal signal's stack trace is
+	// written there.
+	Log      string `json:"log"`
+	ErrorLog string `json:"error_log"`
 }
 
 // MaybeRunChild turns the current process into a ClickHouse engine child when
@@ -77,6 +82,10 @@ func runChild(spec childSpec) error {
 		// Server settings without an option of their own come after "--".
 		"--",
 		"--backups.allowed_path=" + spec.Backups,
+	}
+	if spec.Log != "" {
+		args = append(args, "--logger.log="+spec.Log, "--logger.errorlog="+spec.ErrorLog,
+			"--log-level=warning", "--logger.size=10M", "--logger.count=3")
 	}
 	cargs := make([]*byte, len(args)+1)
 	keep := make([][]byte, len(args))

@@ -14,6 +14,11 @@
 // protocol, so the code path that serves a laptop is the one that serves a
 // cluster. A managed engine is a child process: it is health-checked at start,
 // stopped cleanly, dies with its parent and keeps its data under the data dir.
+// It is supervised (managed.go): an exit nobody asked for is logged with the
+// end of the engine's own log and restarted on the same ports, with a
+// backoff, until too many starts in a row have failed. Clients of a chdb
+// engine reach it through a relay (relay.go) that shields it from reset
+// connections, which abort chDB 26.7.
 //
 // Debian's clickhouse-server package (18.16) is refused: it lacks TTLs, query
 // parameters, lightweight deletes and insert deduplication tokens.

@@ -1,7 +1,6 @@
 package chengine
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -17,7 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -41,6 +40,10 @@ type Config struct {
 	Engine string
 	// EngineLib is the path of libchdb.so for the chdb engine.
 	EngineLib string
+	// MaxFailedStarts is how many starts of a managed engine in a row may
+	// fail (not answer, or exit again within a minute) before leadpipe
+	// gives up restarting it; 0 means the default, 5.
+	MaxFailedStarts int
 	// TLS speaks TLS to an external server (its tcp_port_secure, 9440 by
 	// default): TLSCA is the CA that signed its certificate (empty: the
 	// system's roots); TLSCert and TLSKey a client certificate, when the
@@ -59,6 +62,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Password, "clickhouse.password", "", "ClickHouse password")
 	fs.StringVar(&c.Engine, "clickhouse.engine", "auto", "managed engine when --clickhouse.addr is empty: auto, binary (clickhouse on PATH) or chdb")
 	fs.StringVar(&c.EngineLib, "clickhouse.engine-lib", DefaultLibPath(), "path of libchdb.so for the chdb engine (fetched by make setup)")
+	fs.IntVar(&c.MaxFailedStarts, "clickhouse.engine-max-failed-starts", defaultMaxFailedStarts, "a managed engine that exits is restarted (backoff 1s doubling to 30s); after this many failed starts in a row, serve stops")
 	fs.BoolVar(&c.TLS, "clickhouse.tls", false, "speak TLS to --clickhouse.addr (its secure native port, usually 9440)")
 	fs.StringVar(&c.TLSCA, "clickhouse.tls-ca", "", "PEM CA of the ClickHouse server's certificate (empty: the system's roots)")
 	fs.StringVar(&c.TLSCert, "clickhouse.tls-cert", "", "PEM client certificate, when the server requires one (with --clickhouse.tls-key)")
@@ -79,6 +83,9 @@ func (c *Config) Validate() error {
 	case "auto", "binary", "chdb":
 	default:
 		return fmt.Errorf("--clickhouse.engine: %q is not one of auto, binary, chdb", c.Engine)
+	}
+	if c.MaxFailedStarts < 0 {
+		return fmt.Errorf("--clickhouse.engine-max-failed-starts: %d is negative", c.MaxFailedStarts)
 	}
 	if !c.TLS && (c.TLSCA != "" || c.TLSCert != "" || c.TLSKey != "") {
 		return errors.New("--clickhouse.tls: needed with --clickhouse.tls-ca, -cert or -key")
@@ -142,11 +149,35 @@ type Server struct {
 	dir     string
 	backups string
 	log     *slog.Logger
-	mu      sync.Mutex
-	child   *exec.Cmd
-	stdin   io.WriteCloser
-	exited  chan struct{}
-	mode    string
+	mode    string // chdb or binary for a managed engine; empty for an external server
+
+	// engineNative and engineHTTP are where the child listens; clients of
+	// a chdb engine reach them through the relays (see relay.go), whose
+	// addresses are Addr and HTTPAddr.
+	engineNative, engineHTTP string
+	nativeRelay, httpRelay   *relay
+
+	// runMu serialises starting and stopping the child, so that a restart
+	// by the supervisor and one asked for never run two engines on one
+	// data dir.
+	runMu sync.Mutex
+	// closed is closed by Close: no start after it.
+	closed    chan struct{}
+	closeOnce sync.Once
+	// gaveUp is closed when the supervisor stops restarting; failure says why.
+	gaveUp     chan struct{}
+	giveUpOnce sync.Once
+	restarts   atomic.Int64
+
+	mu         sync.Mutex // guards the fields below
+	child      *exec.Cmd
+	stdin      io.WriteCloser
+	exited     chan struct{}
+	want       bool      // the engine should run: set by a start, cleared by a stop
+	down       error     // why a wanted engine is not serving; nil while it is
+	downSince  time.Time // when down was set
+	failedRuns int       // starts in a row that failed or did not last
+	failure    error
 }
 
 // BackupDir is where a managed engine under dataDir writes backups
@@ -167,7 +198,8 @@ const MinMajorVersion = 23
 // Start returns the server to use: the external one after checking that it
 // answers, or a managed engine under dataDir, started and health-checked.
 func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, dir: filepath.Join(dataDir, "clickhouse"), backups: BackupDir(dataDir)}
+	s := &Server{cfg: cfg, log: log, dir: filepath.Join(dataDir, "clickhouse"), backups: BackupDir(dataDir),
+		closed: make(chan struct{}), gaveUp: make(chan struct{})}
 	if cfg.Addr != "" {
 		s.Addr = cfg.Addr
 		if err := s.check(ctx, 10*time.Second); err != nil {
@@ -192,7 +224,11 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*
 			return nil, fmt.Errorf("--clickhouse.engine-lib: ClickHouse engine library not found at %s (run `make setup`, or give --clickhouse.addr): %w", cfg.EngineLib, err)
 		}
 	}
-	if err := s.startChild(ctx, 0, 0); err != nil {
+	if s.mode == "chdb" {
+		s.newRelays()
+	}
+	if err := s.StartEngine(ctx); err != nil {
+		s.closeRelays()
 		return nil, err
 	}
 	return s, nil
@@ -214,147 +250,6 @@ func (s *Server) PID() int {
 // Backups is where a managed engine writes BACKUP … TO File(name): name is
 // relative to it, and nothing outside it is allowed.
 func (s *Server) Backups() string { return s.backups }
-
-// Restart stops a managed engine and starts it again on the same ports and
-// data; tests use it to take ClickHouse away and bring it back.
-func (s *Server) Restart(ctx context.Context) error {
-	if !s.Managed() {
-		return errors.New("restart: ClickHouse is external")
-	}
-	if err := s.StopEngine(); err != nil {
-		return err
-	}
-	return s.StartEngine(ctx)
-}
-
-// StartEngine starts a stopped managed engine on its previous ports.
-func (s *Server) StartEngine(ctx context.Context) error {
-	_, tp, _ := net.SplitHostPort(s.Addr)
-	_, hp, _ := net.SplitHostPort(s.HTTPAddr)
-	tcp, _ := strconv.Atoi(tp)
-	http, _ := strconv.Atoi(hp)
-	return s.startChild(ctx, tcp, http)
-}
-
-func (s *Server) startChild(ctx context.Context, tcpPort, httpPort int) error {
-	var err error
-	if tcpPort == 0 {
-		if tcpPort, err = freePort(); err != nil {
-			return err
-		}
-	}
-	if httpPort == 0 {
-		if httpPort, err = freePort(); err != nil {
-			return err
-		}
-	}
-	logPath := filepath.Join(s.dir, "engine.log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("opening engine log: %w", err)
-	}
-	defer logFile.Close() // the child holds its own descriptor
-
-	var cmd *exec.Cmd
-	switch s.mode {
-	case "chdb":
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("finding own executable to run the engine: %w", err)
-		}
-		spec, _ := json.Marshal(childSpec{Lib: s.cfg.EngineLib, Path: filepath.Join(s.dir, "data") + "/", TCPPort: tcpPort, HTTPPort: httpPort, Backups: s.backups + "/"})
-		cmd = exec.Command(exe)
-		cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
-	case "binary":
-		conf, err := writeServerConfig(s.dir, s.backups, tcpPort, httpPort)
-		if err != nil {
-			return err
-		}
-		cmd = exec.Command("clickhouse", "server", "--config-file="+conf)
-	default:
-		return fmt.Errorf("BUG: unknown engine mode %q", s.mode)
-	}
-	cmd.Dir = s.dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	// Its own process group keeps a terminal's Ctrl-C away from the engine:
-	// the parent stops it in order, after the pipeline has drained. Pdeathsig
-	// is the backstop that kills it if the parent dies without closing stdin.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	if err := StartChild(cmd); err != nil {
-		return fmt.Errorf("starting ClickHouse engine (%s): %w", s.mode, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-
-	s.mu.Lock()
-	s.child, s.stdin, s.exited = cmd, stdin, exited
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tcpPort))
-	s.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
-	s.mu.Unlock()
-
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := s.check(checkCtx, 2*time.Second)
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("ClickHouse engine (%s) exited during start: %s", s.mode, tail(logPath, 2000))
-		case <-ctx.Done():
-			s.StopEngine()
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.StopEngine()
-			return fmt.Errorf("ClickHouse engine (%s) did not answer within 90s: %v; log: %s", s.mode, err, tail(logPath, 2000))
-		}
-	}
-	ep, _ := json.Marshal(endpoint{Native: s.Addr, HTTP: s.HTTPAddr, PID: cmd.Process.Pid})
-	if err := os.WriteFile(filepath.Join(s.dir, "endpoint.json"), ep, 0o600); err != nil {
-		return fmt.Errorf("writing engine endpoint: %w", err)
-	}
-	s.log.Info("ClickHouse engine started", "mode", s.mode, "native", s.Addr, "http", s.HTTPAddr, "pid", cmd.Process.Pid, "log", logPath)
-	return nil
-}
-
-// StopEngine stops a managed engine: it closes the engine's stdin (the chdb
-// child exits at EOF) or sends SIGTERM (the binary), then waits, and kills it
-// if it has not gone within 30 seconds. External servers are left alone.
-func (s *Server) StopEngine() error {
-	s.mu.Lock()
-	cmd, stdin, exited := s.child, s.stdin, s.exited
-	s.child = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	os.Remove(filepath.Join(s.dir, "endpoint.json"))
-	stdin.Close()
-	if s.mode == "binary" {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-exited:
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		return errors.New("ClickHouse engine did not stop within 30s and was killed")
-	}
-	s.log.Info("ClickHouse engine stopped", "mode", s.mode)
-	return nil
-}
-
-// Close stops a managed engine; it is a no-op for an external server.
-func (s *Server) Close() error { return s.StopEngine() }
 
 // check connects, pings and refuses servers older than MinMajorVersion.
 func (s *Server) check(ctx context.Context, timeout time.Duration) error {
@@ -425,17 +320,10 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(bytes.TrimSpace(b))
-}
-
 // writeServerConfig writes the minimal config an official `clickhouse server`
 // needs to serve loopback with its data under dir.
 func writeServerConfig(dir, backups string, tcpPort, httpPort int) (string, error) {
+	logPath, errPath := serverLogPaths(dir)
 	data := filepath.Join(dir, "server")
 	conf := fmt.Sprintf(`<clickhouse>
   <listen_host>127.0.0.1</listen_host>
@@ -445,7 +333,7 @@ func writeServerConfig(dir, backups string, tcpPort, httpPort int) (string, erro
   <tmp_path>%s/tmp/</tmp_path>
   <user_files_path>%s/user_files/</user_files_path>
   <backups><allowed_path>%s/</allowed_path></backups>
-  <logger><level>warning</level><console>1</console></logger>
+  <logger><level>warning</level><log>%s</log><errorlog>%s</errorlog><size>10M</size><count>3</count></logger>
   <mark_cache_size>268435456</mark_cache_size>
   <users>
     <default>
@@ -459,7 +347,7 @@ func writeServerConfig(dir, backups string, tcpPort, httpPort int) (string, erro
   <profiles><default/></profiles>
   <quotas><default/></quotas>
 </clickhouse>
-`, tcpPort, httpPort, data, data, data, backups)
+`, tcpPort, httpPort, data, data, data, backups, logPath, errPath)
 	path := filepath.Join(dir, "server.xml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return "", fmt.Errorf("writing clickhouse server config: %w", err)

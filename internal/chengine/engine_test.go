@@ -261,3 +261,58 @@ func TestTLSConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSupervisorRestartsThenGivesUp kills the engine: it is restarted on
+// the same address; killed again before it has run a minute, with
+// --clickhouse.engine-max-failed-starts=2, the supervisor gives up and
+// Wait says why.
+func TestSupervisorRestartsThenGivesUp(t *testing.T) {
+	cfg := testenv.ClickHouseConfig()
+	cfg.MaxFailedStarts = 2
+	e, err := chengine.Start(context.Background(), cfg, t.TempDir(), testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	addr, pid := e.Addr, e.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if err := e.Down(); err == nil || !strings.Contains(err.Error(), "killed by SIGKILL") {
+			return fmt.Errorf("Down() = %v while the engine is down", err)
+		}
+		return nil
+	})
+	testenv.Eventually(t, time.Minute, func() error {
+		if e.Restarts() != 1 || e.Down() != nil {
+			return fmt.Errorf("%d restarts, down: %v", e.Restarts(), e.Down())
+		}
+		return nil
+	})
+	if e.Addr != addr || e.PID() == pid {
+		t.Errorf("restarted engine: %s pid %d; want %s and a new pid", e.Addr, e.PID(), addr)
+	}
+	conn, err := e.OpenDefault()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one uint8
+	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("query after the restart: %v", err)
+	}
+	conn.Close()
+
+	if err := syscall.Kill(e.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = e.Wait(ctx)
+	if err == nil || !strings.Contains(err.Error(), "2 failed starts in a row") || !strings.Contains(err.Error(), "--clickhouse.engine-max-failed-starts") {
+		t.Fatalf("Wait after two kills = %v; want the supervisor to give up naming the flag", err)
+	}
+	if e.Restarts() != 1 {
+		t.Errorf("%d restarts after giving up, want 1", e.Restarts())
+	}
+}

@@ -277,6 +277,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		if s.ClickHouse, err = chengine.Start(ctx, cfg.ClickHouse, cfg.DataDir, log); err != nil {
 			return nil, err
 		}
+		if err := s.ClickHouse.RegisterMetrics(s.Registry); err != nil {
+			return nil, err
+		}
 		if err := migrate(ctx, s.ClickHouse, log); err != nil {
 			return nil, err
 		}
@@ -337,6 +340,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 	}()
 	if s.rdns != nil {
 		stage("rdns", func() error { return s.rdns.Run(runCtx) })
+	}
+	if s.ClickHouse != nil && s.ClickHouse.Managed() {
+		// A managed engine that exits is restarted; one that cannot be
+		// brought back stops the process rather than leave it half up.
+		stage("clickhouse-engine", func() error { return s.ClickHouse.Wait(runCtx) })
 	}
 	if cfg.Stages.Processor {
 		deps := processor.Deps{JS: s.Bus.JS, ClickHouse: s.conn, IPData: s.IPData, Sites: s.Tenants, Erased: erased}
@@ -448,6 +456,11 @@ func (s *Stack) serveMetrics(ctx context.Context, ln net.Listener) error {
 func (s *Stack) Ready(ctx context.Context) error {
 	if err := s.Bus.Ready(ctx); err != nil {
 		return fmt.Errorf("nats: %w", err)
+	}
+	if s.ClickHouse != nil {
+		if err := s.ClickHouse.Down(); err != nil {
+			return fmt.Errorf("clickhouse: %w", err)
+		}
 	}
 	if s.conn != nil {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,6 +150,61 @@ func (c *client) postHit(ctx context.Context, body []byte, ip, userAgent string)
 	}
 }
 
+// posting posts hits from several workers, each hit until the collector
+// answers 202.
+type posting struct {
+	acked, failures atomic.Int64
+	wg              sync.WaitGroup
+	errs            chan error
+}
+
+// postAll posts hits 0…n-1 (hit gives each one's body, address and user
+// agent) from workers goroutines, pausing after each.
+func postAll(ctx context.Context, c *client, workers, n int, pause time.Duration, hit func(i int) (body []byte, ip, userAgent string)) *posting {
+	p := &posting{errs: make(chan error, workers)}
+	var next atomic.Int64
+	for range workers {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				body, ip, ua := hit(i)
+				f, err := c.postHit(ctx, body, ip, ua)
+				p.failures.Add(int64(f))
+				if err != nil {
+					p.errs <- fmt.Errorf("hit %d: %w", i, err)
+					return
+				}
+				p.acked.Add(1)
+				time.Sleep(pause)
+			}
+		}()
+	}
+	return p
+}
+
+// waitFor waits until n hits are acknowledged.
+func (p *posting) waitFor(t *testing.T, n int64) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, func() error {
+		if p.acked.Load() < n {
+			return fmt.Errorf("%d acked", p.acked.Load())
+		}
+		return nil
+	})
+}
+
+// wait waits for every worker and returns the first error.
+func (p *posting) wait() error {
+	p.wg.Wait()
+	close(p.errs)
+	return <-p.errs
+}
+
 type testHit struct {
 	site, company, ip, userAgent string
 	body                         []byte
@@ -238,46 +294,18 @@ func TestEndToEnd(t *testing.T) {
 	// Post from 8 workers; restart the whole stack once a third is in.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var next, acked, failures atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= totalHits {
-					return
-				}
-				f, err := c.postHit(ctx, hits[i].body, hits[i].ip, hits[i].userAgent)
-				failures.Add(int64(f))
-				if err != nil {
-					errs <- fmt.Errorf("hit %d: %w", i, err)
-					return
-				}
-				acked.Add(1)
-			}
-		}()
-	}
-	testenv.Eventually(t, time.Minute, func() error {
-		if acked.Load() < totalHits/3 {
-			return fmt.Errorf("%d acked", acked.Load())
-		}
-		return nil
-	})
+	posting := postAll(ctx, c, 8, totalHits, 0, func(i int) ([]byte, string, string) { return hits[i].body, hits[i].ip, hits[i].userAgent })
+	posting.waitFor(t, totalHits/3)
 	if err := s.Stop(); err != nil {
 		t.Fatalf("stopping: %v", err)
 	}
 	if s, err = stack.Start(context.Background(), cfg, log); err != nil {
 		t.Fatalf("restarting: %v", err)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := posting.wait(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("posted %d hits; %d attempts failed while the stack restarted and were retried", acked.Load(), failures.Load())
+	t.Logf("posted %d hits; %d attempts failed while the stack restarted and were retried", posting.acked.Load(), posting.failures.Load())
 	// Retry a slice of already accepted hits: still counted once.
 	for _, h := range hits[:200] {
 		if _, err := c.postHit(ctx, h.body, h.ip, h.userAgent); err != nil {
@@ -752,4 +780,98 @@ func TestTLSListeners(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestEngineKilledUnderLoad kills -9 the managed ClickHouse engine while
+// hits flow: /readyz answers 503 with the reason while it is down, the
+// engine is restarted on the same ports, the restart is counted, and
+// every hit is stored once, raw and in the company aggregates.
+func TestEngineKilledUnderLoad(t *testing.T) {
+	const totalHits = 3000
+	cfg := testConfig(t, t.TempDir())
+	s, c := startStack(t, cfg, testenv.Quiet())
+	var site struct{ ID string }
+	if code := c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "Crash", "domain": "crash.example"}, &site); code != http.StatusCreated {
+		t.Fatalf("creating a site: %d", code)
+	}
+	prefixes := testenv.ASN(t).PrefixesOf(212794)
+	r := rand.New(rand.NewPCG(3, 3))
+	ips := make([]string, totalHits)
+	for i := range ips {
+		ips[i] = ipintel.RandomAddr(prefixes[r.IntN(len(prefixes))], r).String()
+	}
+	nativeAddr, pid := s.ClickHouse.Addr, s.ClickHouse.PID()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// A steady flow (a pause after each hit) that spans the outage.
+	posting := postAll(ctx, c, 4, totalHits, 2*time.Millisecond, func(i int) ([]byte, string, string) {
+		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://crash.example/",
+			"id": fmt.Sprint("k", i), "cid": fmt.Sprint("v", i%100), "consent": "granted"})
+		return body, ips[i], stack.BrowserUserAgent
+	})
+	posting.waitFor(t, totalHits/3)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	readyz := func() (int, string) {
+		resp, err := c.http.Get(c.url(s.APIAddr, "/readyz"))
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "killed by SIGKILL") {
+			return fmt.Errorf("/readyz while the engine is down: %d %s", code, body)
+		}
+		return nil
+	})
+	testenv.Eventually(t, time.Minute, func() error {
+		if code, body := readyz(); code != http.StatusOK {
+			return fmt.Errorf("/readyz after the restart: %d %s", code, body)
+		}
+		return nil
+	})
+	if s.ClickHouse.PID() == pid || s.ClickHouse.Addr != nativeAddr || s.ClickHouse.Restarts() != 1 {
+		t.Errorf("after the kill: pid %d (was %d), address %s (was %s), %d restarts; want a new engine on the same address, 1 restart",
+			s.ClickHouse.PID(), pid, s.ClickHouse.Addr, nativeAddr, s.ClickHouse.Restarts())
+	}
+	if err := posting.wait(); err != nil {
+		t.Fatal(err)
+	}
+	acc := posting.acked.Load()
+	if acc != totalHits {
+		t.Fatalf("%d of %d hits acknowledged", acc, totalHits)
+	}
+
+	conn, err := s.ClickHouse.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	testenv.Eventually(t, 90*time.Second, func() error {
+		var rows, ids, pageviews uint64
+		if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(hit_id) FROM hits WHERE site_id = ?", site.ID).Scan(&rows, &ids); err != nil {
+			return err
+		}
+		if err := conn.QueryRow(ctx, "SELECT sum(pageviews) FROM company_daily WHERE site_id = ?", site.ID).Scan(&pageviews); err != nil {
+			return err
+		}
+		if rows != totalHits || ids != totalHits || pageviews != totalHits {
+			return fmt.Errorf("%d rows, %d distinct ids, %d pageviews aggregated; want %d of each", rows, ids, pageviews, totalHits)
+		}
+		return nil
+	})
+	resp, err := c.http.Get(c.url(s.APIAddr, "/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), "leadpipe_clickhouse_engine_restarts_total 1\n") {
+		t.Error("/metrics does not count the engine restart")
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -87,7 +88,11 @@ func Drain(ctx context.Context, js jetstream.JetStream, timeout time.Duration) (
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("the backlog did not drain within %v: %v", timeout, err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("draining the backlog: %w (%v)", context.Cause(ctx), err)
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 }
 
@@ -129,6 +134,16 @@ type Child struct {
 }
 
 func (c *Child) LogPath() string { return filepath.Join(c.Dir, c.Name+".log") }
+
+// LastLines is the end of the process's log.
+func (c *Child) LastLines(n int) string {
+	b, _ := os.ReadFile(c.LogPath())
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
 
 func (c *Child) Start() error {
 	c.mu.Lock()
