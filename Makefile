@@ -7,7 +7,7 @@ BIN := bin/leadpipe
 DATA_DIR ?= ./data
 GOTESTFLAGS ?=
 
-.PHONY: all setup build run test vet fmt clean chaos bench
+.PHONY: all setup build run test vet lint fmt clean chaos bench
 
 all: build
 
@@ -26,6 +26,11 @@ vet: setup
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+# gofmt, go vet, staticcheck, go mod tidy unchanged, the import boundaries
+# between the stages, no tracked file over 2 MB (scripts/lint.sh).
+lint: setup
+	@scripts/lint.sh
 
 # Every test: unit, integration against embedded NATS JetStream and the real
 # ClickHouse engine, browser tests in headless Chromium (installed here when

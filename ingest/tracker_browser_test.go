@@ -125,7 +125,7 @@ func page(consent, extraHead string) string {
 
 // TestTrackerConsentRequired: with data-consent="required" nothing is
 // stored before consent and hits carry no client id; after
-// leadpipe('consent','granted') the seed's cookies and storage appear with
+// leadpipe('consent','granted') the tracker's cookies and storage appear with
 // their lifetimes, single-page-app navigation is counted, and engaged time
 // arrives when the tab is hidden.
 func TestTrackerConsentRequired(t *testing.T) {

@@ -243,7 +243,7 @@ func TestProcessorClickHouseDown(t *testing.T) {
 		}
 		return nil
 	})
-	// Down for a minute, as the issue asks: consumption pauses, nothing is
+	// Down for a minute: consumption pauses, nothing is
 	// given up or dead-lettered, and the batch in hand stays this
 	// processor's (it reports progress), so nothing is delivered twice.
 	time.Sleep(time.Until(down.Add(time.Minute)))

@@ -168,7 +168,7 @@ func writeArrow(w http.ResponseWriter, next func(*exportRow) (bool, error)) (int
 	defer b.Release()
 	iw := ipc.NewWriter(w, ipc.WithSchema(ExportSchema), ipc.WithAllocator(mem))
 	flush := func() error {
-		rec := b.NewRecord()
+		rec := b.NewRecordBatch()
 		defer rec.Release()
 		return iw.Write(rec)
 	}

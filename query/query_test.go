@@ -715,7 +715,7 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 		}
 		return nil
 	})
-	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.other.2/export", "")
+	_, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.other.2/export", "")
 	if hits, _ := out["hits"].([]any); len(hits) != 1 {
 		t.Errorf("erasing one visitor touched another: %v", out)
 	}

@@ -126,16 +126,6 @@ func (m *monitor) lagLocked(now time.Duration, n int64) time.Duration {
 	return now - m.acceptAt[i].at
 }
 
-// lastSample returns the newest sample.
-func (m *monitor) lastSample() (sample, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.samples) == 0 {
-		return sample{}, false
-	}
-	return m.samples[len(m.samples)-1], true
-}
-
 // since returns the samples taken after t.
 func (m *monitor) since(t time.Duration) []sample {
 	m.mu.Lock()

@@ -171,7 +171,7 @@ func runIPLookup(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usageError{fmt.Errorf("usage: leadpipe ip lookup IP...")}
+		return usageError{errors.New("usage: leadpipe ip lookup IP [IP ...]")}
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
