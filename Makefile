@@ -29,7 +29,7 @@ fmt:
 
 # gofmt, go vet, staticcheck, go mod tidy unchanged, the import boundaries
 # between the stages, no tracked file over 2 MB (scripts/lint.sh).
-lint: setup
+lint:
 	@scripts/lint.sh
 
 # Every test: unit, integration against embedded NATS JetStream and the real

@@ -162,3 +162,13 @@ func randomInRange(r *rand.Rand, first, last netip.Addr) netip.Addr {
 	a, _ := netip.AddrFromSlice(b)
 	return a
 }
+
+// slow skips a long test in the fast tier (`go test -short`), saying why,
+// unless CI=true (testenv.Slow; this package cannot import testenv, which
+// imports it).
+func slow(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") != "true" {
+		t.Skipf("skipped by -short: %s (CI=true runs it)", why)
+	}
+}

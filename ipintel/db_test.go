@@ -86,6 +86,7 @@ func TestEnrichPrecedence(t *testing.T) {
 // override and the company move together), and a broken file leaves the
 // current data in place.
 func TestReloadUnderLookups(t *testing.T) {
+	slow(t, "reloads the full IP data under load, about 10 s")
 	src := realSources(t)
 	src.CountryMMDB = ""
 	dir := t.TempDir()

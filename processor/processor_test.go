@@ -198,6 +198,7 @@ func TestProcessorRedeliveryAfterCrash(t *testing.T) {
 // the processor reports itself unhealthy, and when ClickHouse returns every
 // hit is written once.
 func TestProcessorClickHouseDown(t *testing.T) {
+	testenv.Slow(t, "starts and stops a ClickHouse engine of its own")
 	table := testenv.ASN(t)
 	b := testenv.Bus(t)
 	// Its own engine: this test stops it.

@@ -132,6 +132,7 @@ func TestIPLookup(t *testing.T) {
 // test ends.
 func startServe(t *testing.T, dir string) *stack.Stack {
 	t.Helper()
+	testenv.Slow(t, "runs serve with the ClickHouse engine")
 	cfg := stack.Config{
 		Stages: stack.All, DataDir: dir, IPData: ipDataConfig(),
 		NATS: testenv.BusConfig(), ClickHouse: testenv.ClickHouseConfig(),

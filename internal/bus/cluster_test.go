@@ -93,6 +93,7 @@ func startCluster(t *testing.T) ([]*node, string) {
 // node restarted, and the new leader killed too: publishing resumes each
 // time, and every hit JetStream acknowledged is in the stream exactly once.
 func TestClusterKeepsAckedHitsThroughNodeLoss(t *testing.T) {
+	testenv.Slow(t, "runs a 3-node NATS cluster through node loss")
 	nodes, urls := startCluster(t)
 	ctx := context.Background()
 	cfg := testenv.BusConfig()

@@ -18,6 +18,7 @@ import (
 // engine lives on. Against chDB 26.7's own port, the first reset of an
 // idle connection aborts the engine (see relay.go).
 func TestClientResetDoesNotCrashEngine(t *testing.T) {
+	testenv.Slow(t, "starts the ClickHouse engine")
 	e, err := chengine.Start(context.Background(), testenv.ClickHouseConfig(), t.TempDir(), testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // TestManagedEngineKeepsDataAcrossRestarts starts the real engine as a
 // child, writes, stops it, starts it again on the same data dir, reads.
 func TestManagedEngineKeepsDataAcrossRestarts(t *testing.T) {
+	testenv.Slow(t, "starts the ClickHouse engine")
 	dir := t.TempDir()
 	ctx := context.Background()
 	e, err := chengine.Start(ctx, testenv.ClickHouseConfig(), dir, testenv.Quiet())
@@ -68,6 +69,7 @@ func TestManagedEngineKeepsDataAcrossRestarts(t *testing.T) {
 }
 
 func TestEngineStopsWhenStopped(t *testing.T) {
+	testenv.Slow(t, "starts the ClickHouse engine")
 	e, err := chengine.Start(context.Background(), testenv.ClickHouseConfig(), t.TempDir(), testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +118,7 @@ func TestMissingEngineLibrary(t *testing.T) {
 // TestEngineDiesWithItsParent kills -9 a process that manages an engine
 // and checks that the engine goes too: it must never be left orphaned.
 func TestEngineDiesWithItsParent(t *testing.T) {
+	testenv.Slow(t, "starts the ClickHouse engine")
 	if dir := os.Getenv("LEADPIPE_TEST_ENGINE_PARENT"); dir != "" {
 		// This is the parent: start an engine and wait to be killed.
 		if _, err := chengine.Start(context.Background(), testenv.ClickHouseConfig(), dir, testenv.Quiet()); err != nil {
@@ -267,6 +270,7 @@ func TestTLSConfigErrors(t *testing.T) {
 // --clickhouse.engine-max-failed-starts=2, the supervisor gives up and
 // Wait says why.
 func TestSupervisorRestartsThenGivesUp(t *testing.T) {
+	testenv.Slow(t, "starts the ClickHouse engine")
 	cfg := testenv.ClickHouseConfig()
 	cfg.MaxFailedStarts = 2
 	e, err := chengine.Start(context.Background(), cfg, t.TempDir(), testenv.Quiet())

@@ -47,6 +47,7 @@ func freeAddr(t *testing.T) string {
 }
 
 func testConfig(t *testing.T, dataDir string) stack.Config {
+	testenv.Slow(t, "runs the whole pipeline with the ClickHouse engine")
 	cfg := stack.Config{
 		Stages:     stack.All,
 		DataDir:    dataDir,

@@ -31,6 +31,7 @@ func Chromium(t testing.TB) string {
 // closed when the test ends. Focus is emulated (headless tabs have none).
 func Browser(t testing.TB) context.Context {
 	t.Helper()
+	Slow(t, "drives headless Chromium")
 	// Not t.TempDir: Chromium's helper processes may still write to the
 	// profile for a moment after the browser is stopped, so its removal
 	// is retried (this cleanup runs after the ones below).

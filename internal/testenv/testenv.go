@@ -58,6 +58,16 @@ func Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
+// Slow marks a test that needs the ClickHouse engine, a browser or a
+// cluster: the fast tier (`go test -short`) skips it, saying why; with
+// CI=true nothing is skipped.
+func Slow(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") != "true" {
+		t.Skipf("skipped by -short: %s (CI=true runs it)", why)
+	}
+}
+
 // Quiet discards logs (tests that provoke errors on purpose).
 func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -70,6 +80,7 @@ func ClickHouseConfig() chengine.Config {
 // first use. A missing engine fails the test: `make setup` fetches it.
 func Engine(t testing.TB) *chengine.Server {
 	t.Helper()
+	Slow(t, "needs the ClickHouse engine")
 	engineOnce.Do(func() {
 		engineDir, engineErr = os.MkdirTemp("", "leadpipe-engine-")
 		if engineErr != nil {
