@@ -1,7 +1,7 @@
 package ipintel
 
 import (
-	"fmt"
+	"github.com/leadpipe/leadpipe/internal/cache"
 	"math/big"
 	"math/rand/v2"
 	"net/netip"
@@ -11,21 +11,9 @@ import (
 	"testing"
 )
 
-// asnDir is where the tests find the real ASN database: $LEADPIPE_ASN_DIR,
-// else where `make setup` puts it.
-func asnDir() (string, error) {
-	if dir := os.Getenv("LEADPIPE_ASN_DIR"); dir != "" {
-		return dir, nil
-	}
-	if cache := os.Getenv("LEADPIPE_CACHE"); cache != "" {
-		return filepath.Join(cache, "current", "ipdb"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("finding the ASN database: %w (set LEADPIPE_ASN_DIR)", err)
-	}
-	return filepath.Join(home, ".cache", "leadpipe", "current", "ipdb"), nil
-}
+// asnDir is where the tests find the real ASN database: where `make
+// setup` puts it, or $LEADPIPE_ASN_DIR.
+func asnDir() (string, error) { return cache.IPDataDir(), nil }
 
 // realASN loads the real database once for all tests and benchmarks.
 var realASN = sync.OnceValues(func() (*Table, error) {

@@ -32,12 +32,12 @@ fi
 step "import boundaries"
 # Data flows ingest → processor → ClickHouse ← query: the stages never
 # import each other; ipintel, schema and internal/ import no stage; nothing
-# but cmd/ and bench/ imports the wiring (cmd/, internal/stack).
+# but cmd/ and bench/ imports the wiring (cmd/, app/).
 mod=$(go list -m)
 go list -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}' ./... | sed "s|$mod/||g" | awk '
   function stage(p) { return p ~ /^(ingest|processor|query)(\/|$)/ }
   function top(p)   { split(p, a, "/"); return a[1] }
-  function wiring(p) { return p ~ /^cmd\// || p == "internal/stack" }
+  function wiring(p) { return p ~ /^cmd\// || p ~ /^app(\/|$)/ }
   {
     pkg = $1
     for (i = 2; i <= NF; i++) {

@@ -46,7 +46,6 @@ import (
 	"github.com/leadpipe/leadpipe/bench/internal/harness"
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/chengine"
-	"github.com/leadpipe/leadpipe/internal/stack"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/ipintel"
 )
@@ -159,7 +158,7 @@ func run(cfg config) (bool, error) {
 		return false, err
 	}
 
-	var ipdb stack.IPDataConfig
+	var ipdb ipintel.Config
 	ipdb.RegisterFlags(flag.NewFlagSet("ipdb", flag.ContinueOnError))
 	table, err := ipintel.LoadASNDir(ipdb.ASNDir)
 	if err != nil {

@@ -42,7 +42,6 @@ import (
 
 	"github.com/leadpipe/leadpipe/bench/internal/harness"
 	"github.com/leadpipe/leadpipe/internal/chengine"
-	"github.com/leadpipe/leadpipe/internal/stack"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/ipintel"
 )
@@ -175,7 +174,7 @@ func run(cfg config, m mix) (*report, error) {
 	}
 
 	// The IP data and the workload.
-	var ipdb stack.IPDataConfig
+	var ipdb ipintel.Config
 	ipdb.RegisterFlags(flag.NewFlagSet("ipdb", flag.ContinueOnError))
 	store, err := ipintel.OpenStore(ipdb.Sources(), log)
 	if err != nil {

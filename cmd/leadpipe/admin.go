@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/leadpipe/leadpipe/internal/chengine"
-	"github.com/leadpipe/leadpipe/internal/stack"
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/schema"
 )
@@ -165,7 +164,7 @@ func tsvEscape(s string) string {
 func runIPLookup(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ip lookup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg stack.IPDataConfig
+	var cfg ipintel.Config
 	cfg.RegisterFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err

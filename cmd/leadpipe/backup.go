@@ -14,10 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leadpipe/leadpipe/app"
 	"github.com/leadpipe/leadpipe/internal/backup"
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/chengine"
-	"github.com/leadpipe/leadpipe/internal/stack"
 )
 
 // backupFlags are the flags backup and restore share.
@@ -78,7 +78,7 @@ func (f *backupFlags) open(ctx context.Context, exclusive bool, log *slog.Logger
 	}
 	fail := func(err error) (*installation, error) { in.close(); return nil, err }
 
-	lock, lockErr := stack.LockDataDir(f.dataDir)
+	lock, lockErr := app.LockDataDir(f.dataDir)
 	if lockErr == nil {
 		closers = append(closers, func() { lock.Close() })
 	} else if exclusive && (f.nats.URL == "" || f.ch.Addr == "") {

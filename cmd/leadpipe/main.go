@@ -15,8 +15,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/leadpipe/leadpipe/app"
 	"github.com/leadpipe/leadpipe/internal/chengine"
-	"github.com/leadpipe/leadpipe/internal/stack"
 )
 
 const usage = `leadpipe: which companies visit your website
@@ -61,13 +61,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch cmd {
 	case "serve":
-		err = runStack(ctx, "serve", stack.All, args, stderr)
+		err = runStack(ctx, "serve", app.All, args, stderr)
 	case "collect":
-		err = runStack(ctx, "collect", stack.Stages{Collector: true}, args, stderr)
+		err = runStack(ctx, "collect", app.Stages{Collector: true}, args, stderr)
 	case "process":
-		err = runStack(ctx, "process", stack.Stages{Processor: true}, args, stderr)
+		err = runStack(ctx, "process", app.Stages{Processor: true}, args, stderr)
 	case "query":
-		err = runStack(ctx, "query", stack.Stages{API: true}, args, stderr)
+		err = runStack(ctx, "query", app.Stages{API: true}, args, stderr)
 	case "migrate":
 		err = runMigrate(ctx, args, stderr)
 	case "sql":
@@ -152,10 +152,10 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-func runStack(ctx context.Context, name string, stages stack.Stages, args []string, stderr io.Writer) error {
+func runStack(ctx context.Context, name string, stages app.Stages, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg := stack.Config{Stages: stages}
+	cfg := app.Config{Stages: stages}
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log.level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
@@ -168,7 +168,7 @@ func runStack(ctx context.Context, name string, stages stack.Stages, args []stri
 	if err != nil {
 		return err
 	}
-	s, err := stack.Start(ctx, cfg, log)
+	s, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

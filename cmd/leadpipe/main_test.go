@@ -13,10 +13,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/leadpipe/leadpipe/app"
 	"github.com/leadpipe/leadpipe/ingest"
 	"github.com/leadpipe/leadpipe/internal/bus"
-	"github.com/leadpipe/leadpipe/internal/stack"
 	"github.com/leadpipe/leadpipe/internal/testenv"
+	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/processor"
 	"github.com/leadpipe/leadpipe/query"
 )
@@ -130,11 +131,11 @@ func TestIPLookup(t *testing.T) {
 
 // startServe runs every stage on dir, as `leadpipe serve` does, until the
 // test ends.
-func startServe(t *testing.T, dir string) *stack.Stack {
+func startServe(t *testing.T, dir string) *app.Stack {
 	t.Helper()
 	testenv.Slow(t, "runs serve with the ClickHouse engine")
-	cfg := stack.Config{
-		Stages: stack.All, DataDir: dir, IPData: ipDataConfig(),
+	cfg := app.Config{
+		Stages: app.All, DataDir: dir, IPData: ipDataConfig(),
 		NATS: testenv.BusConfig(), ClickHouse: testenv.ClickHouseConfig(),
 		Collector: ingest.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: time.Second, SiteRate: 1000, SiteBurst: 5000},
 		Processor: processor.Config{BatchSize: 100, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: time.Minute},
@@ -143,7 +144,7 @@ func startServe(t *testing.T, dir string) *stack.Stack {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := stack.Start(context.Background(), cfg, testenv.Quiet())
+	s, err := app.Start(context.Background(), cfg, testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,9 +179,9 @@ func TestSQLReachesRunningServe(t *testing.T) {
 	}
 }
 
-func ipDataConfig() stack.IPDataConfig {
+func ipDataConfig() ipintel.Config {
 	src := testenv.IPSources()
-	return stack.IPDataConfig{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
+	return ipintel.Config{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
 }
 
 // TestDeadLetters: a hit that can never be processed is set aside with its
@@ -228,7 +229,7 @@ func TestDeadLetters(t *testing.T) {
 	}
 	ip := testenv.ASN(t).PrefixesOf(212794)[0].Addr().Next()
 	h := bus.Hit{ID: "replayed-1", Site: site.ID, Type: "pageview", URL: "https://replay.example/", Consent: "granted",
-		TS: time.Now().UnixMilli(), ReceivedAt: time.Now().UnixMilli(), IP: ip.String(), UserAgent: stack.BrowserUserAgent, Lang: "en"}
+		TS: time.Now().UnixMilli(), ReceivedAt: time.Now().UnixMilli(), IP: ip.String(), UserAgent: app.BrowserUserAgent, Lang: "en"}
 	data, _ := h.Encode()
 	dl := nats.NewMsg(bus.DeadLetterSubject(bus.HitSubject(site.ID)))
 	dl.Data = data

@@ -22,6 +22,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/leadpipe/leadpipe/internal/cache"
 	"github.com/leadpipe/leadpipe/internal/tlsfiles"
 )
 
@@ -118,24 +119,13 @@ func validIdent(s string) bool {
 	return true
 }
 
-// DefaultLibPath is where `make setup` leaves libchdb.so: a per-user cache
-// outside the repository, because the library is 566 MB.
+// DefaultLibPath is where `make setup` leaves libchdb.so: the download
+// cache outside the repository, because the library is 566 MB.
 func DefaultLibPath() string {
 	if p := os.Getenv("LEADPIPE_CHDB_LIB"); p != "" {
 		return p
 	}
-	return filepath.Join(CacheDir(), "current", "libchdb.so")
-}
-
-// CacheDir is leadpipe's download cache: $LEADPIPE_CACHE, else the user cache dir.
-func CacheDir() string {
-	if d := os.Getenv("LEADPIPE_CACHE"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "leadpipe")
-	}
-	return filepath.Join(os.TempDir(), "leadpipe-cache")
+	return filepath.Join(cache.Current(), "libchdb.so")
 }
 
 // Server is a reachable ClickHouse server: external, or a managed child.

@@ -22,6 +22,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/leadpipe/leadpipe/internal/bus"
+	"github.com/leadpipe/leadpipe/internal/cache"
 	"github.com/leadpipe/leadpipe/internal/chengine"
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/schema"
@@ -180,12 +181,7 @@ func QueuedHits(t testing.TB, b *bus.Bus) []bus.Hit {
 }
 
 // IPDataDir is where `make setup` leaves the IP data.
-func IPDataDir() string {
-	if dir := os.Getenv("LEADPIPE_ASN_DIR"); dir != "" {
-		return dir
-	}
-	return filepath.Join(chengine.CacheDir(), "current", "ipdb")
-}
+func IPDataDir() string { return cache.IPDataDir() }
 
 // IPSources are the real IP data files: ASN data and the country database.
 func IPSources() ipintel.Sources {

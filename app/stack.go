@@ -1,4 +1,4 @@
-package stack
+package app
 
 import (
 	"context"
@@ -52,7 +52,7 @@ type Config struct {
 	// Demo creates a demo site and feeds it synthetic traffic.
 	Demo bool
 	// IPData is where the IP intelligence comes from.
-	IPData IPDataConfig
+	IPData ipintel.Config
 
 	// MetricsAddr serves /metrics and /readyz for a process that has no
 	// collector or API listener of its own (`leadpipe process`).

@@ -1,4 +1,4 @@
-package stack_test
+package app_test
 
 import (
 	"bytes"
@@ -25,9 +25,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/leadpipe/leadpipe/app"
 	"github.com/leadpipe/leadpipe/ingest"
 	"github.com/leadpipe/leadpipe/internal/bus"
-	"github.com/leadpipe/leadpipe/internal/stack"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/processor"
@@ -46,10 +46,10 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func testConfig(t *testing.T, dataDir string) stack.Config {
+func testConfig(t *testing.T, dataDir string) app.Config {
 	testenv.Slow(t, "runs the whole pipeline with the ClickHouse engine")
-	cfg := stack.Config{
-		Stages:     stack.All,
+	cfg := app.Config{
+		Stages:     app.All,
 		DataDir:    dataDir,
 		IPData:     ipDataConfig(),
 		NATS:       testenv.BusConfig(),
@@ -66,9 +66,9 @@ func testConfig(t *testing.T, dataDir string) stack.Config {
 
 // startStack runs a stack of cfg until the test ends and returns it with a
 // client holding its owner key.
-func startStack(t *testing.T, cfg stack.Config, log *slog.Logger) (*stack.Stack, *client) {
+func startStack(t *testing.T, cfg app.Config, log *slog.Logger) (*app.Stack, *client) {
 	t.Helper()
-	s, err := stack.Start(context.Background(), cfg, log)
+	s, err := app.Start(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func startStack(t *testing.T, cfg stack.Config, log *slog.Logger) (*stack.Stack,
 
 // ownerClient is an API client of s with its owner key; it posts hits to
 // collector.
-func ownerClient(t *testing.T, s *stack.Stack, collector string) *client {
+func ownerClient(t *testing.T, s *app.Stack, collector string) *client {
 	t.Helper()
 	key, err := os.ReadFile(s.OwnerKeyPath)
 	if err != nil {
@@ -223,7 +223,7 @@ func TestEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
 	cfg := testConfig(t, dataDir)
 	log := testenv.Logger()
-	s, err := stack.Start(context.Background(), cfg, log)
+	s, err := app.Start(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("%s not in the ASN data", ip)
 		}
 		site := sites[r.IntN(len(sites))]
-		h := testHit{site: site, company: nw.CompanyID, ip: ip.String(), pageview: r.IntN(4) != 0, userAgent: stack.BrowserUserAgent}
+		h := testHit{site: site, company: nw.CompanyID, ip: ip.String(), pageview: r.IntN(4) != 0, userAgent: app.BrowserUserAgent}
 		if wantDropped[site] == nil {
 			wantDropped[site] = map[string]int{}
 		}
@@ -300,7 +300,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := s.Stop(); err != nil {
 		t.Fatalf("stopping: %v", err)
 	}
-	if s, err = stack.Start(context.Background(), cfg, log); err != nil {
+	if s, err = app.Start(context.Background(), cfg, log); err != nil {
 		t.Fatalf("restarting: %v", err)
 	}
 	if err := posting.wait(); err != nil {
@@ -407,12 +407,12 @@ func TestDemoFillsTheFeed(t *testing.T) {
 
 func TestDataDirIsLocked(t *testing.T) {
 	dir := t.TempDir()
-	s, err := stack.Start(context.Background(), testConfig(t, dir), testenv.Quiet())
+	s, err := app.Start(context.Background(), testConfig(t, dir), testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Stop()
-	_, err = stack.Start(context.Background(), testConfig(t, dir), testenv.Quiet())
+	_, err = app.Start(context.Background(), testConfig(t, dir), testenv.Quiet())
 	if err == nil || !strings.Contains(err.Error(), "--data-dir") || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second stack on one data dir: %v, want an error naming --data-dir", err)
 	}
@@ -424,7 +424,7 @@ func TestDataDirIsLocked(t *testing.T) {
 func TestStagesRunSeparately(t *testing.T) {
 	b := testenv.Bus(t)
 	engine := testenv.Engine(t)
-	base := func(stages stack.Stages) stack.Config {
+	base := func(stages app.Stages) app.Config {
 		cfg := testConfig(t, t.TempDir())
 		cfg.Stages = stages
 		cfg.NATS.URL = b.ClientURL()
@@ -435,16 +435,16 @@ func TestStagesRunSeparately(t *testing.T) {
 		}
 		return cfg
 	}
-	apiCfg := base(stack.Stages{API: true})
-	procCfg := base(stack.Stages{Processor: true})
+	apiCfg := base(app.Stages{API: true})
+	procCfg := base(app.Stages{Processor: true})
 	procCfg.ClickHouse.Database = apiCfg.ClickHouse.Database
-	colCfg := base(stack.Stages{Collector: true})
-	var stacks []*stack.Stack
-	for _, cfg := range []stack.Config{apiCfg, procCfg, colCfg} {
+	colCfg := base(app.Stages{Collector: true})
+	var stacks []*app.Stack
+	for _, cfg := range []app.Config{apiCfg, procCfg, colCfg} {
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		s, err := stack.Start(context.Background(), cfg, testenv.Logger())
+		s, err := app.Start(context.Background(), cfg, testenv.Logger())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -463,7 +463,7 @@ func TestStagesRunSeparately(t *testing.T) {
 		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://split.example/", "id": "split-1"})
 		req, _ := http.NewRequest(http.MethodPost, "http://"+col.CollectorAddr+"/v1/hit", bytes.NewReader(body))
 		req.Header.Set("X-Forwarded-For", ip.String())
-		req.Header.Set("User-Agent", stack.BrowserUserAgent)
+		req.Header.Set("User-Agent", app.BrowserUserAgent)
 		req.Header.Set("Accept-Language", "en")
 		resp, err := c.http.Do(req)
 		if err != nil {
@@ -505,9 +505,9 @@ func TestStagesRunSeparately(t *testing.T) {
 	})
 }
 
-func ipDataConfig() stack.IPDataConfig {
+func ipDataConfig() ipintel.Config {
 	src := testenv.IPSources()
-	return stack.IPDataConfig{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
+	return ipintel.Config{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
 }
 
 // TestIPDataReloadOverNATS changes an overrides file under a running stack
@@ -591,7 +591,7 @@ func TestNoVisitorIPAtRest(t *testing.T) {
 			v6++
 		}
 		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://privacy.example/", "id": fmt.Sprint("p", i), "cid": fmt.Sprint("v", i), "consent": "granted"})
-		if _, err := c.postHit(context.Background(), body, ip.String(), stack.BrowserUserAgent); err != nil {
+		if _, err := c.postHit(context.Background(), body, ip.String(), app.BrowserUserAgent); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -677,7 +677,7 @@ func TestErasureDropsQueuedHits(t *testing.T) {
 	post := func(id, cid string) {
 		t.Helper()
 		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://erase.example/", "id": id, "cid": cid, "consent": "granted"})
-		if _, err := c.postHit(context.Background(), body, ip, stack.BrowserUserAgent); err != nil {
+		if _, err := c.postHit(context.Background(), body, ip, app.BrowserUserAgent); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -741,7 +741,7 @@ func TestTLSListeners(t *testing.T) {
 	defer cancel()
 	testenv.Eventually(t, 10*time.Second, func() error {
 		// The collector learns of the site through the KV watch (403 until then).
-		_, err := c.postHit(ctx, body, ip.String(), stack.BrowserUserAgent)
+		_, err := c.postHit(ctx, body, ip.String(), app.BrowserUserAgent)
 		return err
 	})
 	resp, err := c.http.Get("https://" + s.APIAddr + "/readyz")
@@ -809,7 +809,7 @@ func TestEngineKilledUnderLoad(t *testing.T) {
 	posting := postAll(ctx, c, 4, totalHits, 2*time.Millisecond, func(i int) ([]byte, string, string) {
 		body, _ := json.Marshal(map[string]any{"site": site.ID, "type": "pageview", "url": "https://crash.example/",
 			"id": fmt.Sprint("k", i), "cid": fmt.Sprint("v", i%100), "consent": "granted"})
-		return body, ips[i], stack.BrowserUserAgent
+		return body, ips[i], app.BrowserUserAgent
 	})
 	posting.waitFor(t, totalHits/3)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {

