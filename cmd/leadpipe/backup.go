@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leadpipe/leadpipe/app"
@@ -118,20 +117,19 @@ func (f *backupFlags) open(ctx context.Context, exclusive bool, log *slog.Logger
 		closers = append(closers, func() { b.Close() })
 		in.js = b.JS
 	default:
-		url := f.nats.URL
-		if url == "" {
-			url = "nats://" + f.nats.Listen
+		// An external NATS, or the one the serve running on the data dir
+		// embeds, as it recorded it: never a guessed default port.
+		cfg := f.nats
+		if cfg.URL == "" {
+			url, err := bus.Endpoint(f.dataDir)
+			if err != nil {
+				return fail(fmt.Errorf("--data-dir %s is in use, but %w", f.dataDir, err))
+			}
+			cfg.URL = url
 		}
-		opts := []nats.Option{nats.Name("leadpipe backup"), nats.Timeout(5 * time.Second)}
-		if f.nats.TLSCA != "" {
-			opts = append(opts, nats.RootCAs(f.nats.TLSCA))
-		}
-		if f.nats.TLSCert != "" {
-			opts = append(opts, nats.ClientCert(f.nats.TLSCert, f.nats.TLSKey))
-		}
-		nc, err := nats.Connect(url, opts...)
+		nc, err := bus.Dial(cfg, "leadpipe backup")
 		if err != nil {
-			return fail(fmt.Errorf("--nats.url=%s: %w", url, err))
+			return fail(err)
 		}
 		closers = append(closers, nc.Close)
 		if in.js, err = jetstream.New(nc); err != nil {

@@ -19,19 +19,20 @@ import (
 // the processors set aside because they could never be processed.
 func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		return usageError{errors.New("usage: leadpipe dlq list|replay [--nats.url URL] [--seq N]")}
+		return usageError{errors.New("usage: leadpipe dlq list|replay [--nats.url URL | --data-dir DIR] [--seq N]")}
 	}
 	cmd := args[0]
 	fs := flag.NewFlagSet("dlq "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("nats.url", "nats://127.0.0.1:4222", "NATS the leadpipe processes use")
+	var nf natsFlags
+	nf.register(fs)
 	seq := fs.Uint64("seq", 0, "replay: only this dead letter (0 = all)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*url, nats.Name("leadpipe dlq"), nats.Timeout(5*time.Second))
+	nc, err := nf.dial("leadpipe dlq")
 	if err != nil {
-		return fmt.Errorf("--nats.url=%s: %w", *url, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

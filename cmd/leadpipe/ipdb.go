@@ -18,18 +18,19 @@ import (
 // process's answer. (A single process also reloads on SIGHUP.)
 func runIPDB(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "reload" {
-		return usageError{errors.New("usage: leadpipe ipdb reload [--nats.url URL] [--wait 3s]")}
+		return usageError{errors.New("usage: leadpipe ipdb reload [--nats.url URL | --data-dir DIR] [--wait 3s]")}
 	}
 	fs := flag.NewFlagSet("ipdb reload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("nats.url", "nats://127.0.0.1:4222", "NATS the leadpipe processes use (serve's embedded server listens on --nats.listen)")
+	var nf natsFlags
+	nf.register(fs)
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the first answer (a reload takes seconds); later answers are collected until none came for 2s")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*url, nats.Name("leadpipe ipdb reload"), nats.Timeout(5*time.Second))
+	nc, err := nf.dial("leadpipe ipdb reload")
 	if err != nil {
-		return fmt.Errorf("--nats.url=%s: %w", *url, err)
+		return err
 	}
 	defer nc.Close()
 	inbox := nats.NewInbox()
@@ -65,7 +66,7 @@ func runIPDB(args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case answers == 0:
-		return fmt.Errorf("no leadpipe process answered on %s within %v", *url, *wait)
+		return fmt.Errorf("no leadpipe process answered on %s within %v", nc.ConnectedUrlRedacted(), *wait)
 	case failures > 0:
 		return fmt.Errorf("%d of %d processes could not reload", failures, answers)
 	}

@@ -156,7 +156,7 @@ func startServe(t *testing.T, dir string) *app.Stack {
 // engine a running stack manages, and checks the TSV.
 func TestSQLReachesRunningServe(t *testing.T) {
 	dir := t.TempDir()
-	s := startServe(t, dir)
+	startServe(t, dir)
 	code, out, stderr := runCmd(t, "sql", "--data-dir", dir, "SELECT version, name FROM schema_migrations ORDER BY version LIMIT 2")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -173,7 +173,8 @@ func TestSQLReachesRunningServe(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "nowhere") {
 		t.Errorf("bad SQL: exit %d, %q", code, stderr)
 	}
-	code, out, stderr = runCmd(t, "ipdb", "reload", "--nats.url", s.Bus.ClientURL(), "--wait", "2m")
+	// serve's NATS listens on a random port: found through the data dir.
+	code, out, stderr = runCmd(t, "ipdb", "reload", "--data-dir", dir, "--wait", "2m")
 	if code != 0 || !strings.Contains(out, "reloaded in") {
 		t.Errorf("ipdb reload: exit %d, out %q, err %q", code, out, stderr)
 	}
@@ -277,7 +278,19 @@ func TestBackupAndRestoreCommands(t *testing.T) {
 		return out
 	}
 	want := count()
-	code, out, stderr := runCmd(t, "backup", "--data-dir", dir, "--nats.url", s.Bus.ClientURL())
+	// Beside a running serve, backup uses serve's NATS (on a random port
+	// here) as serve recorded it, and refuses when it cannot tell.
+	endpoint := filepath.Join(dir, "nats", "endpoint")
+	if err := os.Rename(endpoint, endpoint+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCmd(t, "backup", "--data-dir", dir); code == 0 || !strings.Contains(stderr, "give --nats.url") {
+		t.Errorf("backup beside a serve whose NATS is unknown: exit %d, %q; want a refusal naming --nats.url", code, stderr)
+	}
+	if err := os.Rename(endpoint+".away", endpoint); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCmd(t, "backup", "--data-dir", dir)
 	if code != 0 || !strings.HasPrefix(out, "backup: name=") {
 		t.Fatalf("backup: exit %d, out %q, err %q", code, out, stderr)
 	}

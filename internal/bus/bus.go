@@ -193,6 +193,62 @@ type Bus struct {
 	// Server is the embedded server, nil with an external one.
 	Server *server.Server
 	cfg    Config
+	// endpoint is the file that tells other commands where the embedded
+	// server listens; removed at Close.
+	endpoint string
+}
+
+// Dial connects to the external NATS of cfg (--nats.url, with its TLS
+// files): every command that talks to a running installation's NATS
+// dials through here, so each one reaches a TLS cluster alike. name is
+// the connection's name, as NATS monitoring shows it.
+func Dial(cfg Config, name string, opts ...nats.Option) (*nats.Conn, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("--nats.url: empty")
+	}
+	opts = append([]nats.Option{nats.Name(name), nats.RetryOnFailedConnect(false), nats.Timeout(5 * time.Second)}, opts...)
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
+	if cfg.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("--nats.url=%s: connecting: %w", cfg.URL, err)
+	}
+	return nc, nil
+}
+
+// RegisterClientFlags registers the flags of a command that only talks to
+// a running installation's NATS: --nats.url and its TLS files.
+func (c *Config) RegisterClientFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.URL, "nats.url", "", "NATS the leadpipe processes use (empty: the one a running serve on --data-dir embeds)")
+	fs.StringVar(&c.TLSCA, "nats.tls-ca", "", "PEM CA certificate(s) for TLS to NATS (tls:// URLs; empty = the system's)")
+	fs.StringVar(&c.TLSCert, "nats.tls-cert", "", "PEM client certificate, when NATS requires one (with --nats.tls-key)")
+	fs.StringVar(&c.TLSKey, "nats.tls-key", "", "PEM private key of --nats.tls-cert")
+}
+
+func endpointPath(dataDir string) string { return filepath.Join(dataDir, "nats", "endpoint") }
+
+// writeEndpoint records where the embedded server listens, so that other
+// commands on the same data dir (backup, dlq, ipdb reload) reach the NATS
+// that a running serve uses, whatever its --nats.listen.
+func writeEndpoint(dataDir, url string) error {
+	if err := os.WriteFile(endpointPath(dataDir), []byte(url+"\n"), 0o600); err != nil {
+		return fmt.Errorf("recording the embedded NATS address: %w", err)
+	}
+	return nil
+}
+
+// Endpoint is the client URL of the embedded NATS that a running serve on
+// dataDir uses.
+func Endpoint(dataDir string) (string, error) {
+	raw, err := os.ReadFile(endpointPath(dataDir))
+	if err != nil {
+		return "", fmt.Errorf("no running serve's NATS recorded under --data-dir %s (%w): give --nats.url", dataDir, err)
+	}
+	return strings.TrimSpace(string(raw)), nil
 }
 
 // Open connects to the external NATS in cfg.URL, or starts an embedded
@@ -242,17 +298,16 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 			return nil, fmt.Errorf("connecting to embedded NATS: %w", err)
 		}
 		log.Info("embedded NATS JetStream started", "listen", b.Server.ClientURL(), "store", opts.StoreDir, "sync", cfg.Sync, "encrypted", cfg.Encrypt)
+		if dataDir != "" {
+			if err := writeEndpoint(dataDir, b.Server.ClientURL()); err != nil {
+				b.Close()
+				return nil, err
+			}
+			b.endpoint = endpointPath(dataDir)
+		}
 	} else {
-		opts := []nats.Option{nats.Name("leadpipe"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false), nats.Timeout(5 * time.Second)}
-		if cfg.TLSCA != "" {
-			opts = append(opts, nats.RootCAs(cfg.TLSCA))
-		}
-		if cfg.TLSCert != "" {
-			opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
-		}
-		b.Conn, err = nats.Connect(cfg.URL, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("--nats.url=%s: connecting: %w", cfg.URL, err)
+		if b.Conn, err = Dial(cfg, "leadpipe", nats.MaxReconnects(-1)); err != nil {
+			return nil, err
 		}
 	}
 	// An ack that never comes must not hold a pending slot forever: the
@@ -434,6 +489,9 @@ func (b *Bus) Ready(ctx context.Context) error {
 
 // Close drains the connection and stops an embedded server.
 func (b *Bus) Close() {
+	if b.endpoint != "" {
+		os.Remove(b.endpoint)
+	}
 	if b.Conn != nil {
 		_ = b.Conn.FlushTimeout(2 * time.Second)
 		b.Conn.Close()
