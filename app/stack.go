@@ -329,6 +329,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			return err
 		})
 	}
+	// One /metrics handler over the process's registry, mounted on every
+	// listener the process has.
+	metrics := promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})
 	// The collector and API stop on runCtx; the processor on its own context,
 	// cancelled only after the collector has stopped, so it drains last.
 	procCtx, cancelProc := context.WithCancel(context.Background())
@@ -355,7 +358,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		stage("processor", func() error { return s.proc.Run(procCtx) })
 	}
 	if cfg.Stages.Collector {
-		col := ingest.New(cfg.Collector, s.Bus.JS, s.Tenants, s.Ready, s.Registry, s.Registry, log.With("component", "collector"))
+		col := ingest.New(cfg.Collector, ingest.Deps{JS: s.Bus.JS, Sites: s.Tenants, Ready: s.Ready, Metrics: metrics},
+			s.Registry, log.With("component", "collector"))
 		stage("collector", func() error {
 			defer close(collectorDone)
 			return col.Run(runCtx, collectorLn)
@@ -375,11 +379,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 				apiCfg.CollectorURL = "https://" + s.CollectorAddr
 			}
 		}
-		api := query.New(apiCfg, s.conn, s.Tenants, visitor.NewKeys(s.Bus.JS), erased, s.IPData, ptr, s.Ready, s.Registry, s.Registry, log.With("component", "api"))
+		api := query.New(apiCfg, query.Deps{ClickHouse: s.conn, Tenants: s.Tenants, Visitors: visitor.NewKeys(s.Bus.JS), Erased: erased,
+			IPData: s.IPData, PTR: ptr, Ready: s.Ready, Metrics: metrics}, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, apiLn) })
 	}
 	if metricsLn != nil {
-		stage("metrics", func() error { return s.serveMetrics(runCtx, metricsLn) })
+		stage("metrics", func() error { return s.serveMetrics(runCtx, metricsLn, metrics) })
 	}
 	if demo != nil {
 		stage("demo", func() error { demo.run(runCtx); return nil })
@@ -431,9 +436,9 @@ func migrate(ctx context.Context, ch *chengine.Server, log *slog.Logger) error {
 
 // serveMetrics serves /metrics and /readyz for a process without another
 // HTTP listener.
-func (s *Stack) serveMetrics(ctx context.Context, ln net.Listener) error {
+func (s *Stack) serveMetrics(ctx context.Context, ln net.Listener, metrics http.Handler) error {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Ready(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

@@ -44,7 +44,7 @@ func BenchmarkHandler(b *testing.B) {
 		b.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv := ingest.New(ccfg, bs.JS, tenants, bs.Ready, reg, reg, testenv.Quiet())
+	srv := ingest.New(ccfg, ingest.Deps{JS: bs.JS, Sites: tenants, Ready: bs.Ready}, reg, testenv.Quiet())
 	ln := fasthttputil.NewInmemoryListener()
 	go srv.Run(ctx, ln)
 	client := &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }, MaxConnsPerHost: 512}

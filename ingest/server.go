@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"golang.org/x/time/rate"
@@ -115,15 +115,30 @@ type Server struct {
 	limits  sync.Map // site id → *rate.Limiter
 }
 
-// New builds a collector. ready reports whether the whole pipeline can take
-// hits; /readyz answers from it.
-func New(cfg Config, js jetstream.JetStream, sites Sites, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, js: js, sites: sites, ready: ready, log: log, metrics: newMetrics(reg), tracker: newTracker()}
-	s.pub = newPublisher(js, s.metrics)
+// Deps are what the collector stands on, given by the wiring.
+type Deps struct {
+	// JS is where accepted hits are published.
+	JS jetstream.JetStream
+	// Sites authenticates and looks up the sites hits are posted for.
+	Sites Sites
+	// Ready reports whether the whole pipeline can take hits; /readyz
+	// answers from it.
+	Ready func(context.Context) error
+	// Metrics, when set, is served at /metrics (the process's registry,
+	// built once by the wiring).
+	Metrics http.Handler
+}
+
+// New builds a collector; its own metrics are registered with reg.
+func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, js: deps.JS, sites: deps.Sites, ready: deps.Ready, log: log, metrics: newMetrics(reg), tracker: newTracker()}
+	s.pub = newPublisher(deps.JS, s.metrics)
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 10 * time.Second
 	}
-	s.promh = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if deps.Metrics != nil {
+		s.promh = fasthttpadaptor.NewFastHTTPHandler(deps.Metrics)
+	}
 	s.srv = &fasthttp.Server{
 		Handler:      s.handle,
 		Name:         "leadpipe",
@@ -190,6 +205,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("text/plain")
 		ctx.SetBodyString("ready\n")
 	case "/metrics":
+		if s.promh == nil {
+			writeError(ctx, fasthttp.StatusNotFound, "path: not found")
+			return
+		}
 		s.promh(ctx)
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, "path: not found")

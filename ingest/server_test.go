@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpipe/leadpipe/ingest"
 	"github.com/leadpipe/leadpipe/internal/bus"
@@ -78,7 +79,7 @@ func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*ingest.Config)) *co
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv := ingest.New(cfg, b.JS, tenants, b.Ready, reg, reg, testenv.Quiet())
+	srv := ingest.New(cfg, ingest.Deps{JS: b.JS, Sites: tenants, Ready: b.Ready, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}, reg, testenv.Quiet())
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
@@ -76,7 +77,8 @@ func startAPIWith(t testing.TB, configure func(cfg *query.Config, url string)) (
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s := query.New(cfg, conn, tenants, visitors, erased, testenv.IPData(t), nil, func(context.Context) error { return nil }, reg, reg, testenv.Quiet())
+	s := query.New(cfg, query.Deps{ClickHouse: conn, Tenants: tenants, Visitors: visitors, Erased: erased, IPData: testenv.IPData(t),
+		Ready: func(context.Context) error { return nil }, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}, reg, testenv.Quiet())
 	handler = s.Handler()
 	exec := func(q string, args ...any) {
 		t.Helper()

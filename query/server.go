@@ -17,7 +17,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/tlsfiles"
@@ -111,10 +110,28 @@ type Server struct {
 	reqs      *prometheus.CounterVec
 }
 
-// New builds the API. ptr may be nil (reverse DNS off). ready reports
-// whether the whole pipeline can take and serve hits; /readyz answers from it.
-func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Keys, erased *visitor.Erased, ipdata IPData, ptr PTR, ready func(context.Context) error, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, ch: ch, tenants: tenants, visitors: visitors, erased: erased, ipdata: ipdata, ptr: ptr, ready: ready, log: log}
+// Deps are what the API stands on, given by the wiring.
+type Deps struct {
+	ClickHouse driver.Conn
+	Tenants    *tenant.Store
+	Visitors   *visitor.Keys
+	Erased     *visitor.Erased
+	IPData     IPData
+	// PTR may be nil: reverse DNS off.
+	PTR PTR
+	// Ready reports whether the whole pipeline can take and serve hits;
+	// /readyz answers from it.
+	Ready func(context.Context) error
+	// Metrics, when set, is served at /metrics (the process's registry,
+	// built once by the wiring).
+	Metrics http.Handler
+}
+
+// New builds the API; its own metrics are registered with reg.
+func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, ch: deps.ClickHouse, tenants: deps.Tenants, visitors: deps.Visitors, erased: deps.Erased,
+		ipdata: deps.IPData, ptr: deps.PTR, ready: deps.Ready, log: log}
+	ch := deps.ClickHouse
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})
@@ -130,7 +147,9 @@ func New(cfg Config, ch driver.Conn, tenants *tenant.Store, visitors *visitor.Ke
 		}
 		w.Write([]byte("ready\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if deps.Metrics != nil {
+		mux.Handle("GET /metrics", deps.Metrics)
+	}
 	s.route(mux, "POST /api/v1/accounts", tenant.RoleAdmin, s.createAccount)
 	s.route(mux, "GET /api/v1/accounts", tenant.RoleViewer, s.listAccounts)
 	s.route(mux, "POST /api/v1/sites", tenant.RoleAdmin, s.createSite)
