@@ -168,6 +168,11 @@ type Store struct {
 
 	mu   sync.Mutex // serialises snapshot rebuilds
 	snap atomic.Pointer[snapshot]
+	// replay, while Open replays the buckets, is the snapshot being built:
+	// entries go into it in place (nobody reads it yet) and it is
+	// published once, instead of a copy of every map per entry, which made
+	// a start quadratic in the number of keys (sessions are keys).
+	replay *snapshot
 	// misses remembers when LookupSite last found a site in no bucket, so
 	// a stream of hits for an unknown site costs one read per
 	// lookupMissTTL, not one each.
@@ -196,8 +201,10 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store
 	if s.logins, err = js.KeyValue(ctx, bus.LoginsBucket); err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", bus.LoginsBucket, err)
 	}
-	s.snap.Store(&snapshot{accounts: map[string]Account{}, sites: map[string]Site{}, keys: map[string]Key{},
-		users: map[string]User{}, deleted: map[string]bool{}})
+	s.replay = &snapshot{accounts: map[string]Account{}, sites: map[string]Site{}, keys: map[string]Key{},
+		users: map[string]User{}, deleted: map[string]bool{}}
+	s.snap.Store(s.replay)
+	defer s.endReplay()
 	for _, w := range []struct {
 		kv    jetstream.KeyValue
 		apply func([]byte, bool, string)
@@ -236,6 +243,15 @@ func Open(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*Store
 		}(watcher, w.apply)
 	}
 	return s, nil
+}
+
+// endReplay publishes the snapshot the replay built; from now on every
+// change copies.
+func (s *Store) endReplay() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snap.Store(s.replay)
+	s.replay = nil
 }
 
 // apply decodes a bucket entry into the snapshot map field picks, or
@@ -283,10 +299,15 @@ func (s *Store) applyKey(raw []byte, deleted bool, id string) {
 }
 
 // update copies the snapshot, changes the copy and publishes it: readers
-// never lock. Sites and keys change rarely, so copying is cheap enough.
+// never lock. Sites and keys change rarely, so copying is cheap enough;
+// during Open's replay, the unpublished snapshot is changed in place.
 func (s *Store) update(change func(*snapshot)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.replay != nil {
+		change(s.replay)
+		return
+	}
 	old := s.snap.Load()
 	n := &snapshot{accounts: maps.Clone(old.accounts), sites: maps.Clone(old.sites), keys: maps.Clone(old.keys),
 		users: maps.Clone(old.users), deleted: maps.Clone(old.deleted)}

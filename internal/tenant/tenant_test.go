@@ -257,3 +257,38 @@ func TestLoginFinishesOnce(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkOpen measures a process's start over a keys bucket of n keys
+// (dashboard sessions are keys, so a busy installation has many): the
+// replay must stay linear in n.
+//
+//	go test ./internal/tenant -run=^$ -bench=Open -count=6 | tee new.txt; benchstat old.txt new.txt
+func BenchmarkOpen(b *testing.B) {
+	for _, n := range []int{1000, 8000} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			bs := testenv.Bus(b)
+			ctx := context.Background()
+			store, err := tenant.Open(ctx, bs.JS, testenv.Quiet())
+			if err != nil {
+				b.Fatal(err)
+			}
+			for range n {
+				if _, _, err := store.CreateKey(ctx, tenant.Key{Role: tenant.RoleViewer}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				ctx, cancel := context.WithCancel(ctx)
+				s, err := tenant.Open(ctx, bs.JS, testenv.Quiet())
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got := len(s.Keys()); got < n {
+					b.Fatalf("%d keys after replay, want %d", got, n)
+				}
+			}
+		})
+	}
+}
