@@ -18,6 +18,11 @@
 //     failing ClickHouse pauses consumption rather than dropping hits, and a
 //     message that can never be read goes to the dead-letter stream.
 //
+// Files: processor.go (the consume loop and a batch's life), build.go
+// (decoding and enriching hits into rows), write.go (the already-written
+// check and the inserts), deadletter.go (hits that can never be written),
+// sessions.go (visits), bots.go, config.go, metrics.go.
+//
 // It depends on internal/bus, internal/tenant, internal/visitor and ipintel,
 // and on a ClickHouse connection; never on ingest or query.
 package processor
