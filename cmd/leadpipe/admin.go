@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +11,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
+	"net/url"
+	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -75,32 +80,63 @@ func connectEngine(ctx context.Context, ch chengine.Config, dataDir string, log 
 	return chengine.Start(ctx, ch, dataDir, log)
 }
 
+// stdin is where `leadpipe sql` reads a query given no argument.
+var stdin io.Reader = os.Stdin
+
 func runSQL(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sql", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var ch chengine.Config
 	ch.RegisterFlags(fs)
 	dataDir := fs.String("data-dir", "./data", "data dir of the managed engine a running serve uses")
+	format := fs.String("format", "TSVWithNames", "ClickHouse output format: TSVWithNames, CSVWithNames, JSONEachRow, Pretty, …")
+	httpAddr := fs.String("clickhouse.http-addr", "", "an external ClickHouse's HTTP interface host:port, for --format other than TSVWithNames")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usageError{fmt.Errorf("usage: leadpipe sql [--data-dir DIR | --clickhouse.addr ADDR] \"<query>\"")}
+	if fs.NArg() > 1 {
+		return usageError{errors.New(`usage: leadpipe sql [--data-dir DIR | --clickhouse.addr ADDR] [--format FORMAT] ["<query>"] (no query: read from standard input)`)}
+	}
+	if !validFormat(*format) {
+		return usageError{fmt.Errorf("--format: %q is not a ClickHouse format name", *format)}
 	}
 	if err := ch.Validate(); err != nil {
 		return usageError{err}
+	}
+	query := fs.Arg(0)
+	if fs.NArg() == 0 {
+		raw, err := io.ReadAll(io.LimitReader(stdin, 16<<20))
+		if err != nil {
+			return fmt.Errorf("reading the query from standard input: %w", err)
+		}
+		query = string(raw)
+	}
+	if query = strings.TrimSpace(query); query == "" {
+		return usageError{errors.New("sql: no query (give it as the argument or on standard input)")}
 	}
 	srv, err := connectEngine(ctx, ch, *dataDir, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	if *format != "TSVWithNames" {
+		// ClickHouse formats its own output over HTTP; the native
+		// protocol carries blocks for the client to format.
+		addr := cmp.Or(*httpAddr, srv.HTTPAddr)
+		if addr == "" && ch.Addr == "" {
+			addr, _ = chengine.HTTPEndpoint(*dataDir) // the engine a running serve manages
+		}
+		if addr == "" {
+			return usageError{fmt.Errorf("--clickhouse.http-addr: needed for --format=%s with an external ClickHouse (its HTTP interface, usually host:8123)", *format)}
+		}
+		return sqlOverHTTP(ctx, addr, ch, query, *format, stdout)
+	}
 	conn, err := srv.Open()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	rows, err := conn.Query(ctx, fs.Arg(0))
+	rows, err := conn.Query(ctx, query)
 	if errors.Is(err, io.EOF) {
 		// A statement without a result (DDL, INSERT): the driver reports
 		// the end of a result that never began.
@@ -132,6 +168,45 @@ func runSQL(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		w.WriteByte('\n')
 	}
 	return rows.Err()
+}
+
+// validFormat accepts ClickHouse format names (letters and digits); the
+// server says whether it knows the name.
+func validFormat(f string) bool {
+	if f == "" || len(f) > 64 {
+		return false
+	}
+	for _, r := range f {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// sqlOverHTTP runs query on ClickHouse's HTTP interface at addr and
+// copies its answer, formatted by ClickHouse as format, to out.
+func sqlOverHTTP(ctx context.Context, addr string, ch chengine.Config, query, format string, out io.Writer) error {
+	u := url.URL{Scheme: "http", Host: addr, Path: "/", RawQuery: url.Values{"database": {ch.Database}, "default_format": {format}}.Encode()}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(query))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-ClickHouse-User", ch.User)
+	if ch.Password != "" {
+		req.Header.Set("X-ClickHouse-Key", ch.Password)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("querying ClickHouse over HTTP: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return fmt.Errorf("ClickHouse: %s", bytes.TrimSpace(msg))
+	}
+	_, err = io.Copy(out, resp.Body)
+	return err
 }
 
 func formatValue(v any) string {

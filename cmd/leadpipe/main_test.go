@@ -34,6 +34,7 @@ func runCmd(t *testing.T, args ...string) (int, string, string) {
 // TestBadConfigs: every configuration mistake stops the command before it
 // starts anything, with exit status 2 and a message naming the flag.
 func TestBadConfigs(t *testing.T) {
+	stdin = strings.NewReader("") // `sql` without a query reads it from here
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -65,7 +66,11 @@ func TestBadConfigs(t *testing.T) {
 		{[]string{"serve", "--no-such-flag"}, `flag provided but not defined: -no-such-flag`},
 		{[]string{"collect"}, `--nats.url: required when a stage runs on its own`},
 		{[]string{"process", "--nats.url", "nats://127.0.0.1:4222"}, `--clickhouse.addr: required when a stage runs on its own`},
-		{[]string{"sql"}, `usage: leadpipe sql`},
+		{[]string{"sql"}, `sql: no query`},
+		{[]string{"sql", "a", "b"}, `usage: leadpipe sql`},
+		{[]string{"sql", "--format", "JSON; DROP", "SELECT 1"}, `--format: "JSON; DROP" is not a ClickHouse format name`},
+		{[]string{"serve", "--clickhouse.engine-native-addr", "0.0.0.0:9000"}, `--clickhouse.engine-native-addr: "0.0.0.0:9000" is not a loopback address`},
+		{[]string{"serve", "--clickhouse.addr", "db:9000", "--clickhouse.engine-http-addr", "127.0.0.1:8123"}, `--clickhouse.engine-http-addr: only for the managed engine`},
 		{[]string{"serve", "--clickhouse.tls"}, `--clickhouse.tls: only for an external ClickHouse`},
 		{[]string{"backup", "--clickhouse.addr", "127.0.0.1:9000"}, `--backup.disk: required with --clickhouse.addr`},
 		{[]string{"backup", "--backup.disk", "backups"}, `--backup.disk: only with --clickhouse.addr`},
@@ -172,6 +177,17 @@ func TestSQLReachesRunningServe(t *testing.T) {
 	code, _, stderr = runCmd(t, "sql", "--data-dir", dir, "SELECT nonsense FROM nowhere")
 	if code != 1 || !strings.Contains(stderr, "nowhere") {
 		t.Errorf("bad SQL: exit %d, %q", code, stderr)
+	}
+	// Other formats come from ClickHouse itself; the query from stdin.
+	for format, want := range map[string]string{
+		"CSVWithNames": "\"version\",\"name\"\n1,\"hits\"\n",
+		"JSONEachRow":  `{"version":1,"name":"hits"}` + "\n",
+	} {
+		stdin = strings.NewReader("SELECT version, name FROM schema_migrations ORDER BY version LIMIT 1")
+		code, out, stderr = runCmd(t, "sql", "--data-dir", dir, "--format", format)
+		if code != 0 || out != want {
+			t.Errorf("--format %s: exit %d, %q (%s); want %q", format, code, out, stderr, want)
+		}
 	}
 	// serve's NATS listens on a random port: found through the data dir.
 	code, out, stderr = runCmd(t, "ipdb", "reload", "--data-dir", dir, "--wait", "2m")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,11 @@ type Config struct {
 	Engine string
 	// EngineLib is the path of libchdb.so for the chdb engine.
 	EngineLib string
+	// NativeAddr and HTTPAddr fix where a managed engine takes clients
+	// (a BI tool's connection survives restarts of serve); empty is a free
+	// loopback port. Loopback only: the engine has no credentials of its
+	// own.
+	NativeAddr, HTTPAddr string
 	// MaxFailedStarts is how many starts of a managed engine in a row may
 	// fail (not answer, or exit again within a minute) before leadpipe
 	// gives up restarting it; 0 means the default, 5.
@@ -63,6 +69,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Password, "clickhouse.password", "", "ClickHouse password")
 	fs.StringVar(&c.Engine, "clickhouse.engine", "auto", "managed engine when --clickhouse.addr is empty: auto, binary (clickhouse on PATH) or chdb")
 	fs.StringVar(&c.EngineLib, "clickhouse.engine-lib", DefaultLibPath(), "path of libchdb.so for the chdb engine (fetched by make setup)")
+	fs.StringVar(&c.NativeAddr, "clickhouse.engine-native-addr", "", "loopback host:port where the managed engine takes native-protocol clients, e.g. a BI tool (empty: any free port)")
+	fs.StringVar(&c.HTTPAddr, "clickhouse.engine-http-addr", "", "loopback host:port of the managed engine's HTTP interface (empty: any free port)")
 	fs.IntVar(&c.MaxFailedStarts, "clickhouse.engine-max-failed-starts", defaultMaxFailedStarts, "a managed engine that exits is restarted (backoff 1s doubling to 30s); after this many failed starts in a row, serve stops")
 	fs.BoolVar(&c.TLS, "clickhouse.tls", false, "speak TLS to --clickhouse.addr (its secure native port, usually 9440)")
 	fs.StringVar(&c.TLSCA, "clickhouse.tls-ca", "", "PEM CA of the ClickHouse server's certificate (empty: the system's roots)")
@@ -84,6 +92,21 @@ func (c *Config) Validate() error {
 	case "auto", "binary", "chdb":
 	default:
 		return fmt.Errorf("--clickhouse.engine: %q is not one of auto, binary, chdb", c.Engine)
+	}
+	for _, a := range []struct{ flag, addr string }{{"--clickhouse.engine-native-addr", c.NativeAddr}, {"--clickhouse.engine-http-addr", c.HTTPAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		if c.Addr != "" {
+			return fmt.Errorf("%s: only for the managed engine (without --clickhouse.addr)", a.flag)
+		}
+		host, _, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not host:port", a.flag, a.addr)
+		}
+		if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+			return fmt.Errorf("%s: %q is not a loopback address; the managed engine has no credentials, so it only listens on this machine", a.flag, a.addr)
+		}
 	}
 	if c.MaxFailedStarts < 0 {
 		return fmt.Errorf("--clickhouse.engine-max-failed-starts: %d is negative", c.MaxFailedStarts)
@@ -216,6 +239,9 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*
 	}
 	if s.mode == "chdb" {
 		s.newRelays()
+	} else {
+		// The official server needs no relay: it takes clients itself.
+		s.engineNative, s.engineHTTP = s.cfg.NativeAddr, s.cfg.HTTPAddr
 	}
 	if err := s.StartEngine(ctx); err != nil {
 		s.closeRelays()
@@ -287,18 +313,30 @@ func (s *Server) open(database string, dialTimeout time.Duration) (driver.Conn, 
 	})
 }
 
-// Endpoint reads the native address of the engine a running `serve` manages
-// under dataDir.
+// Endpoint reads the native address of the engine a running `serve`
+// manages under dataDir.
 func Endpoint(dataDir string) (string, error) {
+	ep, err := readEndpoint(dataDir)
+	return ep.Native, err
+}
+
+// HTTPEndpoint reads the HTTP address of the engine a running `serve`
+// manages under dataDir.
+func HTTPEndpoint(dataDir string) (string, error) {
+	ep, err := readEndpoint(dataDir)
+	return ep.HTTP, err
+}
+
+func readEndpoint(dataDir string) (endpoint, error) {
+	var ep endpoint
 	raw, err := os.ReadFile(filepath.Join(dataDir, "clickhouse", "endpoint.json"))
 	if err != nil {
-		return "", fmt.Errorf("no running engine under --data-dir %s (is `leadpipe serve` running?): %w", dataDir, err)
+		return ep, fmt.Errorf("no running engine under --data-dir %s (is `leadpipe serve` running?): %w", dataDir, err)
 	}
-	var ep endpoint
 	if err := json.Unmarshal(raw, &ep); err != nil {
-		return "", fmt.Errorf("reading engine endpoint: %w", err)
+		return ep, fmt.Errorf("reading engine endpoint: %w", err)
 	}
-	return ep.Native, nil
+	return ep, nil
 }
 
 func freePort() (int, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -318,5 +319,47 @@ func TestSupervisorRestartsThenGivesUp(t *testing.T) {
 	}
 	if e.Restarts() != 1 {
 		t.Errorf("%d restarts after giving up, want 1", e.Restarts())
+	}
+}
+
+// TestEngineOnFixedAddresses: with --clickhouse.engine-native-addr and
+// -http-addr the managed engine takes clients there (a BI tool's saved
+// connection), before and after a restart.
+func TestEngineOnFixedAddresses(t *testing.T) {
+	testenv.Slow(t, "starts the ClickHouse engine")
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	cfg := testenv.ClickHouseConfig()
+	cfg.NativeAddr, cfg.HTTPAddr = free(), free()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := chengine.Start(context.Background(), cfg, t.TempDir(), testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	for round := range 2 {
+		if e.Addr != cfg.NativeAddr || e.HTTPAddr != cfg.HTTPAddr {
+			t.Fatalf("round %d: engine on %s and %s, want %s and %s", round, e.Addr, e.HTTPAddr, cfg.NativeAddr, cfg.HTTPAddr)
+		}
+		resp, err := http.Get("http://" + cfg.HTTPAddr + "/?query=SELECT+1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.TrimSpace(string(body)) != "1" {
+			t.Fatalf("round %d: HTTP answered %q", round, body)
+		}
+		if err := e.Restart(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

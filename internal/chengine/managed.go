@@ -2,6 +2,7 @@ package chengine
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -269,8 +270,8 @@ func (s *Server) newRelays() {
 			return *addr
 		}
 	}
-	s.nativeRelay = newRelay("127.0.0.1:0", target(&s.engineNative))
-	s.httpRelay = newRelay("127.0.0.1:0", target(&s.engineHTTP))
+	s.nativeRelay = newRelay(cmp.Or(s.cfg.NativeAddr, "127.0.0.1:0"), target(&s.engineNative))
+	s.httpRelay = newRelay(cmp.Or(s.cfg.HTTPAddr, "127.0.0.1:0"), target(&s.engineHTTP))
 }
 
 func (s *Server) listenRelays() error {
