@@ -2,67 +2,118 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/schema"
 )
-
-// siteErasures delete a site's rows from every table that holds its data.
-// They are mutations (ALTER … DELETE), which rewrite the parts without the
-// rows — the data is gone from disk when they finish, not only hidden —
-// and they run with mutations_sync, so the request answers when they did.
-// audit_log and data_requests keep their rows: they are the record of who
-// did what, this erasure included.
-var siteErasures = []string{
-	"ALTER TABLE hits DELETE WHERE site_id = {site:String}",
-	"ALTER TABLE visits DELETE WHERE site_id = {site:String}",
-	"ALTER TABLE company_daily DELETE WHERE site_id = {site:String}",
-	"ALTER TABLE company_pages_daily DELETE WHERE site_id = {site:String}",
-	"ALTER TABLE filtered_daily DELETE WHERE site_id = {site:String}",
-	"ALTER TABLE dropped_hits DELETE WHERE site_id = {site:String}",
-}
-
-// secondPass is when a site's erasure runs again: processors drop the hits
-// of a deleted site from then on, but one may have built a batch holding
-// some of them just before.
-const secondPass = time.Minute
 
 // eraseSiteData removes a site from the tenant store (the collector then
 // refuses its hits, its queued ones are dropped) and its rows from
-// ClickHouse, and returns how many hits it had.
+// ClickHouse, and returns how many hits it had. The rest — a second pass
+// for hits a processor had in hand — is the sweeper's (sweepDeletedSites).
 func (s *Server) eraseSiteData(ctx context.Context, site string) (uint64, error) {
-	ctx = clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"site": site}),
-		clickhouse.WithSettings(clickhouse.Settings{"mutations_sync": 2}))
 	var n uint64
-	if err := s.ch.QueryRow(ctx, "SELECT count() FROM hits WHERE site_id = {site:String}").Scan(&n); err != nil {
+	if err := s.ch.QueryRow(siteContext(ctx, site), "SELECT count() FROM hits WHERE site_id = {site:String}").Scan(&n); err != nil {
 		return 0, err
 	}
 	if err := s.tenants.DeleteSite(ctx, site); err != nil {
 		return 0, err
 	}
-	run := func(ctx context.Context) error {
-		for _, stmt := range siteErasures {
-			if err := s.ch.Exec(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := run(ctx); err != nil {
+	if err := eraseSiteRows(ctx, s.ch, site); err != nil {
 		return 0, err
 	}
-	go func() {
-		time.Sleep(secondPass)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
-		defer cancel()
-		if err := run(ctx); err != nil {
-			s.log.Error("erasing a deleted site's data, second pass", "site", site, "err", err)
-		}
-	}()
 	return n, nil
+}
+
+func siteContext(ctx context.Context, site string) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"site": site}),
+		clickhouse.WithSettings(clickhouse.Settings{"mutations_sync": 2}))
+}
+
+// eraseSiteRows deletes a site's rows from every table that stores a
+// site_id (schema.TablesWith), the Records apart (audit_log and
+// data_requests keep their rows: they are the record of who did what,
+// this erasure included). They are mutations (ALTER … DELETE), which
+// rewrite the parts without the rows — the data is gone from disk when
+// they finish, not only hidden — and they run with mutations_sync, so
+// the request answers when they did.
+func eraseSiteRows(ctx context.Context, ch driver.Conn, site string) error {
+	tables, err := schema.TablesWith(ctx, ch, "site_id")
+	if err != nil {
+		return err
+	}
+	for _, table := range tables {
+		tctx := clickhouse.Context(siteContext(ctx, site), clickhouse.WithParameters(clickhouse.Parameters{"site": site, "table": table}))
+		if err := ch.Exec(tctx, "ALTER TABLE {table:Identifier} DELETE WHERE site_id = {site:String}"); err != nil {
+			return fmt.Errorf("erasing the site's rows from %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// sweepEvery is how often the API looks for rows of deleted sites: a
+// processor drops the hits of a deleted site once it knows of the
+// deletion, but one may have built a batch holding some of them just
+// before, and a restart must not forget that. The deleted sites are
+// durable (the sites bucket keeps their deletion), so the sweep is a job
+// that outlives the process, not a goroutine waiting inside a request.
+const sweepEvery = time.Minute
+
+// sweepDeletedSites erases what rows deleted sites still have, until ctx
+// ends.
+func (s *Server) sweepDeletedSites(ctx context.Context) {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.sweepOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("erasing rows of deleted sites", "err", err)
+		}
+	}
+}
+
+func (s *Server) sweepOnce(ctx context.Context) error {
+	deleted := s.tenants.DeletedSites()
+	if len(deleted) == 0 {
+		return nil
+	}
+	// Only the tables the pipeline writes can gain rows after a deletion;
+	// the views' tables follow them, and the erasure covers all.
+	rows, err := s.ch.Query(ctx, `SELECT site_id FROM hits WHERE site_id IN ? GROUP BY site_id
+		UNION DISTINCT SELECT site_id FROM dropped_hits WHERE site_id IN ? GROUP BY site_id`, deleted, deleted)
+	if err != nil {
+		return err
+	}
+	var left []string
+	for rows.Next() {
+		var site string
+		if err := rows.Scan(&site); err != nil {
+			rows.Close()
+			return err
+		}
+		left = append(left, site)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, site := range left {
+		if err := eraseSiteRows(ctx, s.ch, site); err != nil {
+			return err
+		}
+		s.log.Info("erased late rows of a deleted site", "site", site)
+	}
+	return nil
 }
 
 // deleteSite erases a site and all its data (admin of the site).

@@ -210,6 +210,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	go s.sweepDeletedSites(ctx)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("api: %w", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -349,7 +350,7 @@ func TestEngineOnFixedAddresses(t *testing.T) {
 		if e.Addr != cfg.NativeAddr || e.HTTPAddr != cfg.HTTPAddr {
 			t.Fatalf("round %d: engine on %s and %s, want %s and %s", round, e.Addr, e.HTTPAddr, cfg.NativeAddr, cfg.HTTPAddr)
 		}
-		resp, err := http.Get("http://" + cfg.HTTPAddr + "/?query=SELECT+1")
+		resp, err := http.Get((&url.URL{Scheme: "http", Host: cfg.HTTPAddr, Path: "/", RawQuery: url.Values{"query": {"SELECT 1"}}.Encode()}).String())
 		if err != nil {
 			t.Fatal(err)
 		}

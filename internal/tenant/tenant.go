@@ -294,6 +294,11 @@ func (s *Store) applySite(raw []byte, deleted bool, id string) {
 // Deleted reports whether the site was deleted: a processor drops its hits.
 func (s *Store) Deleted(site string) bool { return s.snap.Load().deleted[site] }
 
+// DeletedSites lists the sites whose deletion the sites bucket keeps.
+func (s *Store) DeletedSites() []string {
+	return slices.Sorted(maps.Keys(s.snap.Load().deleted))
+}
+
 func (s *Store) applyKey(raw []byte, deleted bool, id string) {
 	apply(s, "key", raw, deleted, id, func(n *snapshot) map[string]Key { return n.keys }, nil)
 }

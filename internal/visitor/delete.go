@@ -8,6 +8,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/leadpipe/leadpipe/schema"
 )
 
 // DeleteStored erases a visitor's stored rows of a site and returns how
@@ -27,14 +28,21 @@ func DeleteStored(ctx context.Context, conn driver.Conn, site string, vid uint64
 	if n == 0 {
 		return 0, nil
 	}
-	for _, stmt := range []string{
-		"DELETE FROM hits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
-		"DELETE FROM visits WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
-		"ALTER TABLE hits APPLY DELETED MASK",
-		"ALTER TABLE visits APPLY DELETED MASK",
-	} {
-		if err := conn.Exec(ctx, stmt); err != nil {
-			return 0, fmt.Errorf("erasing the visitor's rows: %w", err)
+	// Every table that stores rows by site and visitor (hits, visits):
+	// derived, so a new one is erased too.
+	tables, err := schema.TablesWith(ctx, conn, "site_id", "visitor_id")
+	if err != nil {
+		return 0, err
+	}
+	for _, table := range tables {
+		tctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"site": site, "visitor": strconv.FormatUint(vid, 10), "table": table}))
+		for _, stmt := range []string{
+			"DELETE FROM {table:Identifier} WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}",
+			"ALTER TABLE {table:Identifier} APPLY DELETED MASK",
+		} {
+			if err := conn.Exec(tctx, stmt); err != nil {
+				return 0, fmt.Errorf("erasing the visitor's rows from %s: %w", table, err)
+			}
 		}
 	}
 	return n, nil
