@@ -2,8 +2,8 @@ package schema_test
 
 import (
 	"context"
-	"fmt"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,4 +81,31 @@ func firstDiff(got, want string) string {
 		}
 	}
 	return ""
+}
+
+// TestEveryColumnSaysWhatItHolds: every column of every table has a
+// comment (DESCRIBE shows it to an analyst), and the analysts' views read.
+func TestEveryColumnSaysWhatItHolds(t *testing.T) {
+	conn, _ := testenv.Database(t)
+	ctx := context.Background()
+	rows, err := conn.Query(ctx, `SELECT c.table, c.name FROM system.columns AS c
+		INNER JOIN system.tables AS t ON t.database = c.database AND t.name = c.table
+		WHERE c.database = currentDatabase() AND t.engine NOT IN ('View', 'MaterializedView') AND c.comment = ''
+		ORDER BY c.table, c.name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var table, column string
+		rows.Scan(&table, &column)
+		t.Errorf("%s.%s has no comment", table, column)
+	}
+	rows.Close()
+	for _, view := range []string{"company_daily_v", "company_pages_daily_v", "visits_v", "filtered_daily_v"} {
+		var n uint64
+		qctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"view": view}))
+		if err := conn.QueryRow(qctx, "SELECT count() FROM {view:Identifier}").Scan(&n); err != nil {
+			t.Errorf("reading %s: %v", view, err)
+		}
+	}
 }

@@ -3,48 +3,50 @@
 
 CREATE TABLE leadpipe.audit_log
 (
-    `ts` DateTime64(3, 'UTC'),
-    `key_id` String,
-    `role` LowCardinality(String),
-    `method` LowCardinality(String),
-    `route` LowCardinality(String),
-    `site_id` String,
-    `status` UInt16,
-    `rows` UInt64,
-    `remote` String
+    `ts` DateTime64(3, 'UTC') COMMENT 'When',
+    `key_id` String COMMENT 'The API key (or dashboard session) used',
+    `role` LowCardinality(String) COMMENT 'Its role',
+    `method` LowCardinality(String) COMMENT 'HTTP method',
+    `route` LowCardinality(String) COMMENT 'The API route',
+    `site_id` String COMMENT 'The site it concerned, if any',
+    `status` UInt16 COMMENT 'HTTP status of the answer',
+    `rows` UInt64 COMMENT 'Rows returned',
+    `remote` String COMMENT 'The caller\'s address'
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (ts, key_id)
 TTL toDateTime(ts) + toIntervalDay(400)
-SETTINGS index_granularity = 8192;
+SETTINGS index_granularity = 8192
+COMMENT 'Who read or changed what through the API, kept 400 days';
 
 CREATE TABLE leadpipe.company_daily
 (
-    `site_id` LowCardinality(String),
-    `company_id` String,
-    `day` Date,
-    `company_name` SimpleAggregateFunction(anyLast, String),
-    `company_domain` SimpleAggregateFunction(anyLast, String),
-    `company_industry` SimpleAggregateFunction(anyLast, String),
-    `company_size` SimpleAggregateFunction(anyLast, String),
-    `network_type` SimpleAggregateFunction(anyLast, String),
-    `country` SimpleAggregateFunction(anyLast, String),
-    `hits` SimpleAggregateFunction(sum, UInt64),
-    `pageviews` SimpleAggregateFunction(sum, UInt64),
-    `engaged_ms` SimpleAggregateFunction(sum, UInt64),
-    `visits` SimpleAggregateFunction(sum, UInt64),
-    `visitors` AggregateFunction(uniqExact, UInt64),
-    `first_seen` SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
-    `last_seen` SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
-    `sources` SimpleAggregateFunction(sumMap, Map(String, UInt64)),
-    `countries` SimpleAggregateFunction(sumMap, Map(String, UInt64))
+    `site_id` LowCardinality(String) COMMENT 'The site',
+    `company_id` String COMMENT 'The organisation',
+    `day` Date COMMENT 'The day (UTC) of the hits',
+    `company_name` SimpleAggregateFunction(anyLast, String) COMMENT 'The organisation\'s name, as last seen',
+    `company_domain` SimpleAggregateFunction(anyLast, String) COMMENT 'The organisation\'s domain, as last seen',
+    `company_industry` SimpleAggregateFunction(anyLast, String) COMMENT 'The organisation\'s industry, as last seen',
+    `company_size` SimpleAggregateFunction(anyLast, String) COMMENT 'The organisation\'s size band, as last seen',
+    `network_type` SimpleAggregateFunction(anyLast, String) COMMENT 'The network\'s classification, as last seen',
+    `country` SimpleAggregateFunction(anyLast, String) COMMENT 'The country of the visits, as last seen',
+    `hits` SimpleAggregateFunction(sum, UInt64) COMMENT 'Hits that day',
+    `pageviews` SimpleAggregateFunction(sum, UInt64) COMMENT 'Pageviews that day',
+    `engaged_ms` SimpleAggregateFunction(sum, UInt64) COMMENT 'Engaged time that day, in milliseconds',
+    `visits` SimpleAggregateFunction(sum, UInt64) COMMENT 'Visits begun that day',
+    `visitors` AggregateFunction(uniqExact, UInt64) COMMENT 'Distinct visitors that day (aggregate state: uniqExactMerge, or company_daily_v)',
+    `first_seen` SimpleAggregateFunction(min, DateTime64(3, 'UTC')) COMMENT 'The first hit that day',
+    `last_seen` SimpleAggregateFunction(max, DateTime64(3, 'UTC')) COMMENT 'The last hit that day',
+    `sources` SimpleAggregateFunction(sumMap, Map(String, UInt64)) COMMENT 'Visits by traffic source',
+    `countries` SimpleAggregateFunction(sumMap, Map(String, UInt64)) COMMENT 'Hits by visitor country'
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(day)
 ORDER BY (site_id, company_id, day)
 TTL day + toIntervalDay(800)
-SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192;
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192
+COMMENT 'Per site, company and day: the company-level visit aggregates (materialized from hits); read it through company_daily_v';
 
 CREATE MATERIALIZED VIEW leadpipe.company_daily_mv TO leadpipe.company_daily
 (
@@ -93,21 +95,69 @@ GROUP BY
     company_id,
     day;
 
-CREATE TABLE leadpipe.company_pages_daily
+CREATE VIEW leadpipe.company_daily_v
 (
     `site_id` LowCardinality(String),
     `company_id` String,
     `day` Date,
-    `path` String,
-    `title` SimpleAggregateFunction(max, String),
-    `pageviews` SimpleAggregateFunction(sum, UInt64),
-    `engaged_ms` SimpleAggregateFunction(sum, UInt64)
+    `company_name` SimpleAggregateFunction(anyLast, String),
+    `company_domain` SimpleAggregateFunction(anyLast, String),
+    `company_industry` SimpleAggregateFunction(anyLast, String),
+    `company_size` SimpleAggregateFunction(anyLast, String),
+    `network_type` SimpleAggregateFunction(anyLast, String),
+    `country` SimpleAggregateFunction(anyLast, String),
+    `hits` UInt64,
+    `pageviews` UInt64,
+    `engaged_ms` UInt64,
+    `visits` UInt64,
+    `visitors` UInt64,
+    `first_seen` SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    `last_seen` SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    `sources` Map(String, UInt64),
+    `countries` Map(String, UInt64)
+)
+COMMENT 'company_daily with its aggregates merged: one row per site, company and day'
+AS SELECT
+    site_id,
+    company_id,
+    day,
+    anyLast(company_name) AS company_name,
+    anyLast(company_domain) AS company_domain,
+    anyLast(company_industry) AS company_industry,
+    anyLast(company_size) AS company_size,
+    anyLast(network_type) AS network_type,
+    anyLast(country) AS country,
+    sum(hits) AS hits,
+    sum(pageviews) AS pageviews,
+    sum(engaged_ms) AS engaged_ms,
+    sum(visits) AS visits,
+    uniqExactMerge(visitors) AS visitors,
+    min(first_seen) AS first_seen,
+    max(last_seen) AS last_seen,
+    sumMap(sources) AS sources,
+    sumMap(countries) AS countries
+FROM leadpipe.company_daily
+GROUP BY
+    site_id,
+    company_id,
+    day;
+
+CREATE TABLE leadpipe.company_pages_daily
+(
+    `site_id` LowCardinality(String) COMMENT 'The site',
+    `company_id` String COMMENT 'The organisation',
+    `day` Date COMMENT 'The day (UTC)',
+    `path` String COMMENT 'The page\'s path',
+    `title` SimpleAggregateFunction(max, String) COMMENT 'The page\'s title',
+    `pageviews` SimpleAggregateFunction(sum, UInt64) COMMENT 'Pageviews of the page that day',
+    `engaged_ms` SimpleAggregateFunction(sum, UInt64) COMMENT 'Engaged time on the page that day, in milliseconds'
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(day)
 ORDER BY (site_id, company_id, day, path)
 TTL day + toIntervalDay(800)
-SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192;
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192
+COMMENT 'Per site, company, day and page: what the company looked at (materialized from hits)';
 
 CREATE MATERIALIZED VIEW leadpipe.company_pages_daily_mv TO leadpipe.company_pages_daily
 (
@@ -135,46 +185,75 @@ GROUP BY
     day,
     path;
 
+CREATE VIEW leadpipe.company_pages_daily_v
+(
+    `site_id` LowCardinality(String),
+    `company_id` String,
+    `day` Date,
+    `path` String,
+    `title` SimpleAggregateFunction(max, String),
+    `pageviews` UInt64,
+    `engaged_ms` UInt64
+)
+COMMENT 'company_pages_daily merged: one row per site, company, day and page'
+AS SELECT
+    site_id,
+    company_id,
+    day,
+    path,
+    max(title) AS title,
+    sum(pageviews) AS pageviews,
+    sum(engaged_ms) AS engaged_ms
+FROM leadpipe.company_pages_daily
+GROUP BY
+    site_id,
+    company_id,
+    day,
+    path;
+
 CREATE TABLE leadpipe.data_requests
 (
-    `id` String,
-    `site_id` LowCardinality(String),
-    `kind` LowCardinality(String),
-    `key_id` String,
-    `requested_at` DateTime64(3, 'UTC'),
-    `completed_at` DateTime64(3, 'UTC'),
-    `rows` UInt64
+    `id` String COMMENT 'The request',
+    `site_id` LowCardinality(String) COMMENT 'The site it concerned',
+    `kind` LowCardinality(String) COMMENT 'What was asked (access, erasure of a visitor, a site, an account)',
+    `key_id` String COMMENT 'The API key that asked',
+    `requested_at` DateTime64(3, 'UTC') COMMENT 'When it was asked',
+    `completed_at` DateTime64(3, 'UTC') COMMENT 'When it was done',
+    `rows` UInt64 COMMENT 'Rows it returned or erased'
 )
 ENGINE = MergeTree
 ORDER BY (site_id, requested_at)
 TTL toDateTime(requested_at) + toIntervalDay(1095)
-SETTINGS index_granularity = 8192;
+SETTINGS index_granularity = 8192
+COMMENT 'Data subject and erasure requests (access, visitor, site, account): the record of their handling, kept 3 years';
 
 CREATE TABLE leadpipe.dropped_hits
 (
-    `site_id` LowCardinality(String),
-    `ts` DateTime64(3, 'UTC'),
-    `reason` LowCardinality(String),
-    `hit_key` UInt64
+    `site_id` LowCardinality(String) COMMENT 'The site',
+    `ts` DateTime64(3, 'UTC') COMMENT 'When the hit happened',
+    `reason` LowCardinality(String) COMMENT 'Why it was dropped',
+    `hit_key` UInt64 COMMENT 'Hash of site and hit id: recognises a retried hit, identifies no one'
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (site_id, hit_key)
 TTL toDateTime(ts) + toIntervalDay(2)
-SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192;
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192
+COMMENT 'Dropped hits (residential, mobile, hosting, bot, unknown, invalid, erased): only a key to recognise a retry, kept 2 days; counted in filtered_daily';
 
 CREATE TABLE leadpipe.filtered_daily
 (
-    `site_id` LowCardinality(String),
-    `day` Date,
-    `reason` LowCardinality(String),
-    `hits` SimpleAggregateFunction(sum, UInt64)
+    `site_id` LowCardinality(String) COMMENT 'The site',
+    `day` Date COMMENT 'The day (UTC)',
+    `reason` LowCardinality(String) COMMENT 'Why the hits were dropped',
+    `hits` SimpleAggregateFunction(sum, UInt64) COMMENT 'How many'
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(day)
 ORDER BY (site_id, day, reason)
 TTL day + toIntervalDay(800)
-SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192;
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192
+COMMENT 'The filter ledger: dropped hits counted per site, day and reason (materialized from dropped_hits); all that is kept of them';
 
 CREATE MATERIALIZED VIEW leadpipe.filtered_daily_mv TO leadpipe.filtered_daily
 (
@@ -194,79 +273,101 @@ GROUP BY
     day,
     reason;
 
-CREATE TABLE leadpipe.hits
+CREATE VIEW leadpipe.filtered_daily_v
 (
     `site_id` LowCardinality(String),
-    `ts` DateTime64(3, 'UTC'),
-    `received_at` DateTime64(3, 'UTC'),
-    `hit_id` String,
-    `type` LowCardinality(String),
-    `url` String,
-    `path` String,
-    `referrer` String,
-    `source` LowCardinality(String),
-    `title` String,
-    `visitor_id` UInt64,
-    `visit_id` UInt64,
-    `visit_start` DateTime64(3, 'UTC'),
-    `new_visit` UInt8,
-    `consent` LowCardinality(String),
-    `engaged_ms` UInt32,
-    `company_id` String,
-    `company_name` LowCardinality(String),
-    `company_domain` String,
-    `company_industry` LowCardinality(String),
-    `company_size` LowCardinality(String),
-    `asn` UInt32,
-    `as_org` LowCardinality(String),
-    `network_type` LowCardinality(String),
-    `country` LowCardinality(String),
-    `city` LowCardinality(String),
-    `lang` LowCardinality(String),
-    `stream_seq` UInt64,
-    `retention_days` UInt16 DEFAULT 180,
+    `day` Date,
+    `reason` LowCardinality(String),
+    `hits` UInt64
+)
+COMMENT 'The filter ledger merged: dropped hits per site, day and reason'
+AS SELECT
+    site_id,
+    day,
+    reason,
+    sum(hits) AS hits
+FROM leadpipe.filtered_daily
+GROUP BY
+    site_id,
+    day,
+    reason;
+
+CREATE TABLE leadpipe.hits
+(
+    `site_id` LowCardinality(String) COMMENT 'The site the hit was posted for',
+    `ts` DateTime64(3, 'UTC') COMMENT 'When the hit happened (the tracker\'s clock, bounded by the collector)',
+    `received_at` DateTime64(3, 'UTC') COMMENT 'When the collector accepted the hit',
+    `hit_id` String COMMENT 'The hit\'s id from the tracker; retries of it carry the same id',
+    `type` LowCardinality(String) COMMENT 'pageview or engagement',
+    `url` String COMMENT 'The page\'s URL',
+    `path` String COMMENT 'The path of url',
+    `referrer` String COMMENT 'The referring URL, if any',
+    `source` LowCardinality(String) COMMENT 'Traffic source of the visit: direct, search, social, referral or campaign',
+    `title` String COMMENT 'The page\'s title',
+    `visitor_id` UInt64 COMMENT 'Keyed hash of the visitor (of the client id, or of site, IP and user agent under a daily salt); never the client id or the IP',
+    `visit_id` UInt64 COMMENT 'The visit the hit belongs to (30 minutes of inactivity end one)',
+    `visit_start` DateTime64(3, 'UTC') COMMENT 'When the hit\'s visit began',
+    `new_visit` UInt8 COMMENT '1 for the first hit of a visit',
+    `consent` LowCardinality(String) COMMENT 'The visitor\'s consent state: granted, denied or unknown (cookieless)',
+    `engaged_ms` UInt32 COMMENT 'Engaged time the hit reports, in milliseconds (engagement pings)',
+    `company_id` String COMMENT 'The identified organisation (stable id)',
+    `company_name` LowCardinality(String) COMMENT 'The organisation\'s name',
+    `company_domain` String COMMENT 'The organisation\'s domain, when known',
+    `company_industry` LowCardinality(String) COMMENT 'The organisation\'s industry, when known',
+    `company_size` LowCardinality(String) COMMENT 'The organisation\'s size band, when known',
+    `asn` UInt32 COMMENT 'The autonomous system the visitor\'s network belongs to',
+    `as_org` LowCardinality(String) COMMENT 'The autonomous system\'s registered organisation',
+    `network_type` LowCardinality(String) COMMENT 'How the network was classified: business, education, government',
+    `country` LowCardinality(String) COMMENT 'The visitor\'s country (ISO 3166 two-letter code)',
+    `city` LowCardinality(String) COMMENT 'The visitor\'s city, when a city database is configured',
+    `lang` LowCardinality(String) COMMENT 'The browser\'s preferred language',
+    `stream_seq` UInt64 COMMENT 'Sequence of the JetStream message the hit came in (tells retries apart)',
+    `retention_days` UInt16 DEFAULT 180 COMMENT 'Days the row is kept (the site\'s retention when it was written)',
     INDEX hit_id_bf hit_id TYPE bloom_filter(0.01) GRANULARITY 4
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (site_id, company_id, ts)
 TTL toDateTime(ts) + toIntervalDay(retention_days)
-SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192;
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192
+COMMENT 'One row per kept hit (pageview or engagement ping) of a business, education or government visitor; never the visitor IP';
 
 CREATE TABLE leadpipe.schema_migrations
 (
-    `version` UInt32,
-    `name` String,
-    `applied_at` DateTime DEFAULT now()
+    `version` UInt32 COMMENT 'The migration\'s number',
+    `name` String COMMENT 'Its name',
+    `applied_at` DateTime DEFAULT now() COMMENT 'When it was applied'
 )
 ENGINE = MergeTree
 ORDER BY version
-SETTINGS index_granularity = 8192;
+SETTINGS index_granularity = 8192
+COMMENT 'Migrations applied to this database';
 
 CREATE TABLE leadpipe.visits
 (
-    `site_id` LowCardinality(String),
-    `company_id` String,
-    `visit_start` DateTime64(3, 'UTC'),
-    `visit_id` UInt64,
-    `visitor_id` SimpleAggregateFunction(any, UInt64),
-    `started` SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
-    `ended` SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
-    `hits` SimpleAggregateFunction(sum, UInt64),
-    `pageviews` SimpleAggregateFunction(sum, UInt64),
-    `engaged_ms` SimpleAggregateFunction(sum, UInt64),
-    `entry_page` AggregateFunction(argMin, String, DateTime64(3, 'UTC')),
-    `exit_page` AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
-    `source` AggregateFunction(argMin, String, DateTime64(3, 'UTC')),
-    `referrer` AggregateFunction(argMin, String, DateTime64(3, 'UTC')),
-    `country` SimpleAggregateFunction(anyLast, String),
-    `retention_days` SimpleAggregateFunction(max, UInt16) DEFAULT 180
+    `site_id` LowCardinality(String) COMMENT 'The site',
+    `company_id` String COMMENT 'The organisation',
+    `visit_start` DateTime64(3, 'UTC') COMMENT 'When the visit began',
+    `visit_id` UInt64 COMMENT 'The visit',
+    `visitor_id` SimpleAggregateFunction(any, UInt64) COMMENT 'Keyed hash of the visitor (as in hits)',
+    `started` SimpleAggregateFunction(min, DateTime64(3, 'UTC')) COMMENT 'The visit\'s first hit',
+    `ended` SimpleAggregateFunction(max, DateTime64(3, 'UTC')) COMMENT 'The visit\'s last hit',
+    `hits` SimpleAggregateFunction(sum, UInt64) COMMENT 'Hits of the visit',
+    `pageviews` SimpleAggregateFunction(sum, UInt64) COMMENT 'Pageviews of the visit',
+    `engaged_ms` SimpleAggregateFunction(sum, UInt64) COMMENT 'Engaged time of the visit, in milliseconds',
+    `entry_page` AggregateFunction(argMin, String, DateTime64(3, 'UTC')) COMMENT 'The first page (aggregate state: argMinMerge, or visits_v)',
+    `exit_page` AggregateFunction(argMax, String, DateTime64(3, 'UTC')) COMMENT 'The last page (aggregate state: argMaxMerge, or visits_v)',
+    `source` AggregateFunction(argMin, String, DateTime64(3, 'UTC')) COMMENT 'The visit\'s traffic source (aggregate state: argMinMerge, or visits_v)',
+    `referrer` AggregateFunction(argMin, String, DateTime64(3, 'UTC')) COMMENT 'The visit\'s referrer (aggregate state: argMinMerge, or visits_v)',
+    `country` SimpleAggregateFunction(anyLast, String) COMMENT 'The visitor\'s country',
+    `retention_days` SimpleAggregateFunction(max, UInt16) DEFAULT 180 COMMENT 'Days the row is kept'
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(visit_start)
 ORDER BY (site_id, company_id, visit_start, visit_id)
 TTL toDateTime(visit_start) + toIntervalDay(retention_days)
-SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192;
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192
+COMMENT 'One row per visit of an identified company (materialized from hits); read it through visits_v';
 
 CREATE MATERIALIZED VIEW leadpipe.visits_mv TO leadpipe.visits
 (
@@ -311,3 +412,43 @@ GROUP BY
     company_id,
     visit_start,
     visit_id;
+
+CREATE VIEW leadpipe.visits_v
+(
+    `site_id` LowCardinality(String),
+    `company_id` String,
+    `visit_id` UInt64,
+    `visit_start` DateTime64(3, 'UTC'),
+    `started` SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    `ended` SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    `hits` UInt64,
+    `pageviews` UInt64,
+    `engaged_ms` UInt64,
+    `entry_page` String,
+    `exit_page` String,
+    `source` String,
+    `referrer` String,
+    `country` SimpleAggregateFunction(anyLast, String)
+)
+COMMENT 'visits with their aggregates merged: one row per visit'
+AS SELECT
+    site_id,
+    company_id,
+    visit_id,
+    visit_start,
+    min(started) AS started,
+    max(ended) AS ended,
+    sum(hits) AS hits,
+    sum(pageviews) AS pageviews,
+    sum(engaged_ms) AS engaged_ms,
+    argMinMerge(entry_page) AS entry_page,
+    argMaxMerge(exit_page) AS exit_page,
+    argMinMerge(source) AS source,
+    argMinMerge(referrer) AS referrer,
+    anyLast(country) AS country
+FROM leadpipe.visits
+GROUP BY
+    site_id,
+    company_id,
+    visit_id,
+    visit_start;
