@@ -198,14 +198,10 @@ type Stack struct {
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err error) {
 	s := &Stack{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var collectorLn, apiLn, metricsLn net.Listener
+	ln := &listeners{}
 	defer func() {
 		if err != nil {
-			for _, l := range []net.Listener{collectorLn, apiLn, metricsLn} {
-				if l != nil {
-					l.Close()
-				}
-			}
+			ln.close()
 			s.closeResources()
 		}
 	}()
@@ -215,36 +211,65 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 	if s.lock, err = LockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-
 	// Listeners first: a taken port fails before anything heavy starts.
-	if cfg.Stages.Collector {
-		if collectorLn, err = net.Listen("tcp", cfg.Collector.Addr); err != nil {
-			return nil, fmt.Errorf("--collector.addr: %w", err)
+	if err := s.listen(ln); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	b, err := s.open(ctx, runCtx)
+	if err != nil {
+		return nil, err
+	}
+	s.run(runCtx, ln, b)
+	return s, nil
+}
+
+// listeners are the process's own addresses, opened before anything else.
+type listeners struct {
+	collector, api, metrics net.Listener
+}
+
+func (l *listeners) close() {
+	for _, ln := range []net.Listener{l.collector, l.api, l.metrics} {
+		if ln != nil {
+			ln.Close()
 		}
-		s.CollectorAddr = collectorLn.Addr().String()
+	}
+}
+
+// listen opens the listeners of the configured stages (and the profiler's).
+func (s *Stack) listen(l *listeners) error {
+	cfg := s.cfg
+	var err error
+	if cfg.Stages.Collector {
+		if l.collector, err = net.Listen("tcp", cfg.Collector.Addr); err != nil {
+			return fmt.Errorf("--collector.addr: %w", err)
+		}
+		s.CollectorAddr = l.collector.Addr().String()
 		if t := cfg.Collector.TLS(); t != nil {
-			collectorLn = tls.NewListener(collectorLn, t)
+			l.collector = tls.NewListener(l.collector, t)
 		}
 	}
 	if cfg.Stages.API {
-		if apiLn, err = net.Listen("tcp", cfg.API.Addr); err != nil {
-			return nil, fmt.Errorf("--api.addr: %w", err)
+		if l.api, err = net.Listen("tcp", cfg.API.Addr); err != nil {
+			return fmt.Errorf("--api.addr: %w", err)
 		}
-		s.APIAddr = apiLn.Addr().String()
+		s.APIAddr = l.api.Addr().String()
 		if t := cfg.API.TLS(); t != nil {
-			apiLn = tls.NewListener(apiLn, t)
+			l.api = tls.NewListener(l.api, t)
 		}
 	}
 	if cfg.MetricsAddr != "" {
-		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			return nil, fmt.Errorf("--metrics.addr: %w", err)
+		if l.metrics, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics.addr: %w", err)
 		}
-		s.MetricsAddr = metricsLn.Addr().String()
+		s.MetricsAddr = l.metrics.Addr().String()
 	}
 	if cfg.PprofAddr != "" {
 		ln, err := net.Listen("tcp", cfg.PprofAddr)
 		if err != nil {
-			return nil, fmt.Errorf("--debug.pprof-addr: %w", err)
+			return fmt.Errorf("--debug.pprof-addr: %w", err)
 		}
 		s.pprofLn = ln
 		mux := http.NewServeMux()
@@ -252,72 +277,84 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		go func() { _ = http.Serve(ln, mux) }()
-		log.Info("serving the Go profiler", "addr", ln.Addr().String())
+		s.log.Info("serving the Go profiler", "addr", ln.Addr().String())
 	}
+	return nil
+}
 
-	if cfg.Stages.Processor || cfg.Stages.API {
+// backends are what open built for the stages beyond the Stack's own
+// fields.
+type backends struct {
+	erased *visitor.Erased
+	demo   *demoTraffic
+}
+
+// open loads the IP data and reaches NATS, the tenant store and
+// ClickHouse (migrating it), as the configured stages need them.
+func (s *Stack) open(ctx, runCtx context.Context) (backends, error) {
+	cfg, log := s.cfg, s.log
+	var b backends
+	var err error
+	needsData := cfg.Stages.Processor || cfg.Stages.API
+	if needsData {
 		if s.IPData, err = ipintel.OpenStore(cfg.IPData.Sources(), log.With("component", "ipdb")); err != nil {
-			return nil, fmt.Errorf("IP data: %w (run `make setup` to fetch it)", err)
+			return b, fmt.Errorf("IP data: %w (run `make setup` to fetch it)", err)
 		}
 		if cfg.IPData.RDNS {
 			s.rdns = ipintel.NewRDNS(cfg.IPData.RDNSConfig())
 		}
 	}
-
 	if s.Bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, log); err != nil {
-		return nil, err
+		return b, err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
 	if s.Tenants, err = tenant.Open(runCtx, s.Bus.JS, log); err != nil {
-		return nil, err
+		return b, err
 	}
-
-	if cfg.Stages.Processor || cfg.Stages.API {
+	if needsData {
 		if s.ClickHouse, err = chengine.Start(ctx, cfg.ClickHouse, cfg.DataDir, log); err != nil {
-			return nil, err
+			return b, err
 		}
 		if err := s.ClickHouse.RegisterMetrics(s.Registry); err != nil {
-			return nil, err
+			return b, err
 		}
 		if err := migrate(ctx, s.ClickHouse, log); err != nil {
-			return nil, err
+			return b, err
 		}
 		if s.conn, err = s.ClickHouse.Open(); err != nil {
-			return nil, fmt.Errorf("connecting to ClickHouse: %w", err)
+			return b, fmt.Errorf("connecting to ClickHouse: %w", err)
+		}
+		if b.erased, err = visitor.OpenErased(runCtx, s.Bus.JS, cfg.NATS.HitsMaxAge); err != nil {
+			return b, err
 		}
 	}
 	if cfg.Stages.API {
 		s.OwnerKeyPath = filepath.Join(cfg.DataDir, "owner.key")
 		created, err := s.Tenants.EnsureOwnerKey(ctx, s.OwnerKeyPath)
 		if err != nil {
-			return nil, err
+			return b, err
 		}
 		if created {
 			log.Info("created the owner API key", "path", s.OwnerKeyPath)
 		}
 	}
-	var erased *visitor.Erased
-	if cfg.Stages.Processor || cfg.Stages.API {
-		if erased, err = visitor.OpenErased(runCtx, s.Bus.JS, cfg.NATS.HitsMaxAge); err != nil {
-			return nil, err
-		}
-	}
-	var demo *demoTraffic
 	if cfg.Demo {
-		if demo, err = prepareDemo(ctx, s); err != nil {
-			return nil, err
+		if b.demo, err = prepareDemo(ctx, s); err != nil {
+			return b, err
 		}
 	}
 	if s.IPData != nil {
 		if s.reloadSub, err = s.Bus.Conn.Subscribe(bus.IPDBReloadSubject, s.answerReload); err != nil {
-			return nil, fmt.Errorf("subscribing to %s: %w", bus.IPDBReloadSubject, err)
+			return b, fmt.Errorf("subscribing to %s: %w", bus.IPDBReloadSubject, err)
 		}
 	}
+	return b, nil
+}
 
-	// Nothing below fails: every stage is built; now they run. A stage that
-	// stops with an error stops the others, so the process exits rather
-	// than serve half a pipeline.
+// run starts every built stage. Nothing here fails: a stage that stops
+// with an error stops the others, so the process exits rather than serve
+// half a pipeline.
+func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
+	cfg, log := s.cfg, s.log
 	s.group = &errgroup.Group{}
 	stage := func(name string, run func() error) {
 		s.group.Go(func() error {
@@ -350,7 +387,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		stage("clickhouse-engine", func() error { return s.ClickHouse.Wait(runCtx) })
 	}
 	if cfg.Stages.Processor {
-		deps := processor.Deps{JS: s.Bus.JS, ClickHouse: s.conn, IPData: s.IPData, Sites: s.Tenants, Erased: erased}
+		deps := processor.Deps{JS: s.Bus.JS, ClickHouse: s.conn, IPData: s.IPData, Sites: s.Tenants, Erased: b.erased}
 		if s.rdns != nil {
 			deps.PTR = s.rdns
 		}
@@ -362,7 +399,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			s.Registry, log.With("component", "collector"))
 		stage("collector", func() error {
 			defer close(collectorDone)
-			return col.Run(runCtx, collectorLn)
+			return col.Run(runCtx, ln.collector)
 		})
 	} else {
 		close(collectorDone)
@@ -379,17 +416,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 				apiCfg.CollectorURL = "https://" + s.CollectorAddr
 			}
 		}
-		api := query.New(apiCfg, query.Deps{ClickHouse: s.conn, Tenants: s.Tenants, Visitors: visitor.NewKeys(s.Bus.JS), Erased: erased,
+		api := query.New(apiCfg, query.Deps{ClickHouse: s.conn, Tenants: s.Tenants, Visitors: visitor.NewKeys(s.Bus.JS), Erased: b.erased,
 			IPData: s.IPData, PTR: ptr, Ready: s.Ready, Metrics: metrics}, s.Registry, log.With("component", "api"))
-		stage("api", func() error { return api.Run(runCtx, apiLn) })
+		stage("api", func() error { return api.Run(runCtx, ln.api) })
 	}
-	if metricsLn != nil {
-		stage("metrics", func() error { return s.serveMetrics(runCtx, metricsLn, metrics) })
+	if ln.metrics != nil {
+		stage("metrics", func() error { return s.serveMetrics(runCtx, ln.metrics, metrics) })
 	}
-	if demo != nil {
-		stage("demo", func() error { demo.run(runCtx); return nil })
+	if b.demo != nil {
+		stage("demo", func() error { b.demo.run(runCtx); return nil })
 	}
-	return s, nil
 }
 
 // ReloadIPData rebuilds the IP data from its files and swaps it in; on any
