@@ -215,7 +215,7 @@ func TestProcessorClickHouseDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	// The shortest ack wait: ClickHouse stays away six times longer, and
+	// The shortest ack wait: ClickHouse stays away three times longer, and
 	// the batch in hand must not be redelivered meanwhile.
 	cfg := testConfig()
 	cfg.AckWait = 10 * time.Second
@@ -244,10 +244,11 @@ func TestProcessorClickHouseDown(t *testing.T) {
 		}
 		return nil
 	})
-	// Down for a minute: consumption pauses, nothing is
-	// given up or dead-lettered, and the batch in hand stays this
-	// processor's (it reports progress), so nothing is delivered twice.
-	time.Sleep(time.Until(down.Add(time.Minute)))
+	// Down for three ack waits: consumption pauses, nothing is given up
+	// or dead-lettered, and the batch in hand stays this processor's (it
+	// reports progress), so nothing is delivered twice. The wait is the
+	// property under test, not a wait for work.
+	time.Sleep(time.Until(down.Add(3 * cfg.AckWait)))
 	if err := engine.StartEngine(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,21 @@ func TestProcessorShutdownDrainsBatchInHand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	time.Sleep(500 * time.Millisecond) // the 50 hits are fetched; the batch waits for more
+	// Stop once the 50 hits are delivered to it and its batch waits for more.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		c, err := b.JS.Consumer(context.Background(), bus.HitsStream, cfg.Consumer)
+		if err != nil {
+			return err
+		}
+		ci, err := c.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if ci.NumAckPending != 50 {
+			return fmt.Errorf("%d hits delivered and awaiting an ack, want 50", ci.NumAckPending)
+		}
+		return nil
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
