@@ -445,6 +445,9 @@ func normOrg(org string) string {
 // ClassifyName classifies by the organisation name alone: the name rules,
 // then the default. [Classifier.Classify] uses it for every ASN the curated
 // list does not hold; tests use it to measure how well the rules generalise.
+//
+// Long: the rules are one cascade whose order is their priority; split
+// into pieces, the order would no longer be visible in one place.
 func (c *Classifier) ClassifyName(org string) Classification {
 	toks := tokens(org, false)
 	if !informative(toks) {

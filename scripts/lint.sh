@@ -2,6 +2,7 @@
 # make lint: what keeps the tree readable and the repository small.
 #   gofmt, go vet, staticcheck (pinned as a tool in go.mod), go mod tidy
 #   unchanged, the import boundaries between the parts of the pipeline,
+#   no Go file over 600 lines or function over 100 (internal/tools/funclen),
 #   and no tracked file over 2 MB (binaries and downloads stay out of git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,9 @@ go list -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}' ./... | sed "s|$mod/
   }
   END { exit n > 0 }
 ' >&2 || fail=1
+
+step "file and function lengths"
+go run ./internal/tools/funclen $(git ls-files '*.go') || fail=1
 
 step "tracked file sizes"
 big=$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$1 > 2*1024*1024 { print }')

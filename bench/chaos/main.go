@@ -106,6 +106,11 @@ var say = harness.Say
 // first one late enough that the engine has run a while.
 var engineKillTimes = []time.Duration{44 * time.Second, 17 * time.Second, 29 * time.Second, 7 * time.Second, 35 * time.Second, 47 * time.Second}
 
+// run is one chaos run; it reports whether nothing was lost or counted twice.
+//
+// Long: it is the run's script — the parts up, the load with its faults on
+// schedule, the drain, the count — and reads best in that order; what
+// stands alone (count, watch, send) is a function of its own.
 func run(cfg config) (bool, error) {
 	ctx := context.Background()
 	bin, dir, done, err := harness.Workspace(cfg.bin, "leadpipe-chaos-", cfg.keep)

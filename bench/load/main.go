@@ -113,6 +113,10 @@ type bench struct {
 	natsPprof string
 }
 
+// run is the whole benchmark.
+//
+// Long: it is the benchmark's script, phase after phase as the report
+// lists them; each phase's work is a function of its own.
 func run(cfg config, m mix) (*report, error) {
 	ctx := context.Background()
 	rep := &report{cfg: cfg, started: time.Now()}
