@@ -12,7 +12,7 @@ import (
 // chDB 26.7 aborts (std::terminate on an uncaught "Connection reset by
 // peer") when a client resets a connection to its native port: a client
 // killed with unread data in its socket, or any client that closes with
-// SO_LINGER 0, takes the whole engine down. The official server does not.
+// SO_LINGER 0, takes the whole engine down.
 // So clients of a chdb engine reach it through a relay in the managing
 // process, which never passes a reset on: when the client side ends in
 // any way, the relay half-closes the engine's side (a FIN, which the
