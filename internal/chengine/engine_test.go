@@ -364,3 +364,40 @@ func TestEngineOnFixedAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestEnginePortTakenWhileStopped: a chdb engine's own ports sit behind the
+// relay; when another process takes one while the engine is stopped (or
+// between choosing a free port and the engine binding it), the start
+// picks new ports instead of failing, and clients keep the relay's address.
+func TestEnginePortTakenWhileStopped(t *testing.T) {
+	testenv.Slow(t, "starts the ClickHouse engine")
+	e, err := chengine.Start(context.Background(), testenv.ClickHouseConfig(), t.TempDir(), testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	addr, inner := e.Addr, e.EngineNativeAddr()
+	if err := e.StopEngine(); err != nil {
+		t.Fatal(err)
+	}
+	squatter, err := net.Listen("tcp", inner)
+	if err != nil {
+		t.Fatalf("taking the engine's port %s: %v", inner, err)
+	}
+	defer squatter.Close()
+	if err := e.StartEngine(context.Background()); err != nil {
+		t.Fatalf("start with the engine's port taken: %v", err)
+	}
+	if e.Addr != addr || e.EngineNativeAddr() == inner {
+		t.Errorf("after the start: clients on %s (want %s), engine on %s (want other than %s)", e.Addr, addr, e.EngineNativeAddr(), inner)
+	}
+	conn, err := e.OpenDefault()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var one uint8
+	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("query after the start: %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package chengine
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -13,12 +12,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 )
 
 // A managed engine is a child process. Once it has answered, a watcher
@@ -39,23 +36,6 @@ const (
 	// stopTimeout bounds a clean stop before the engine is killed.
 	stopTimeout = 30 * time.Second
 )
-
-// serverLogPaths are the engine's own server log (warnings and up,
-// rotated at 10 MB, 3 files kept) and the file that holds its errors
-// alone; a fatal signal's stack trace is written to both.
-func serverLogPaths(dir string) (log, errorLog string) {
-	return filepath.Join(dir, "server.log"), filepath.Join(dir, "server.err.log")
-}
-
-// LogPath is a managed engine's own server log; empty for an external
-// server.
-func (s *Server) LogPath() string {
-	if !s.Managed() {
-		return ""
-	}
-	p, _ := serverLogPaths(s.dir)
-	return p
-}
 
 // Restart stops a managed engine and starts it again on the same ports and
 // data; tests and `make chaos` use it to take ClickHouse away and bring it
@@ -85,8 +65,31 @@ func (s *Server) StartEngine(ctx context.Context) error {
 	return s.startLocked(ctx)
 }
 
+// portAttempts bounds how often a start picks new ports for a chdb engine
+// whose port was taken between choosing it and the engine binding it
+// (another process on the host can take a free port at any moment).
+const portAttempts = 3
+
 // startLocked starts the child and waits until it answers. runMu is held.
+// The ports of a chdb engine sit behind the relay, so no client knows
+// them: when one was taken, the start is tried again on new ones.
 func (s *Server) startLocked(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		logged := fileSize(filepath.Join(s.dir, "engine.log"))
+		err := s.startOnce(ctx)
+		if err == nil || s.nativeRelay == nil || attempt == portAttempts ||
+			!logSince(filepath.Join(s.dir, "engine.log"), logged, "Address already in use") {
+			return err
+		}
+		s.log.Warn("ClickHouse engine port was taken before the engine bound it; choosing others", "attempt", attempt)
+		s.mu.Lock()
+		s.engineNative, s.engineHTTP = "", ""
+		s.mu.Unlock()
+	}
+}
+
+// startOnce starts the child and waits until it answers.
+func (s *Server) startOnce(ctx context.Context) error {
 	select {
 	case <-s.closed:
 		return errors.New("ClickHouse engine: closed")
@@ -478,77 +481,6 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
-}
-
-// LastLogLines is the end of a managed engine's error log (its errors
-// and fatal messages; warnings and unsymbolised stack frames, which
-// crowd out the reason, left out) and of what it printed outside its
-// logger: where a crash leaves its reason.
-func (s *Server) LastLogLines(n int) string {
-	_, errPath := serverLogPaths(s.dir)
-	var b strings.Builder
-	for _, p := range []string{errPath, filepath.Join(s.dir, "engine.log")} {
-		if lines := lastLines(p, n); lines != "" {
-			fmt.Fprintf(&b, "==> %s <==\n%s\n", p, lines)
-		}
-	}
-	if b.Len() == 0 {
-		return "(the engine's logs are empty)"
-	}
-	return strings.TrimSpace(b.String())
-}
-
-// lastLines is the last n telling lines of the file at path, reading at
-// most its last 256 KiB.
-func lastLines(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	const window = 256 << 10
-	if st, err := f.Stat(); err == nil && st.Size() > window {
-		_, _ = f.Seek(-window, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	var kept [][]byte
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		if telling(line) {
-			kept = append(kept, line)
-		}
-	}
-	if len(kept) > n {
-		kept = kept[len(kept)-n:]
-	}
-	return string(bytes.Join(kept, []byte("\n")))
-}
-
-// telling drops empty lines, warnings and stack frames without symbols
-// ("3. ? @ 0x…"), which the engine's release build prints by the dozen.
-func telling(line []byte) bool {
-	line = bytes.TrimSpace(line)
-	if len(line) == 0 || bytes.Contains(line, []byte("<Warning>")) || bytes.Contains(line, []byte(". ? @ 0x")) {
-		return false
-	}
-	return true
-}
-
-// exitStatus says how a process ended: its exit status or its signal.
-func exitStatus(ps *os.ProcessState) string {
-	if ps == nil {
-		return "ended"
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		name := unix.SignalName(ws.Signal())
-		if name == "" {
-			name = ws.Signal().String()
-		}
-		if ws.CoreDump() {
-			return "was killed by " + name + " (core dumped)"
-		}
-		return "was killed by " + name
-	}
-	return fmt.Sprintf("exited with status %d", ps.ExitCode())
 }
 
 func portOf(addr string) (int, error) {
