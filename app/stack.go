@@ -33,7 +33,7 @@ import (
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/processor"
 	"github.com/leadpipe/leadpipe/query"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // Stages picks what a process runs.
@@ -456,7 +456,7 @@ func migrate(ctx context.Context, ch *chengine.Server, log *slog.Logger) error {
 		return fmt.Errorf("connecting to ClickHouse: %w", err)
 	}
 	defer def.Close()
-	if err := schema.CreateDatabase(ctx, def, ch.Database()); err != nil {
+	if err := store.CreateDatabase(ctx, def, ch.Database()); err != nil {
 		return err
 	}
 	conn, err := ch.Open()
@@ -464,7 +464,7 @@ func migrate(ctx context.Context, ch *chengine.Server, log *slog.Logger) error {
 		return fmt.Errorf("connecting to ClickHouse: %w", err)
 	}
 	defer conn.Close()
-	if _, err := schema.Migrate(ctx, conn, log); err != nil {
+	if _, err := store.Migrate(ctx, conn, log); err != nil {
 		return err
 	}
 	return nil

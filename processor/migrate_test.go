@@ -5,7 +5,7 @@ import (
 
 	"github.com/leadpipe/leadpipe/internal/chengine"
 	"github.com/leadpipe/leadpipe/internal/testenv"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 func migrateEngine(e *chengine.Server) error {
@@ -14,7 +14,7 @@ func migrateEngine(e *chengine.Server) error {
 		return err
 	}
 	defer def.Close()
-	if err := schema.CreateDatabase(context.Background(), def, e.Database()); err != nil {
+	if err := store.CreateDatabase(context.Background(), def, e.Database()); err != nil {
 		return err
 	}
 	conn, err := e.Open()
@@ -22,6 +22,6 @@ func migrateEngine(e *chengine.Server) error {
 		return err
 	}
 	defer conn.Close()
-	_, err = schema.Migrate(context.Background(), conn, testenv.Quiet())
+	_, err = store.Migrate(context.Background(), conn, testenv.Quiet())
 	return err
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // eraseSiteData removes a site from the tenant store (the collector then
@@ -37,14 +37,14 @@ func siteContext(ctx context.Context, site string) context.Context {
 }
 
 // eraseSiteRows deletes a site's rows from every table that stores a
-// site_id (schema.TablesWith), the Records apart (audit_log and
+// site_id (store.TablesWith), the Records apart (audit_log and
 // data_requests keep their rows: they are the record of who did what,
 // this erasure included). They are mutations (ALTER … DELETE), which
 // rewrite the parts without the rows — the data is gone from disk when
 // they finish, not only hidden — and they run with mutations_sync, so
 // the request answers when they did.
 func eraseSiteRows(ctx context.Context, ch driver.Conn, site string) error {
-	tables, err := schema.TablesWith(ctx, ch, "site_id")
+	tables, err := store.TablesWith(ctx, ch, "site_id")
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/query"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -393,7 +393,7 @@ func TestSiteAndAccountErasure(t *testing.T) {
 	for rows.Next() {
 		var table string
 		rows.Scan(&table)
-		if !slices.Contains(schema.Records, table) {
+		if !slices.Contains(store.Records, table) {
 			tables = append(tables, table)
 		}
 	}

@@ -32,7 +32,7 @@ fi
 
 step "import boundaries"
 # Data flows ingest → processor → ClickHouse ← query: the stages never
-# import each other; ipintel, schema and internal/ import no stage; nothing
+# import each other; ipintel, store and internal/ import no stage; nothing
 # but cmd/ and bench/ imports the wiring (cmd/, app/).
 mod=$(go list -m)
 go list -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}' ./... | sed "s|$mod/||g" | awk '
@@ -45,7 +45,7 @@ go list -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}' ./... | sed "s|$mod/
       imp = $i
       bad = ""
       if (stage(pkg) && stage(imp) && top(pkg) != top(imp)) bad = "a stage imports another stage"
-      else if (pkg ~ /^(ipintel|schema)(\/|$)/ && stage(imp)) bad = "ipintel and schema import no stage"
+      else if (pkg ~ /^(ipintel|store)(\/|$)/ && stage(imp)) bad = "ipintel and store import no stage"
       else if (pkg ~ /^internal\// && !wiring(pkg) && stage(imp)) bad = "internal/ imports no stage"
       else if (wiring(imp) && !wiring(pkg) && pkg !~ /^bench\//) bad = "only cmd/ and bench/ import the wiring"
       if (bad != "") { printf "%s imports %s: %s\n", pkg, imp, bad; n++ }

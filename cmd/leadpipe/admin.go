@@ -21,7 +21,7 @@ import (
 
 	"github.com/leadpipe/leadpipe/internal/chengine"
 	"github.com/leadpipe/leadpipe/ipintel"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // runMigrate applies the schema to the configured ClickHouse: an external
@@ -50,7 +50,7 @@ func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer def.Close()
-	if err := schema.CreateDatabase(ctx, def, srv.Database()); err != nil {
+	if err := store.CreateDatabase(ctx, def, srv.Database()); err != nil {
 		return err
 	}
 	conn, err := srv.Open()
@@ -58,7 +58,7 @@ func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	n, err := schema.Migrate(ctx, conn, log)
+	n, err := store.Migrate(ctx, conn, log)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/internal/visitor"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -111,7 +111,7 @@ func TestBackupWipeRestore(t *testing.T) {
 		t.Errorf("restored buckets differ:\n got %s\nwant %s", got, bucketsBefore)
 	}
 	// The restored schema is current: migrations have nothing to do.
-	if n, err := schema.Migrate(ctx, conn, testenv.Quiet()); err != nil || n != 0 {
+	if n, err := store.Migrate(ctx, conn, testenv.Quiet()); err != nil || n != 0 {
 		t.Errorf("migrating the restored database: %d applied, %v", n, err)
 	}
 

@@ -25,7 +25,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/cache"
 	"github.com/leadpipe/leadpipe/internal/chengine"
 	"github.com/leadpipe/leadpipe/ipintel"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 var (
@@ -113,14 +113,14 @@ func DatabaseAt(t testing.TB, last uint32) (driver.Conn, string) {
 		t.Fatal(err)
 	}
 	defer def.Close()
-	if err := schema.CreateDatabase(ctx, def, name); err != nil {
+	if err := store.CreateDatabase(ctx, def, name); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := e.OpenDB(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := schema.MigrateTo(ctx, conn, Quiet(), last); err != nil {
+	if _, err := store.MigrateTo(ctx, conn, Quiet(), last); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })

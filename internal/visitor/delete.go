@@ -8,7 +8,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // DeleteStored erases a visitor's stored rows of a site and returns how
@@ -30,7 +30,7 @@ func DeleteStored(ctx context.Context, conn driver.Conn, site string, vid uint64
 	}
 	// Every table that stores rows by site and visitor (hits, visits):
 	// derived, so a new one is erased too.
-	tables, err := schema.TablesWith(ctx, conn, "site_id", "visitor_id")
+	tables, err := store.TablesWith(ctx, conn, "site_id", "visitor_id")
 	if err != nil {
 		return 0, err
 	}

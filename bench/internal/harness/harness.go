@@ -23,7 +23,7 @@ import (
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/chengine"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // Workspace resolves the leadpipe binary the run measures (refusing a
@@ -103,7 +103,7 @@ func Migrate(ctx context.Context, ch *chengine.Server) error {
 		return err
 	}
 	defer def.Close()
-	if err := schema.CreateDatabase(ctx, def, ch.Database()); err != nil {
+	if err := store.CreateDatabase(ctx, def, ch.Database()); err != nil {
 		return err
 	}
 	conn, err := ch.Open()
@@ -111,7 +111,7 @@ func Migrate(ctx context.Context, ch *chengine.Server) error {
 		return err
 	}
 	defer conn.Close()
-	_, err = schema.Migrate(ctx, conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err = store.Migrate(ctx, conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return err
 }
 

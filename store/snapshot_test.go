@@ -1,4 +1,4 @@
-package schema_test
+package store_test
 
 import (
 	"context"
@@ -14,10 +14,10 @@ import (
 	"github.com/leadpipe/leadpipe/internal/testenv"
 )
 
-var update = flag.Bool("update", false, "rewrite schema/testdata/schema.sql from the migrated database")
+var update = flag.Bool("update", false, "rewrite store/testdata/schema.sql from the migrated database")
 
 // TestSchemaSnapshot compares what the migrations build — SHOW CREATE of
-// every table and view, in name order — with schema/testdata/schema.sql,
+// every table and view, in name order — with store/testdata/schema.sql,
 // so that a change to the schema is a diff a reviewer reads. After a
 // deliberate change: go test ./schema -run TestSchemaSnapshot -update.
 func TestSchemaSnapshot(t *testing.T) {

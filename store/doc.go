@@ -10,4 +10,4 @@
 // `leadpipe migrate` and the start of `leadpipe serve` call Migrate.
 //
 // What the tables hold, for analysts: see the README's "Tables" section.
-package schema
+package store

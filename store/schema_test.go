@@ -1,4 +1,4 @@
-package schema_test
+package store_test
 
 import (
 	"context"
@@ -6,13 +6,13 @@ import (
 	"testing"
 
 	"github.com/leadpipe/leadpipe/internal/testenv"
-	"github.com/leadpipe/leadpipe/schema"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestSplit(t *testing.T) {
-	got := schema.Split("-- a comment\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\n-- another\nCREATE VIEW b AS SELECT 1;\nSELECT 2")
+	got := store.Split("-- a comment\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\n-- another\nCREATE VIEW b AS SELECT 1;\nSELECT 2")
 	want := []string{"CREATE TABLE a (x UInt8)\nENGINE = Memory", "CREATE VIEW b AS SELECT 1", "SELECT 2"}
 	if len(got) != len(want) {
 		t.Fatalf("got %d statements %q, want %d", len(got), got, len(want))
@@ -25,7 +25,7 @@ func TestSplit(t *testing.T) {
 }
 
 func TestMigrationsAreNumberedInOrder(t *testing.T) {
-	ms, err := schema.Migrations()
+	ms, err := store.Migrations()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestMigrateIdempotent(t *testing.T) {
 			t.Errorf("table %s missing after migrating; have %v", want, before)
 		}
 	}
-	n, err := schema.Migrate(ctx, conn, testenv.Quiet())
+	n, err := store.Migrate(ctx, conn, testenv.Quiet())
 	if err != nil {
 		t.Fatalf("second migrate: %v", err)
 	}
@@ -81,7 +81,7 @@ func TestMigrateIdempotent(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count() FROM schema_migrations").Scan(&recorded); err != nil {
 		t.Fatal(err)
 	}
-	ms, _ := schema.Migrations()
+	ms, _ := store.Migrations()
 	if recorded != uint64(len(ms)) {
 		t.Errorf("schema_migrations has %d rows, want %d (one per migration)", recorded, len(ms))
 	}
@@ -95,7 +95,7 @@ func TestMigrateIdempotent(t *testing.T) {
 // is interrupted before it is recorded: each statement must be harmless.
 func TestMigrationStatementsRerunnable(t *testing.T) {
 	conn, _ := testenv.Database(t)
-	ms, _ := schema.Migrations()
+	ms, _ := store.Migrations()
 	for _, m := range ms {
 		for i, stmt := range m.Statements {
 			if err := conn.Exec(context.Background(), stmt); err != nil {
@@ -169,7 +169,7 @@ func TestVisitsMigrationCarriesAggregatesOver(t *testing.T) {
 	if want := (fig{4, 3, 2, 0}); before["ca"] != want {
 		t.Fatalf("company a before the migration: %+v, want %+v", before["ca"], want)
 	}
-	if _, err := schema.MigrateTo(ctx, conn, testenv.Quiet(), 10); err != nil {
+	if _, err := store.MigrateTo(ctx, conn, testenv.Quiet(), 10); err != nil {
 		t.Fatal(err)
 	}
 	var key string
@@ -201,7 +201,7 @@ func TestVisitsMigrationCarriesAggregatesOver(t *testing.T) {
 
 	// Run again, as after an interruption before it was recorded.
 	exec("DELETE FROM schema_migrations WHERE version = 10")
-	if n, err := schema.Migrate(ctx, conn, testenv.Quiet()); err != nil || n == 0 {
+	if n, err := store.Migrate(ctx, conn, testenv.Quiet()); err != nil || n == 0 {
 		t.Fatalf("re-running migration 10: %d applied, %v", n, err)
 	}
 	if again := figures(); again["ca"] != after["ca"] || again["cb"] != after["cb"] {
