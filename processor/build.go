@@ -15,6 +15,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // batch is one insert's worth of enriched rows and dropped hits.
@@ -37,39 +38,17 @@ type batch struct {
 
 // droppedHit is all that is kept of a dropped hit, for two days.
 type droppedHit struct {
-	site, id, reason string
-	ts               time.Time
-	key              uint64 // hitKey(site, id)
-	msg              jetstream.Msg
-	raw              []byte // the encoded hit, to dead-letter it
+	store.Filtered
+	id  string
+	msg jetstream.Msg
+	raw []byte // the encoded hit, to dead-letter it
 }
 
-// hitKey hashes a hit's identity for the dropped-hit record.
-func hitKey(site, id string) uint64 {
-	h := xxhash.New()
-	_, _ = h.WriteString(site)
-	_, _ = h.Write([]byte{0})
-	_, _ = h.WriteString(id)
-	return h.Sum64()
-}
-
+// row is a hit to store, with the message it came in.
 type row struct {
-	site, hitID, typ, url, path, referrer, title, consent string
-	ts, received                                          time.Time
-	visitorID                                             uint64
-	// The visit, stamped by sessions.assign.
-	visitID                                          uint64
-	visitStart                                       time.Time
-	newVisit                                         uint8
-	source                                           string
-	engagedMS                                        uint32
-	companyID, companyName, companyDomain, asOrg     string
-	industry, size, networkType, country, city, lang string
-	asn                                              uint32
-	seq                                              uint64
-	msg                                              jetstream.Msg // the hit's message
-	raw                                              []byte        // the encoded hit, to dead-letter it
-	retentionDays                                    uint16        // the site's, read by the tables' TTL
+	store.Hit
+	msg jetstream.Msg // the hit's message
+	raw []byte        // the encoded hit, to dead-letter it
 }
 
 func (p *Processor) build(ctx context.Context, msgs []jetstream.Msg) (*batch, error) {
@@ -139,15 +118,15 @@ func (p *Processor) buildHit(ctx context.Context, b *batch, db *ipintel.DB, m je
 		p.drop(b, m, raw, &hit, ts, ReasonErased)
 		return nil
 	}
-	b.rows = append(b.rows, row{
-		site: hit.Site, hitID: hit.ID, typ: hit.Type, url: hit.URL, path: urlPath(hit.URL),
-		referrer: hit.Referrer, title: hit.Title, consent: hit.Consent,
-		ts: ts, received: time.UnixMilli(hit.ReceivedAt).UTC(), visitorID: vid, engagedMS: hit.EngagedMS,
-		companyID: res.CompanyID, companyName: res.CompanyName, companyDomain: res.CompanyDomain,
-		industry: res.Industry, size: res.Size, asOrg: res.ASOrg, asn: res.ASN,
-		networkType: res.Type, country: res.Country, city: db.City(ip), lang: hit.Lang, seq: seq, msg: m, raw: raw,
-		retentionDays: p.retention(ctx, hit.Site),
-	})
+	b.rows = append(b.rows, row{Hit: store.Hit{
+		SiteID: hit.Site, HitID: hit.ID, Type: hit.Type, URL: hit.URL, Path: urlPath(hit.URL),
+		Referrer: hit.Referrer, Title: hit.Title, Consent: hit.Consent,
+		TS: ts, ReceivedAt: time.UnixMilli(hit.ReceivedAt).UTC(), VisitorID: vid, EngagedMS: hit.EngagedMS,
+		CompanyID: res.CompanyID, CompanyName: res.CompanyName, CompanyDomain: res.CompanyDomain,
+		CompanyIndustry: res.Industry, CompanySize: res.Size, ASOrg: res.ASOrg, ASN: res.ASN,
+		NetworkType: res.Type, Country: res.Country, City: db.City(ip), Lang: hit.Lang, StreamSeq: seq,
+		RetentionDays: p.retention(ctx, hit.Site),
+	}, msg: m, raw: raw})
 	return nil
 }
 
@@ -190,7 +169,7 @@ func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip
 
 // drop records a hit that is not stored: what remains of it is a count.
 func (p *Processor) drop(b *batch, m jetstream.Msg, raw []byte, hit *bus.Hit, ts time.Time, reason string) {
-	b.dropped = append(b.dropped, droppedHit{site: hit.Site, id: hit.ID, reason: reason, ts: ts, key: hitKey(hit.Site, hit.ID), msg: m, raw: raw})
+	b.dropped = append(b.dropped, droppedHit{Filtered: store.Filtered{SiteID: hit.Site, TS: ts, Reason: reason, HitKey: store.HitKey(hit.Site, hit.ID)}, id: hit.ID, msg: m, raw: raw})
 }
 
 // batchToken derives the insert deduplication token from the stream

@@ -18,6 +18,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // IPData is the current IP intelligence snapshot; *ipintel.Store is one.
@@ -73,7 +74,7 @@ var Reasons = []string{ReasonResidential, ReasonMobile, ReasonHosting, ReasonBot
 type Processor struct {
 	cfg      Config
 	js       jetstream.JetStream
-	ch       driver.Conn
+	db       *store.DB
 	ipdata   IPData
 	ptr      PTR
 	sites    Sites
@@ -95,8 +96,9 @@ type Processor struct {
 
 // New builds a processor.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Processor {
-	return &Processor{cfg: cfg, js: deps.JS, ch: deps.ClickHouse, ipdata: deps.IPData, ptr: deps.PTR, sites: deps.Sites,
-		keys: visitor.NewKeys(deps.JS), erased: deps.Erased, sessions: newSessions(deps.ClickHouse), log: log, metrics: newMetrics(reg)}
+	db := store.New(deps.ClickHouse)
+	return &Processor{cfg: cfg, js: deps.JS, db: db, ipdata: deps.IPData, ptr: deps.PTR, sites: deps.Sites,
+		keys: visitor.NewKeys(deps.JS), erased: deps.Erased, sessions: newSessions(db), log: log, metrics: newMetrics(reg)}
 }
 
 // Healthy reports whether the processor is running and ClickHouse accepts

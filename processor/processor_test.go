@@ -22,6 +22,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -428,7 +429,7 @@ func TestRetriedInsertCountedOnceInAggregates(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if err := p.insertHits(context.Background(), built.token, built.rows); err != nil {
+		if err := p.db.InsertHits(context.Background(), built.token, len(built.rows), hitsOf(built.rows)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -515,8 +516,8 @@ func TestRetryAfterPartialWrite(t *testing.T) {
 	}
 	built.checked, built.unwritten = true, built.rows
 	copyOf := built.rows[3]
-	copyOf.seq += 1000
-	if err := p.insertHits(ctx, "another-batch", []row{copyOf}); err != nil {
+	copyOf.StreamSeq += 1000
+	if err := p.db.InsertHits(ctx, "another-batch", 1, hitsOf([]row{copyOf})); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.write(ctx, built); err != nil {
@@ -858,18 +859,18 @@ func TestWrittenHitsOfAWholeBatch(t *testing.T) {
 	b := testenv.Bus(t)
 	conn, _ := testenv.Database(t)
 	p := New(testConfig(), deps(t, b, conn), prometheus.NewRegistry(), testenv.Quiet())
-	refs := make([]hitRef, 20_000)
+	refs := make([]store.HitRef, 20_000)
 	now := time.Now()
 	for i := range refs {
-		refs[i] = hitRef{site: "s", id: fmt.Sprintf("%064d", i), ts: now}
+		refs[i] = store.HitRef{SiteID: "s", HitID: fmt.Sprintf("%064d", i), TS: now}
 	}
-	if _, err := p.writtenHits(context.Background(), refs); err != nil {
+	if _, err := p.db.StoredHits(context.Background(), refs); err != nil {
 		t.Fatal(err)
 	}
 	rows := make([]row, 20_000)
 	idx := make([]int, len(rows))
 	for i := range rows {
-		rows[i] = row{site: "s", companyID: fmt.Sprintf("company-%060d", i), visitorID: uint64(i), ts: now}
+		rows[i] = row{Hit: store.Hit{SiteID: "s", CompanyID: fmt.Sprintf("company-%060d", i), VisitorID: uint64(i), TS: now}}
 		idx[i] = i
 	}
 	if _, err := p.sessions.lookup(context.Background(), rows, idx); err != nil {

@@ -2,14 +2,13 @@ package processor
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/leadpipe/leadpipe/internal/visit"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // Visits are built here, as hits are stored, rather than in ClickHouse: a
@@ -57,14 +56,14 @@ func (v *openVisit) contains(ts time.Time) bool {
 const maxOpenVisits = 500_000
 
 type sessions struct {
-	ch     driver.Conn
+	db     *store.DB
 	open   map[sessionKey]*openVisit
 	newest time.Time // the latest hit seen
 	swept  time.Time
 }
 
-func newSessions(ch driver.Conn) *sessions {
-	return &sessions{ch: ch, open: map[sessionKey]*openVisit{}}
+func newSessions(db *store.DB) *sessions {
+	return &sessions{db: db, open: map[sessionKey]*openVisit{}}
 }
 
 // visitID is a visit's id: the same for the same visitor, company and
@@ -92,8 +91,8 @@ func (s *sessions) assign(ctx context.Context, rows []row) error {
 	var unknown []int
 	for i := range rows {
 		r := &rows[i]
-		r.source = visit.Source(r.url, r.referrer)
-		if v := s.open[sessionKey{r.site, r.companyID, r.visitorID}]; v == nil || !v.contains(r.ts) {
+		r.Source = visit.Source(r.URL, r.Referrer)
+		if v := s.open[sessionKey{r.SiteID, r.CompanyID, r.VisitorID}]; v == nil || !v.contains(r.TS) {
 			unknown = append(unknown, i)
 		}
 	}
@@ -111,25 +110,25 @@ func (s *sessions) assign(ctx context.Context, rows []row) error {
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return rows[a].ts.Compare(rows[b].ts) })
+	slices.SortStableFunc(order, func(a, b int) int { return rows[a].TS.Compare(rows[b].TS) })
 	for _, i := range order {
 		r := &rows[i]
-		k := sessionKey{r.site, r.companyID, r.visitorID}
+		k := sessionKey{r.SiteID, r.CompanyID, r.VisitorID}
 		v := s.open[k]
-		if v == nil || !v.contains(r.ts) {
-			nv := &openVisit{id: visitID(k, r.ts), start: r.ts, last: r.ts}
-			r.newVisit = 1
-			if v == nil || v.last.Before(r.ts) {
+		if v == nil || !v.contains(r.TS) {
+			nv := &openVisit{id: visitID(k, r.TS), start: r.TS, last: r.TS}
+			r.NewVisit = 1
+			if v == nil || v.last.Before(r.TS) {
 				s.open[k] = nv
 			}
 			v = nv
 		}
-		if r.ts.After(v.last) {
-			v.last = r.ts
+		if r.TS.After(v.last) {
+			v.last = r.TS
 		}
-		r.visitID, r.visitStart = v.id, v.start
-		if r.ts.After(s.newest) {
-			s.newest = r.ts
+		r.VisitID, r.VisitStart = v.id, v.start
+		if r.TS.After(s.newest) {
+			s.newest = r.TS
 		}
 	}
 	s.sweep()
@@ -163,44 +162,22 @@ func (s *sessions) lookup(ctx context.Context, rows []row, idx []int) (map[sessi
 	if len(idx) == 0 {
 		return nil, nil
 	}
-	sites, companies, visitors := map[string]bool{}, map[string]bool{}, map[uint64]bool{}
-	from, to := rows[idx[0]].ts, rows[idx[0]].ts
+	keys := make([]store.VisitKey, 0, len(idx))
+	from, to := rows[idx[0]].TS, rows[idx[0]].TS
 	for _, i := range idx {
 		r := &rows[i]
-		sites[r.site], companies[r.companyID], visitors[r.visitorID] = true, true, true
-		from, to = minTime(from, r.ts), maxTime(to, r.ts)
+		keys = append(keys, store.VisitKey{SiteID: r.SiteID, CompanyID: r.CompanyID, VisitorID: r.VisitorID})
+		from, to = minTime(from, r.TS), maxTime(to, r.TS)
 	}
-	res, err := s.ch.Query(listQuery(ctx), `SELECT site_id, company_id, visitor_id, argMax(visit_id, ts), argMax(visit_start, ts), max(ts)
-		FROM hits
-		WHERE site_id IN ? AND company_id IN ? AND visitor_id IN ? AND visit_id != 0
-		  AND ts BETWEEN fromUnixTimestamp64Milli(?) AND fromUnixTimestamp64Milli(?)
-		GROUP BY site_id, company_id, visitor_id`,
-		keysOf(sites), keysOf(companies), keysOf(visitors), from.Add(-visit.Gap).UnixMilli(), to.Add(visit.Gap).UnixMilli())
+	visits, err := s.db.LatestVisits(ctx, keys, from, to, visit.Gap)
 	if err != nil {
-		return nil, fmt.Errorf("looking up open visits: %w", err)
+		return nil, err
 	}
-	defer res.Close()
-	found := map[sessionKey]*openVisit{}
-	for res.Next() {
-		var k sessionKey
-		v := &openVisit{}
-		if err := res.Scan(&k.site, &k.company, &k.visitor, &v.id, &v.start, &v.last); err != nil {
-			return nil, fmt.Errorf("looking up open visits: %w", err)
-		}
-		found[k] = v
-	}
-	if err := res.Err(); err != nil {
-		return nil, fmt.Errorf("looking up open visits: %w", err)
+	found := make(map[sessionKey]*openVisit, len(visits))
+	for _, v := range visits {
+		found[sessionKey{v.SiteID, v.CompanyID, v.VisitorID}] = &openVisit{id: v.VisitID, start: v.Start, last: v.Last}
 	}
 	return found, nil
-}
-
-func keysOf[K comparable](m map[K]bool) []K {
-	out := make([]K, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 func minTime(a, b time.Time) time.Time {
