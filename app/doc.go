@@ -8,4 +8,7 @@
 // It is the only package that knows every stage: it may import ingest,
 // processor, query, ipintel, schema and internal/; nothing but cmd/ and
 // bench/ imports it (make lint checks both).
+//
+// It imports the stages (ingest, processor, query), ipintel, store and
+// internal/; only cmd/leadpipe and bench/ import it.
 package app

@@ -8,4 +8,7 @@
 //
 // It depends on internal/bus (the stream and the hit message) and
 // internal/tenant (sites and their secrets); nothing downstream.
+//
+// It imports internal/ only (bus, tenant, tlsfiles): never another stage,
+// ipintel or store — the collector neither enriches nor stores.
 package ingest

@@ -24,5 +24,7 @@
 // [DB] is an immutable snapshot; a [Store] builds a new one on reload and
 // swaps it in atomically, so lookups never pause and never see a mix.
 //
+// It imports internal/cache alone; no stage and no store.
+//
 // [bart]: https://github.com/gaissmai/bart
 package ipintel

@@ -25,4 +25,7 @@
 //
 // It depends on internal/bus, internal/tenant, internal/visitor and ipintel,
 // and on a ClickHouse connection; never on ingest or query.
+//
+// It imports ipintel, store and internal/ (bus, tenant, visit, visitor);
+// never another stage.
 package processor

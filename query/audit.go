@@ -6,29 +6,22 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // auditEntry is one API request as the audit log keeps it.
-type auditEntry struct {
-	ts                                   time.Time
-	keyID, role, method, route, site, ip string
-	status                               uint16
-	rows                                 uint64
-}
+type auditEntry = store.AuditEntry
 
 // auditLog writes entries in the background in batches, so a request never
 // waits for the audit insert; on shutdown it writes what it holds.
 type auditLog struct {
-	ch      driver.Conn
+	db      *store.DB
 	log     *slog.Logger
 	entries chan auditEntry
 	dropped prometheus.Counter
@@ -36,8 +29,8 @@ type auditLog struct {
 	once    sync.Once
 }
 
-func newAuditLog(ch driver.Conn, reg prometheus.Registerer, log *slog.Logger) *auditLog {
-	a := &auditLog{ch: ch, log: log, entries: make(chan auditEntry, 10000), done: make(chan struct{}),
+func newAuditLog(db *store.DB, reg prometheus.Registerer, log *slog.Logger) *auditLog {
+	a := &auditLog{db: db, log: log, entries: make(chan auditEntry, 10000), done: make(chan struct{}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "leadpipe_api_audit_dropped_total", Help: "Audit entries lost because the audit writer fell behind.",
 		})}
@@ -51,7 +44,7 @@ func (a *auditLog) record(e auditEntry) {
 	case a.entries <- e:
 	default:
 		a.dropped.Inc()
-		a.log.Error("audit log full: entry dropped", "route", e.route, "key", e.keyID)
+		a.log.Error("audit log full: entry dropped", "route", e.Route, "key", e.KeyID)
 	}
 }
 
@@ -92,17 +85,7 @@ func (a *auditLog) run() {
 func (a *auditLog) write(entries []auditEntry) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := a.ch.PrepareBatch(ctx, "INSERT INTO audit_log (ts, key_id, role, method, route, site_id, status, rows, remote)")
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := b.Append(e.ts, e.keyID, e.role, e.method, e.route, e.site, e.status, e.rows, e.ip); err != nil {
-			b.Abort()
-			return err
-		}
-	}
-	return b.Send()
+	return a.db.InsertAudit(ctx, entries)
 }
 
 // close writes what is queued and stops the writer.
@@ -128,14 +111,6 @@ func setRows(w http.ResponseWriter, n int) {
 	}
 }
 
-const auditSQL = `
-SELECT ts, key_id, role, method, route, site_id, status, rows, remote
-FROM audit_log
-WHERE ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')
-  AND ({all:UInt8} = 1 OR has({sites:Array(String)}, site_id) OR key_id = {key:String})
-ORDER BY ts DESC
-LIMIT {limit:UInt32}`
-
 // auditEntries serves GET /api/v1/audit to admins: an operator key sees
 // every entry; any other admin key sees the entries of the sites it can
 // read and its own key's.
@@ -153,58 +128,18 @@ func (s *Server) auditEntries(w http.ResponseWriter, r *http.Request, key tenant
 		}
 		limit = n
 	}
-	all := "0"
-	if key.Account == "" && key.AllSites() {
-		all = "1"
-	}
-	// Site ids are [a-z2-7] (made by leadpipe), so the array literal needs
-	// no escaping.
+	all := key.Account == "" && key.AllSites()
 	var ids []string
 	for _, site := range s.tenants.SitesOf(key) {
-		ids = append(ids, site.ID)
+		if site.ID != tenant.AllSites {
+			ids = append(ids, site.ID)
+		}
 	}
-	sites := "[" + strings.Join(quoteAll(ids), ",") + "]"
-	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"from": from, "to": to, "all": all, "sites": sites,
-		"key": key.ID, "limit": strconv.Itoa(limit)}), auditSQL)
+	out, err := s.db.AuditEntries(r.Context(), from, to, all, ids, key.ID, limit)
 	if err != nil {
 		s.dbUnavailable(w, "querying audit log", err)
 		return
 	}
-	defer rows.Close()
-	type entry struct {
-		TS     time.Time `json:"ts"`
-		Key    string    `json:"key"`
-		Role   string    `json:"role"`
-		Method string    `json:"method"`
-		Route  string    `json:"route"`
-		Site   string    `json:"site"`
-		Status uint16    `json:"status"`
-		Rows   uint64    `json:"rows"`
-		Remote string    `json:"remote"`
-	}
-	out := []entry{}
-	for rows.Next() {
-		var e entry
-		if err := rows.Scan(&e.TS, &e.Key, &e.Role, &e.Method, &e.Route, &e.Site, &e.Status, &e.Rows, &e.Remote); err != nil {
-			writeError(w, http.StatusInternalServerError, "database: cannot read result")
-			return
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "database: unavailable, retry")
-		return
-	}
 	setRows(w, len(out))
 	writeJSON(w, http.StatusOK, map[string]any{"entries": out, "from": from, "to": to})
-}
-
-func quoteAll(ids []string) []string {
-	out := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if id != tenant.AllSites {
-			out = append(out, "'"+id+"'")
-		}
-	}
-	return out
 }

@@ -13,4 +13,7 @@
 // It depends on internal/tenant (keys, sites, saved feeds), internal/visitor
 // (client id → stored visitor id), ipintel (IP answers) and a ClickHouse
 // connection; never on ingest or processor.
+//
+// It imports ipintel, store and internal/ (tenant, tlsfiles, visit,
+// visitor); never another stage.
 package query

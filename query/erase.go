@@ -2,15 +2,10 @@ package query
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
 	"github.com/leadpipe/leadpipe/internal/tenant"
-	"github.com/leadpipe/leadpipe/store"
 )
 
 // eraseSiteData removes a site from the tenant store (the collector then
@@ -18,43 +13,17 @@ import (
 // ClickHouse, and returns how many hits it had. The rest — a second pass
 // for hits a processor had in hand — is the sweeper's (sweepDeletedSites).
 func (s *Server) eraseSiteData(ctx context.Context, site string) (uint64, error) {
-	var n uint64
-	if err := s.ch.QueryRow(siteContext(ctx, site), "SELECT count() FROM hits WHERE site_id = {site:String}").Scan(&n); err != nil {
+	n, err := s.db.SiteHits(ctx, site)
+	if err != nil {
 		return 0, err
 	}
 	if err := s.tenants.DeleteSite(ctx, site); err != nil {
 		return 0, err
 	}
-	if err := eraseSiteRows(ctx, s.ch, site); err != nil {
+	if err := s.db.EraseSite(ctx, site); err != nil {
 		return 0, err
 	}
 	return n, nil
-}
-
-func siteContext(ctx context.Context, site string) context.Context {
-	return clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"site": site}),
-		clickhouse.WithSettings(clickhouse.Settings{"mutations_sync": 2}))
-}
-
-// eraseSiteRows deletes a site's rows from every table that stores a
-// site_id (store.TablesWith), the Records apart (audit_log and
-// data_requests keep their rows: they are the record of who did what,
-// this erasure included). They are mutations (ALTER … DELETE), which
-// rewrite the parts without the rows — the data is gone from disk when
-// they finish, not only hidden — and they run with mutations_sync, so
-// the request answers when they did.
-func eraseSiteRows(ctx context.Context, ch driver.Conn, site string) error {
-	tables, err := store.TablesWith(ctx, ch, "site_id")
-	if err != nil {
-		return err
-	}
-	for _, table := range tables {
-		tctx := clickhouse.Context(siteContext(ctx, site), clickhouse.WithParameters(clickhouse.Parameters{"site": site, "table": table}))
-		if err := ch.Exec(tctx, "ALTER TABLE {table:Identifier} DELETE WHERE site_id = {site:String}"); err != nil {
-			return fmt.Errorf("erasing the site's rows from %s: %w", table, err)
-		}
-	}
-	return nil
 }
 
 // sweepEvery is how often the API looks for rows of deleted sites: a
@@ -87,28 +56,12 @@ func (s *Server) sweepOnce(ctx context.Context) error {
 	if len(deleted) == 0 {
 		return nil
 	}
-	// Only the tables the pipeline writes can gain rows after a deletion;
-	// the views' tables follow them, and the erasure covers all.
-	rows, err := s.ch.Query(ctx, `SELECT site_id FROM hits WHERE site_id IN ? GROUP BY site_id
-		UNION DISTINCT SELECT site_id FROM dropped_hits WHERE site_id IN ? GROUP BY site_id`, deleted, deleted)
+	left, err := s.db.SitesWithRows(ctx, deleted)
 	if err != nil {
 		return err
 	}
-	var left []string
-	for rows.Next() {
-		var site string
-		if err := rows.Scan(&site); err != nil {
-			rows.Close()
-			return err
-		}
-		left = append(left, site)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
 	for _, site := range left {
-		if err := eraseSiteRows(ctx, s.ch, site); err != nil {
+		if err := s.db.EraseSite(ctx, site); err != nil {
 			return err
 		}
 		s.log.Info("erased late rows of a deleted site", "site", site)

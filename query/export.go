@@ -8,42 +8,20 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/store"
 )
 
-// exportRow is one company on one day: the export's grain, so a range's
-// rows add up to the feed's figures (but visitors, which are distinct per
-// day here).
-type exportRow struct {
-	Day            string `json:"day"`
-	CompanyID      string `json:"company_id"`
-	CompanyName    string `json:"company_name"`
-	CompanyDomain  string `json:"company_domain"`
-	NetworkType    string `json:"network_type"`
-	Country        string `json:"country"`
-	Visits         uint64 `json:"visits"`
-	Pageviews      uint64 `json:"pageviews"`
-	Visitors       uint64 `json:"visitors"`
-	EngagedSeconds uint64 `json:"engaged_seconds"`
-	FirstSeen      string `json:"first_seen"`
-	LastSeen       string `json:"last_seen"`
-}
+// exportRow is one company on one day.
+type exportRow = store.ExportRow
 
 var exportColumns = []string{"day", "company_id", "company_name", "company_domain", "network_type", "country",
 	"visits", "pageviews", "visitors", "engaged_seconds", "first_seen", "last_seen"}
-
-const exportSQL = `
-SELECT day, company_id, ` + companyAggregates + `
-FROM company_daily
-WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
-GROUP BY day, company_id
-ORDER BY day, company_id`
 
 // export streams the site's company-day rows as CSV, NDJSON or an Arrow IPC
 // stream, row by row (Arrow: in record batches of 4,096), never holding the
@@ -65,23 +43,12 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, key tenant.Key) 
 		writeError(w, http.StatusBadRequest, "format: must be csv, ndjson or arrow")
 		return
 	}
-	rows, err := s.ch.Query(params(r.Context(), clickhouse.Parameters{"site": site.ID, "from": from, "to": to}), exportSQL)
+	next, done, err := s.db.ExportRows(r.Context(), site.ID, from, to)
 	if err != nil {
 		s.dbUnavailable(w, "querying export", err)
 		return
 	}
-	defer rows.Close()
-	next := func(row *exportRow) (bool, error) {
-		if !rows.Next() {
-			return false, rows.Err()
-		}
-		var day, first, last time.Time
-		err := rows.Scan(&day, &row.CompanyID, &row.CompanyName, &row.CompanyDomain, &row.NetworkType, &row.Country,
-			&row.Visits, &row.Pageviews, &row.Visitors, &row.EngagedSeconds, &first, &last)
-		row.Day = day.Format(time.DateOnly)
-		row.FirstSeen, row.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
-		return err == nil, err
-	}
+	defer done()
 	name := "leadpipe-" + site.ID + "-" + from + "-" + to
 	w.Header().Set("Cache-Control", "no-store")
 	var n int

@@ -202,12 +202,12 @@ func refused(msg string, cause error) *errSignIn {
 }
 
 func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
-	entry := auditEntry{ts: time.Now(), method: r.Method, route: "GET /login/{provider}/callback", ip: remoteIP(r)}
+	entry := auditEntry{TS: time.Now(), Method: r.Method, Route: "GET /login/{provider}/callback", Remote: remoteIP(r)}
 	if s.authLimit.blocked(remoteIP(r)) {
 		w.Header().Set("Retry-After", authRetryAfter)
 		w.WriteHeader(http.StatusTooManyRequests)
 		s.renderLogin(w, "Too many failed attempts from this address; try again in a minute.")
-		entry.status = http.StatusTooManyRequests
+		entry.Status = http.StatusTooManyRequests
 		s.audit.record(entry)
 		return
 	}
@@ -224,13 +224,13 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 			s.authLimit.failed(remoteIP(r))
 		}
 		s.log.Warn("sign-in refused", "provider", r.PathValue("provider"), "status", e.status, "err", e.cause)
-		entry.status = uint16(e.status)
+		entry.Status = uint16(e.status)
 		s.audit.record(entry)
 		w.WriteHeader(e.status)
 		s.renderLogin(w, e.msg)
 		return
 	}
-	entry.keyID, entry.role, entry.status = key.ID, string(key.Role), http.StatusOK
+	entry.KeyID, entry.Role, entry.Status = key.ID, string(key.Role), http.StatusOK
 	s.audit.record(entry)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: secureRequest(r), MaxAge: int(tenant.SessionTTL / time.Second)})

@@ -22,6 +22,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/tlsfiles"
 	"github.com/leadpipe/leadpipe/internal/visitor"
 	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // Config is the query API's configuration.
@@ -94,7 +95,7 @@ type PTR interface {
 // Server is the query API.
 type Server struct {
 	cfg      Config
-	ch       driver.Conn
+	db       *store.DB
 	tenants  *tenant.Store
 	ipdata   IPData
 	ptr      PTR
@@ -129,14 +130,13 @@ type Deps struct {
 
 // New builds the API; its own metrics are registered with reg.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, ch: deps.ClickHouse, tenants: deps.Tenants, visitors: deps.Visitors, erased: deps.Erased,
+	s := &Server{cfg: cfg, db: store.New(deps.ClickHouse), tenants: deps.Tenants, visitors: deps.Visitors, erased: deps.Erased,
 		ipdata: deps.IPData, ptr: deps.PTR, ready: deps.Ready, log: log}
-	ch := deps.ClickHouse
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})
 	reg.MustRegister(s.reqs)
-	s.audit = newAuditLog(ch, reg, log)
+	s.audit = newAuditLog(s.db, reg, log)
 	s.authLimit = newAuthLimiter()
 
 	mux := http.NewServeMux()
@@ -242,8 +242,8 @@ func (s *Server) route(mux *http.ServeMux, pattern string, min tenant.Role, h fu
 		defer func() {
 			s.reqs.WithLabelValues(pattern, fmt.Sprintf("%dxx", sw.code/100)).Inc()
 			// Every request is audited, refused ones too.
-			s.audit.record(auditEntry{ts: time.Now(), keyID: key.ID, role: string(key.Role), method: r.Method,
-				route: pattern, site: r.PathValue("site"), status: uint16(sw.code), rows: uint64(sw.rows), ip: remoteIP(r)})
+			s.audit.record(auditEntry{TS: time.Now(), KeyID: key.ID, Role: string(key.Role), Method: r.Method,
+				Route: pattern, SiteID: r.PathValue("site"), Status: uint16(sw.code), Rows: uint64(sw.rows), Remote: remoteIP(r)})
 		}()
 		if s.authLimit.blocked(remoteIP(r)) {
 			refuseAuth(sw)

@@ -6,33 +6,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
 	"github.com/leadpipe/leadpipe/internal/tenant"
-	"github.com/leadpipe/leadpipe/internal/visitor"
+	"github.com/leadpipe/leadpipe/store"
 )
-
-// visitorHit is one hit in a visitor's data export.
-type visitorHit struct {
-	TS             time.Time `json:"ts"`
-	Type           string    `json:"type"`
-	URL            string    `json:"url"`
-	Title          string    `json:"title"`
-	Referrer       string    `json:"referrer"`
-	EngagedSeconds float64   `json:"engaged_seconds"`
-	Consent        string    `json:"consent"`
-	Company        string    `json:"company"`
-	Country        string    `json:"country"`
-	City           string    `json:"city,omitempty"`
-	Lang           string    `json:"lang,omitempty"`
-}
-
-const visitorHitsSQL = `
-SELECT ts, type, url, title, referrer, engaged_ms, consent, company_name, country, city, lang
-FROM hits
-WHERE site_id = {site:String} AND visitor_id = {visitor:UInt64}
-ORDER BY ts`
 
 // visitorID resolves the {cid} path value (the visitor's _lfa client id) to
 // the stored visitor id.
@@ -63,14 +39,7 @@ func (s *Server) exportVisitor(w http.ResponseWriter, r *http.Request, key tenan
 		return
 	}
 	requested := time.Now()
-	ctx := params(r.Context(), clickhouse.Parameters{"site": site.ID, "visitor": strconv.FormatUint(vid, 10)})
-	hits, err := readAll(ctx, s.ch, visitorHitsSQL, func(rows driver.Rows) (visitorHit, error) {
-		var h visitorHit
-		var ms uint32
-		err := rows.Scan(&h.TS, &h.Type, &h.URL, &h.Title, &h.Referrer, &ms, &h.Consent, &h.Company, &h.Country, &h.City, &h.Lang)
-		h.EngagedSeconds = float64(ms) / 1000
-		return h, err
-	})
+	hits, err := s.db.VisitorHits(r.Context(), site.ID, vid)
 	if err != nil {
 		s.dbUnavailable(w, "reading visitor data", err)
 		return
@@ -93,7 +62,7 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 		return
 	}
 	requested := time.Now()
-	n, err := visitor.DeleteStored(r.Context(), s.ch, site.ID, vid)
+	n, err := s.db.EraseVisitor(r.Context(), site.ID, vid)
 	if err != nil {
 		s.dbUnavailable(w, "erasing visitor data", err)
 		return
@@ -114,8 +83,8 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 // record is logged, the request itself is done.
 func (s *Server) recordRequest(ctx context.Context, site, kind, keyID string, requested time.Time, rows uint64) string {
 	id := strconv.FormatInt(requested.UnixNano(), 36)
-	if err := s.ch.Exec(context.WithoutCancel(ctx), `INSERT INTO data_requests (id, site_id, kind, key_id, requested_at, completed_at, rows)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, id, site, kind, keyID, requested, time.Now(), rows); err != nil {
+	if err := s.db.RecordRequest(context.WithoutCancel(ctx), store.DataRequest{ID: id, SiteID: site, Kind: kind, KeyID: keyID,
+		RequestedAt: requested, CompletedAt: time.Now(), Rows: rows}); err != nil {
 		s.log.Error("recording data request", "kind", kind, "err", err)
 	}
 	return id

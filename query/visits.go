@@ -1,26 +1,17 @@
 package query
 
 import (
-	"github.com/leadpipe/leadpipe/internal/visit"
 	"time"
+
+	"github.com/leadpipe/leadpipe/internal/visit"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // visitGap ends a visit; see package visit.
 const visitGap = visit.Gap
 
 // hitRow is one stored hit of a company, as the company page reads it.
-type hitRow struct {
-	visit     uint64 // visit_id, or the visitor for hits stored before visits were built
-	ts        time.Time
-	typ       string
-	url       string
-	title     string
-	referrer  string
-	engagedMS uint32
-	// source is set on the hit that opened a visit: how the processor
-	// classified it when it stored it.
-	source string
-}
+type hitRow = store.CompanyHit
 
 // Visit is one visitor's activity without a 30-minute gap.
 type Visit struct {
@@ -63,31 +54,31 @@ func buildVisits(rows []hitRow) []Visit {
 		cur, visitMS, pageMS = nil, 0, pageMS[:0]
 	}
 	for _, r := range rows {
-		if cur == nil || r.visit != curKey || r.ts.Sub(last) > visitGap {
+		if cur == nil || r.VisitKey != curKey || r.TS.Sub(last) > visitGap {
 			flush()
-			cur = &Visit{Started: r.ts, Pages: make([]Page, 0, 4)}
-			curKey = r.visit
+			cur = &Visit{Started: r.TS, Pages: make([]Page, 0, 4)}
+			curKey = r.VisitKey
 		}
-		last = r.ts
-		cur.Ended = r.ts
-		if r.source != "" {
-			cur.Source = r.source
+		last = r.TS
+		cur.Ended = r.TS
+		if r.OpeningSource != "" {
+			cur.Source = r.OpeningSource
 		}
-		switch r.typ {
+		switch r.Type {
 		case "pageview":
 			if len(cur.Pages) == 0 {
-				cur.Referrer = r.referrer
+				cur.Referrer = r.Referrer
 				if cur.Source == "" {
-					cur.Source = visit.Source(r.url, r.referrer)
+					cur.Source = visit.Source(r.URL, r.Referrer)
 				}
 			}
-			cur.Pages = append(cur.Pages, Page{URL: r.url, Title: r.title, TS: r.ts})
+			cur.Pages = append(cur.Pages, Page{URL: r.URL, Title: r.Title, TS: r.TS})
 			pageMS = append(pageMS, 0)
 		case "engagement":
-			visitMS += uint64(r.engagedMS)
+			visitMS += uint64(r.EngagedMS)
 			for i := len(cur.Pages) - 1; i >= 0; i-- {
-				if cur.Pages[i].URL == r.url {
-					pageMS[i] += uint64(r.engagedMS)
+				if cur.Pages[i].URL == r.URL {
+					pageMS[i] += uint64(r.EngagedMS)
 					break
 				}
 			}

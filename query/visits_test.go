@@ -14,10 +14,10 @@ func TestBuildVisits(t *testing.T) {
 		return ts
 	}
 	pv := func(v uint64, ts, url, ref string) hitRow {
-		return hitRow{visit: v, ts: at(ts), typ: "pageview", url: url, title: "T " + url, referrer: ref}
+		return hitRow{VisitKey: v, TS: at(ts), Type: "pageview", URL: url, Title: "T " + url, Referrer: ref}
 	}
 	eng := func(v uint64, ts, url string, ms uint32) hitRow {
-		return hitRow{visit: v, ts: at(ts), typ: "engagement", url: url, engagedMS: ms}
+		return hitRow{VisitKey: v, TS: at(ts), Type: "engagement", URL: url, EngagedMS: ms}
 	}
 	rows := []hitRow{
 		// Visitor 1: two pages with engagement, then 45 minutes away: a second visit.

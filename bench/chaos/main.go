@@ -20,6 +20,8 @@
 //
 // and the exit status is 1 unless lost=0, duplicates=0, kills≥3 and at
 // least one kill was the engine's.
+//
+// It imports what it hurts and counts: internal/, ipintel and store.
 package main
 
 import (
@@ -48,6 +50,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/chengine"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // businessASNs are companies' own networks in the ASN data, so every hit is
@@ -341,22 +344,9 @@ func count(ctx context.Context, ch *chengine.Server, site string, acked []atomic
 		return 0, 0, err
 	}
 	defer conn.Close()
-	stored := map[string]uint64{}
-	rows, err := conn.Query(ctx, "SELECT hit_id, count() FROM hits WHERE site_id = ? GROUP BY hit_id", site)
+	db := store.New(conn)
+	stored, err := db.StoredCopies(ctx, site)
 	if err != nil {
-		return 0, 0, err
-	}
-	for rows.Next() {
-		var id string
-		var c uint64
-		if err := rows.Scan(&id, &c); err != nil {
-			rows.Close()
-			return 0, 0, err
-		}
-		stored[id] = c
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, 0, err
 	}
 	var rawDup, storedUnacked uint64
@@ -372,8 +362,8 @@ func count(ctx context.Context, ch *chengine.Server, site string, acked []atomic
 			rawDup += c - 1
 		}
 	}
-	var aggregated uint64
-	if err := conn.QueryRow(ctx, "SELECT sum(pageviews) FROM company_daily WHERE site_id = ?", site).Scan(&aggregated); err != nil {
+	aggregated, err := db.SitePageviews(ctx, site)
+	if err != nil {
 		return 0, 0, err
 	}
 	distinct := uint64(len(stored))

@@ -13,15 +13,14 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // roleEnv makes this executable one of the run's servers instead of the
@@ -231,64 +231,39 @@ func scrape(url string) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-// hitColumns are the columns the processor writes.
-const hitColumns = `site_id, ts, received_at, hit_id, type, url, path, referrer, source, title,
-	visitor_id, visit_id, visit_start, new_visit, consent, engaged_ms, company_id, company_name, company_domain, company_industry, company_size,
-	asn, as_org, network_type, country, city, lang, stream_seq, retention_days`
-
 // rawInsert reads back up to n rows the processor wrote for site, and
-// inserts them again with clickhouse-go batches of batchSize into the
+// inserts them again through the store in batches of batchSize into the
 // same table (as another site, so the views aggregate them too), with the
 // same insert settings: what ClickHouse takes without the processor.
 // Returns rows per second of insert time.
 func rawInsert(ctx context.Context, conn driver.Conn, site string, n, batchSize int) (float64, int, error) {
-	rows, err := conn.Query(ctx, "SELECT "+hitColumns+" FROM hits WHERE site_id = ? LIMIT ?", site, n)
+	db := store.New(conn)
+	data, err := db.SiteHitRows(ctx, site, n)
 	if err != nil {
 		return 0, 0, err
 	}
-	var data [][]any
-	types := rows.ColumnTypes()
-	for rows.Next() {
-		vals := make([]any, len(types))
-		for i, t := range types {
-			vals[i] = reflect.New(t.ScanType()).Interface()
-		}
-		if err := rows.Scan(vals...); err != nil {
-			rows.Close()
-			return 0, 0, err
-		}
-		for i := range vals {
-			vals[i] = reflect.ValueOf(vals[i]).Elem().Interface()
-		}
-		vals[0] = "rawinsert"
-		data = append(data, vals)
-	}
-	rows.Close()
 	if len(data) == 0 {
 		return 0, 0, fmt.Errorf("no rows of site %s to insert again", site)
+	}
+	for i := range data {
+		data[i].SiteID = "rawinsert"
 	}
 	var spent time.Duration
 	for from := 0; from < len(data); from += batchSize {
 		part := data[from:min(from+batchSize, len(data))]
-		bctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-			"insert_deduplicate": 1, "insert_deduplication_token": "raw-" + strconv.Itoa(from),
-			"deduplicate_blocks_in_dependent_materialized_views": 1,
-		}))
 		start := time.Now()
-		batch, err := conn.PrepareBatch(bctx, "INSERT INTO hits ("+hitColumns+")")
-		if err != nil {
-			return 0, 0, err
-		}
-		for _, r := range part {
-			if err := batch.Append(r...); err != nil {
-				batch.Abort()
-				return 0, 0, err
-			}
-		}
-		if err := batch.Send(); err != nil {
+		if err := db.InsertHits(ctx, "raw-"+strconv.Itoa(from), len(part), slices.Values(pointers(part))); err != nil {
 			return 0, 0, err
 		}
 		spent += time.Since(start)
 	}
 	return float64(len(data)) / spent.Seconds(), len(data), nil
+}
+
+func pointers(hits []store.Hit) []*store.Hit {
+	out := make([]*store.Hit, len(hits))
+	for i := range hits {
+		out[i] = &hits[i]
+	}
+	return out
 }

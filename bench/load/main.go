@@ -20,6 +20,8 @@
 // and ends with
 //
 //	bench: e2e_hits_per_s=N collector_vs_null=R lookup_vs_cidranger=X ch_insert_vs_raw=Y lost=L
+//
+// It imports what it measures: internal/, ipintel and store.
 package main
 
 import (

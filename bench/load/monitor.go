@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // The monitor samples, once a second for the whole run: how many hits the
@@ -75,14 +76,8 @@ func (m *monitor) setPhase(p string) {
 // processed counts the site's hits ClickHouse holds: kept, or dropped and
 // counted in the filter ledger.
 func processed(ctx context.Context, conn driver.Conn, site string) (int64, error) {
-	var kept, dropped uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM hits WHERE site_id = ?", site).Scan(&kept); err != nil {
-		return 0, err
-	}
-	if err := conn.QueryRow(ctx, "SELECT toUInt64(sum(hits)) FROM filtered_daily WHERE site_id = ?", site).Scan(&dropped); err != nil {
-		return 0, err
-	}
-	return int64(kept + dropped), nil
+	kept, filtered, err := store.New(conn).SiteProcessed(ctx, site)
+	return int64(kept + filtered), err
 }
 
 func (m *monitor) run(ctx context.Context) {

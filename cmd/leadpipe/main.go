@@ -1,6 +1,9 @@
 // Command leadpipe tells a B2B company which companies visit its website.
 //
 // One binary, subcommands for each way to run it; see `leadpipe help`.
+//
+// It owns the subcommands, their flags and environment overrides, and
+// imports what they run: app, store, ipintel and internal/.
 package main
 
 import (

@@ -14,6 +14,9 @@
 // and checksums of every table, entries of every bucket), nats/*.json, and
 // — for the managed engine — clickhouse/, the engine's backup. With an
 // external ClickHouse the engine's backup is on the server's backup disk.
+//
+// It imports store (the BACKUP and RESTORE statements) and internal/bus and
+// internal/visitor; no stage.
 package backup
 
 import (
@@ -28,12 +31,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/visitor"
+	"github.com/leadpipe/leadpipe/store"
 )
 
 // Buckets are the key-value buckets a backup holds. The logins bucket
@@ -55,12 +58,8 @@ type Manifest struct {
 }
 
 // TableSum is a table's row count and an order-independent checksum of
-// its rows (the sum of a hash of each row's text).
-type TableSum struct {
-	Table    string `json:"table"`
-	Rows     uint64 `json:"rows"`
-	Checksum string `json:"checksum"`
-}
+// its rows.
+type TableSum = store.TableSum
 
 // BucketDump is how many entries of a bucket the backup holds.
 type BucketDump struct {
@@ -88,32 +87,12 @@ var nameRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z$`)
 // NewName is a backup's name: its UTC start time, so names sort by age.
 func NewName(now time.Time) string { return now.UTC().Format("20060102T150405Z") }
 
-// ClickHouse takes no query parameters in BACKUP, RESTORE and a Backup
-// database's engine arguments, so these statements are the only ones
-// leadpipe assembles: from a database name, a disk name and a backup name
-// that each match safeName (letters, digits, _ and -; nothing to escape)
-// and are quoted as they are.
-var safeName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$`)
-
 // destination is the engine's backup destination of name, as SQL.
 func (t Target) destination(name string) (string, error) {
 	if !nameRE.MatchString(name) {
 		return "", fmt.Errorf("backup name %q is not like 20261201T120000Z", name)
 	}
-	if t.Disk == "" {
-		return "File('" + name + "/clickhouse')", nil
-	}
-	if !safeName.MatchString(t.Disk) {
-		return "", fmt.Errorf("backup disk %q: only letters, digits, _ and - are accepted", t.Disk)
-	}
-	return "Disk('" + t.Disk + "', '" + name + "')", nil
-}
-
-func quoteIdent(name string) (string, error) {
-	if !safeName.MatchString(name) {
-		return "", fmt.Errorf("database %q: only letters, digits, _ and - are accepted", name)
-	}
-	return "`" + name + "`", nil
+	return store.BackupDestination(t.Disk, name)
 }
 
 // Create backs up database and the buckets under t as name. The tables are
@@ -126,18 +105,11 @@ func Create(ctx context.Context, conn driver.Conn, js jetstream.JetStream, datab
 	if m.Destination, err = t.destination(name); err != nil { // checks the name too
 		return Manifest{}, err
 	}
-	db, err := quoteIdent(database)
-	if err != nil {
-		return Manifest{}, err
-	}
 	dir := filepath.Join(t.Dir, name)
 	if err := os.MkdirAll(filepath.Join(dir, "nats"), 0o700); err != nil {
 		return Manifest{}, fmt.Errorf("creating %s: %w", dir, err)
 	}
-	if err := conn.Exec(ctx, "BACKUP DATABASE "+db+" TO "+m.Destination); err != nil {
-		return Manifest{}, fmt.Errorf("BACKUP DATABASE %s TO %s: %w", database, m.Destination, err)
-	}
-	if m.Tables, err = backupSums(ctx, conn, database, m.Destination); err != nil {
+	if m.Tables, err = store.BackupDatabase(ctx, conn, database, m.Destination); err != nil {
 		return Manifest{}, err
 	}
 	for _, b := range Buckets {
@@ -154,56 +126,9 @@ func Create(ctx context.Context, conn driver.Conn, js jetstream.JetStream, datab
 	return m, nil
 }
 
-const (
-	dropDB     = "DROP DATABASE IF EXISTS {db:Identifier} SYNC"
-	listTables = "SELECT name FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree' ORDER BY name"
-	tableSum   = "SELECT count(), toString(sum(cityHash64(formatRow('TabSeparated', *)))) FROM {db:Identifier}.{table:Identifier}"
-	// checkView is a read-only Backup database over a backup, to checksum
-	// what the backup holds.
-	checkView = "leadpipe_backup_check"
-)
-
-func backupSums(ctx context.Context, conn driver.Conn, database, destination string) ([]TableSum, error) {
-	drop := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"db": checkView}))
-	if err := conn.Exec(drop, dropDB); err != nil {
-		return nil, err
-	}
-	if err := conn.Exec(ctx, "CREATE DATABASE "+checkView+" ENGINE = Backup('"+database+"', "+destination+")"); err != nil {
-		return nil, fmt.Errorf("reading the backup back: %w", err)
-	}
-	defer conn.Exec(drop, dropDB)
-	return Sums(ctx, conn, checkView)
-}
-
 // Sums returns the row count and checksum of every table of database.
 func Sums(ctx context.Context, conn driver.Conn, database string) ([]TableSum, error) {
-	rows, err := conn.Query(clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"db": database})), listTables)
-	if err != nil {
-		return nil, fmt.Errorf("listing tables of %s: %w", database, err)
-	}
-	var tables []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		tables = append(tables, name)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	var out []TableSum
-	for _, table := range tables {
-		s := TableSum{Table: table}
-		tctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"db": database, "table": table}))
-		if err := conn.QueryRow(tctx, tableSum).Scan(&s.Rows, &s.Checksum); err != nil {
-			return nil, fmt.Errorf("checksumming %s.%s: %w", database, table, err)
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return store.Sums(ctx, conn, database)
 }
 
 func dumpBucket(ctx context.Context, js jetstream.JetStream, bucket, path string) (int, error) {
@@ -275,16 +200,8 @@ func Restore(ctx context.Context, conn driver.Conn, openDB func() (driver.Conn, 
 	if err != nil {
 		return Manifest{}, err
 	}
-	db, err := quoteIdent(m.Database)
-	if err != nil {
+	if err := store.RestoreDatabase(ctx, conn, m.Database, destination); err != nil {
 		return Manifest{}, err
-	}
-	pctx := clickhouse.Context(ctx, clickhouse.WithParameters(clickhouse.Parameters{"db": m.Database}))
-	if err := conn.Exec(pctx, dropDB); err != nil {
-		return Manifest{}, fmt.Errorf("dropping %s before the restore: %w", m.Database, err)
-	}
-	if err := conn.Exec(ctx, "RESTORE DATABASE "+db+" FROM "+destination); err != nil {
-		return Manifest{}, fmt.Errorf("RESTORE DATABASE %s FROM %s: %w", m.Database, destination, err)
 	}
 	got, err := Sums(ctx, conn, m.Database)
 	if err != nil {
@@ -336,7 +253,7 @@ func reErase(ctx context.Context, openDB func() (driver.Conn, error), js jetstre
 		if !ok {
 			continue
 		}
-		if _, err := visitor.DeleteStored(ctx, conn, site, vid); err != nil {
+		if _, err := store.New(conn).EraseVisitor(ctx, site, vid); err != nil {
 			return fmt.Errorf("erasing again a visitor erased after the backup: %w", err)
 		}
 	}

@@ -153,7 +153,7 @@ func TestErasuresOutliveARestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := visitor.DeleteStored(ctx, conn, "s1", 7); err != nil || n != 10 {
+	if n, err := store.New(conn).EraseVisitor(ctx, "s1", 7); err != nil || n != 10 {
 		t.Fatalf("erasing: %d, %v", n, err)
 	}
 	if err := erased.Add(ctx, "s1", 7); err != nil {

@@ -5,4 +5,6 @@
 //
 // Subjects carry the site (hits.<site>), so processors can later be
 // partitioned by site without changing publishers.
+//
+// It imports nothing of leadpipe's.
 package bus

@@ -22,4 +22,6 @@
 //
 // Debian's clickhouse-server package (18.16) is refused: it lacks TTLs, query
 // parameters, lightweight deletes and insert deduplication tokens.
+//
+// It imports internal/cache and internal/tlsfiles; no stage, no store.
 package chengine

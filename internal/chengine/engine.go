@@ -14,8 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -274,12 +272,16 @@ func (s *Server) check(ctx context.Context, timeout time.Duration) error {
 		return err
 	}
 	defer conn.Close()
-	var version string
-	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
+	// The handshake tells the version; the ping proves the server answers.
+	if err := conn.Ping(ctx); err != nil {
 		return fmt.Errorf("cannot reach ClickHouse: %w", err)
 	}
-	major, _ := strconv.Atoi(strings.SplitN(version, ".", 2)[0])
-	if major < MinMajorVersion {
+	sv, err := conn.ServerVersion()
+	if err != nil {
+		return fmt.Errorf("cannot reach ClickHouse: %w", err)
+	}
+	version := sv.Version.String()
+	if int(sv.Version.Major) < MinMajorVersion {
 		return fmt.Errorf("ClickHouse %s is too old: leadpipe needs %d.x or newer (Debian's clickhouse-server 18.16 lacks TTLs, query parameters and insert deduplication)", version, MinMajorVersion)
 	}
 	return nil

@@ -7,4 +7,6 @@
 // valid?) is a lock-free map read. API keys are stored only as SHA-256 hashes
 // of their secret part: keys are 160 random bits, so a fast hash suffices and
 // a stolen bucket reveals no usable key.
+//
+// It imports internal/bus alone.
 package tenant

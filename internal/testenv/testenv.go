@@ -5,6 +5,9 @@
 // A test package that needs ClickHouse calls testenv.Main from its TestMain,
 // which lets the engine child (this test binary re-run) start, and stops the
 // shared engine when the package's tests are done.
+//
+// It imports what the real components need (internal/bus, internal/cache,
+// internal/chengine, ipintel, store); tests alone import it.
 package testenv
 
 import (

@@ -1,5 +1,7 @@
 // Package tlsfiles loads certificate, key and CA files, naming the flags
 // in its errors, into the TLS configuration of a listener or a client.
+//
+// It imports nothing of leadpipe's.
 package tlsfiles
 
 import (

@@ -1,6 +1,8 @@
 // Package visit holds what defines a visit, shared by the processor that
 // assigns hits to visits and the API that reads them: the inactivity gap
 // that ends a visit, and how the traffic source of a visit is classified.
+//
+// It imports nothing of leadpipe's.
 package visit
 
 import "time"

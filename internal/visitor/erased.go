@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,4 +101,15 @@ func (e *Erased) Has(site string, vid uint64) bool {
 	}
 	until, ok := e.ids[erasedKey(site, vid)]
 	return ok && time.Now().Unix() < until
+}
+
+// ParseErasedKey reads a marker's key of the erased bucket back into the
+// site and the stored visitor id.
+func ParseErasedKey(key string) (site string, vid uint64, ok bool) {
+	i := strings.LastIndexByte(key, '.')
+	if i <= 0 {
+		return "", 0, false
+	}
+	vid, err := strconv.ParseUint(key[i+1:], 16, 64)
+	return key[:i], vid, err == nil
 }

@@ -1,6 +1,8 @@
 // Package visitor derives the pseudonymous visitor id stored with each hit.
 // The processor uses it to key hits; the query API uses it to find a
 // visitor's data for an access or erasure request by client id.
+//
+// It imports internal/bus alone.
 package visitor
 
 import (

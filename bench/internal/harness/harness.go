@@ -1,6 +1,8 @@
 // Package harness runs leadpipe's processes for the load tools under bench/
 // (make chaos, make bench): children supervised as systemd would, readiness
 // and drain waits, the schema on the managed engine.
+//
+// It imports internal/bus, internal/chengine and store.
 package harness
 
 import (

@@ -2,6 +2,8 @@
 // no non-test Go file over 600 lines and no function over 100, unless its
 // doc comment says why with a line starting "Long:". It reads the files
 // named on the command line.
+//
+// It imports the standard library alone.
 package main
 
 import (

@@ -1,0 +1,173 @@
+package store
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"golang.org/x/sync/errgroup"
+)
+
+// Company is a company's figures over a range, as the feed and the
+// company page show them.
+type Company struct {
+	ID             string  `json:"id"`
+	Name           string  `json:"name"`
+	Domain         string  `json:"domain"`
+	NetworkType    string  `json:"network_type"`
+	Country        string  `json:"country"`
+	Visits         uint64  `json:"visits"`
+	Pageviews      uint64  `json:"pageviews"`
+	Visitors       uint64  `json:"visitors"`
+	EngagedSeconds uint64  `json:"engaged_seconds"`
+	FirstSeen      string  `json:"first_seen"`
+	LastSeen       string  `json:"last_seen"`
+	LeadScore      float64 `json:"lead_score"`
+}
+
+const (
+	// companyAggregates are a company's figures over the range, as the feed,
+	// the company page and the export read them (a fragment of a SELECT
+	// grouped by company): name, domain, network type, country, visits,
+	// pageviews, visitors, engaged seconds, first and last seen. No column
+	// alias: one named like a column would shadow it inside the others.
+	companyAggregates = `anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
+       sum(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
+       min(first_seen), max(last_seen)`
+
+	// leadScoreSQL is the lead score, 0–100: engagement saturating towards
+	// 100 (ten engaged minutes, three visits or ten pageviews each count as
+	// one unit; 1 − e^−units), times recency halving about every ten days
+	// since the company was last seen (e^(−days/14)).
+	leadScoreSQL = `round(100 * (1 - exp(-(sum(engaged_ms) / 600000 + sum(visits) / 3 + sum(pageviews) / 10)))
+                     * exp(-dateDiff('second', max(last_seen), now64(3)) / 86400 / 14), 1)`
+)
+
+// The company page: a company's aggregate of the range, its visits and
+// pageviews per day, its top pages, its visits by source, its pageviews by
+// country, and its latest hits, from which the API builds its visits.
+const (
+	companySQL = `
+SELECT company_id, ` + companyAggregates + `, ` + leadScoreSQL + `,
+       sumMap(sources), sumMap(countries)
+FROM company_daily
+WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY company_id`
+
+	// companyDailySQL is the company's visits and pageviews per day, for
+	// the company page's chart.
+	companyDailySQL = `
+SELECT day, sum(visits), sum(pageviews)
+FROM company_daily
+WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY day
+ORDER BY day`
+
+	// companyPagesSQL is the company's most viewed pages of the range.
+	companyPagesSQL = `
+SELECT path, max(title), sum(pageviews) AS views, intDiv(sum(engaged_ms), 1000)
+FROM company_pages_daily
+WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
+GROUP BY path
+ORDER BY views DESC, path
+LIMIT 10`
+
+	// The latest hits first (so a busy company's newest visits are the
+	// ones shown), then regrouped by visit and time. Hits stored before
+	// visits were built (visit_id 0) are grouped by visitor, and the API
+	// cuts those at the 30-minute gaps.
+	companyHitsSQL = `
+SELECT visit_key, ts, type, url, title, referrer, engaged_ms, opening_source FROM (
+    SELECT if(visit_id = 0, visitor_id, visit_id) AS visit_key, ts, type, url, title, referrer, engaged_ms,
+           if(new_visit = 1, toString(source), '') AS opening_source
+    FROM hits
+    WHERE site_id = {site:String} AND company_id = {company:String}
+      AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')
+    ORDER BY ts DESC
+    LIMIT {limit:UInt32})
+ORDER BY visit_key, ts`
+)
+
+// Day is one day of a company's activity.
+type Day struct {
+	Day       string `json:"day"`
+	Visits    uint64 `json:"visits"`
+	Pageviews uint64 `json:"pageviews"`
+}
+
+// TopPage is one of a company's most viewed pages.
+type TopPage struct {
+	Path           string `json:"path"`
+	Title          string `json:"title"`
+	Pageviews      uint64 `json:"pageviews"`
+	EngagedSeconds uint64 `json:"engaged_seconds"`
+}
+
+// CompanyHit is one stored hit of a company, as the company page reads it.
+type CompanyHit struct {
+	VisitKey  uint64 // visit_id, or the visitor for hits stored before visits were built
+	TS        time.Time
+	Type      string
+	URL       string
+	Title     string
+	Referrer  string
+	EngagedMS uint32
+	// OpeningSource is set on the hit that opened a visit: how the
+	// processor classified it when it stored it.
+	OpeningSource string
+}
+
+// CompanyActivity is everything the company page shows of a company.
+type CompanyActivity struct {
+	Company            Company
+	Sources, Countries map[string]uint64
+	Daily              []Day
+	TopPages           []TopPage
+	// Hits are the company's latest hits of the range, at most the limit
+	// asked for, ordered by visit then time.
+	Hits []CompanyHit
+}
+
+// CompanyActivity reads a company's page: sql.ErrNoRows when the company
+// has no visits to the site in the range. Its four reads are independent,
+// and each mostly waits on per-part work in ClickHouse: they run at once.
+func (db *DB) CompanyActivity(ctx context.Context, site, company, from, to string, maxHits int) (CompanyActivity, error) {
+	var a CompanyActivity
+	g, ctx := errgroup.WithContext(ctx)
+	ctx = params(ctx, clickhouse.Parameters{"site": site, "company": company, "from": from, "to": to, "limit": strconv.Itoa(maxHits)})
+	g.Go(func() error {
+		var first, last time.Time
+		c := &a.Company
+		err := db.conn.QueryRow(ctx, companySQL).Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country,
+			&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore, &a.Sources, &a.Countries)
+		c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
+		return err
+	})
+	g.Go(func() (err error) {
+		a.Daily, err = readAll(ctx, db.conn, companyDailySQL, func(rows driver.Rows) (Day, error) {
+			var d Day
+			var day time.Time
+			err := rows.Scan(&day, &d.Visits, &d.Pageviews)
+			d.Day = day.Format(time.DateOnly)
+			return d, err
+		})
+		return err
+	})
+	g.Go(func() (err error) {
+		a.TopPages, err = readAll(ctx, db.conn, companyPagesSQL, func(rows driver.Rows) (TopPage, error) {
+			var tp TopPage
+			return tp, rows.Scan(&tp.Path, &tp.Title, &tp.Pageviews, &tp.EngagedSeconds)
+		})
+		return err
+	})
+	g.Go(func() (err error) {
+		a.Hits, err = readAll(ctx, db.conn, companyHitsSQL, func(rows driver.Rows) (CompanyHit, error) {
+			var h CompanyHit
+			return h, rows.Scan(&h.VisitKey, &h.TS, &h.Type, &h.URL, &h.Title, &h.Referrer, &h.EngagedMS, &h.OpeningSource)
+		})
+		return err
+	})
+	return a, g.Wait()
+}
