@@ -122,6 +122,7 @@ func (s *Server) createSite(w http.ResponseWriter, r *http.Request, key tenant.K
 		writeError(w, http.StatusServiceUnavailable, "sites: cannot be stored now, retry")
 		return
 	}
+	s.copySites(r.Context())
 	writeJSON(w, http.StatusCreated, siteOut(site))
 }
 
@@ -171,6 +172,7 @@ func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.K
 		writeError(w, http.StatusServiceUnavailable, "sites: cannot be stored now, retry")
 		return
 	}
+	s.copySites(r.Context())
 	writeJSON(w, http.StatusOK, siteOut(updated))
 }
 

@@ -11,7 +11,7 @@ import (
 // eraseSiteData removes a site from the tenant store (the collector then
 // refuses its hits, its queued ones are dropped) and its rows from
 // ClickHouse, and returns how many hits it had. The rest — a second pass
-// for hits a processor had in hand — is the sweeper's (sweepDeletedSites).
+// for hits a processor had in hand — is the sweeper's (maintain).
 func (s *Server) eraseSiteData(ctx context.Context, site string) (uint64, error) {
 	n, err := s.db.SiteHits(ctx, site)
 	if err != nil {
@@ -34,12 +34,16 @@ func (s *Server) eraseSiteData(ctx context.Context, site string) (uint64, error)
 // that outlives the process, not a goroutine waiting inside a request.
 const sweepEvery = time.Minute
 
-// sweepDeletedSites erases what rows deleted sites still have, until ctx
-// ends.
-func (s *Server) sweepDeletedSites(ctx context.Context) {
+// maintain keeps the API's copies in ClickHouse right until ctx ends:
+// every minute it erases what rows deleted sites still have, and writes
+// the sites that changed to the sites table (at once too, on start).
+func (s *Server) maintain(ctx context.Context) {
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
 	for {
+		if err := s.syncSites(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("writing the sites table", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -1111,3 +1111,31 @@ func callFrom(t *testing.T, localIP, base, key, method, path, body string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestSitesTableNamesSites: analysts' queries show site names from the
+// sites table, which follows the sites the API makes and renames.
+func TestSitesTableNamesSites(t *testing.T) {
+	a, _ := startAPI(t)
+	code, out := a.call(t, a.owner, "POST", "/api/v1/sites", `{"name":"Shop","domain":"shop.example"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("site: %d %v", code, out)
+	}
+	site := out["id"].(string)
+	nameOf := func() (name, domain string) {
+		t.Helper()
+		err := a.conn.QueryRow(context.Background(), "SELECT name, domain FROM sites FINAL WHERE site_id = ?", site).Scan(&name, &domain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return name, domain
+	}
+	if name, domain := nameOf(); name != "Shop" || domain != "shop.example" {
+		t.Errorf("sites has %q, %q; want Shop, shop.example", name, domain)
+	}
+	if code, out := a.call(t, a.owner, "PATCH", "/api/v1/sites/"+site, `{"name":"Web shop"}`); code != http.StatusOK {
+		t.Fatalf("rename: %d %v", code, out)
+	}
+	if name, _ := nameOf(); name != "Web shop" {
+		t.Errorf("sites has %q after the rename, want Web shop", name)
+	}
+}

@@ -109,6 +109,8 @@ type Server struct {
 	handler   http.Handler
 	routes    []Route
 	reqs      *prometheus.CounterVec
+	// siteCopies are the copies of the sites in ClickHouse (sites.go).
+	siteCopies siteCopies
 }
 
 // Deps are what the API stands on, given by the wiring.
@@ -210,7 +212,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	go s.sweepDeletedSites(ctx)
+	go s.maintain(ctx)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("api: %w", err)

@@ -37,12 +37,14 @@ func (db *DB) EraseSite(ctx context.Context, site string) error {
 	return nil
 }
 
-// SitesWithRows lists which of sites still have rows in the tables the
-// pipeline writes (the views' tables follow them): the sites whose
-// erasure must run again.
+// SitesWithRows lists which of sites still have rows in the tables
+// written after a site's erasure may have begun — by the pipeline (the
+// views' tables follow them) or by the API's copy of the sites: the sites
+// whose erasure must run again.
 func (db *DB) SitesWithRows(ctx context.Context, sites []string) ([]string, error) {
 	rows, err := db.conn.Query(ctx, `SELECT site_id FROM hits WHERE site_id IN ? GROUP BY site_id
-		UNION DISTINCT SELECT site_id FROM dropped_hits WHERE site_id IN ? GROUP BY site_id`, sites, sites)
+		UNION DISTINCT SELECT site_id FROM dropped_hits WHERE site_id IN ? GROUP BY site_id
+		UNION DISTINCT SELECT site_id FROM sites WHERE site_id IN ? GROUP BY site_id`, sites, sites, sites)
 	if err != nil {
 		return nil, err
 	}

@@ -343,6 +343,21 @@ ORDER BY version
 SETTINGS index_granularity = 8192
 COMMENT 'Migrations applied to this database';
 
+CREATE TABLE leadpipe.sites
+(
+    `site_id` LowCardinality(String) COMMENT 'The site',
+    `name` String COMMENT 'The site\'s name, as its admins gave it',
+    `domain` String COMMENT 'The site\'s domain',
+    `account` String COMMENT 'The account that owns the site (empty: the installation\'s own)',
+    `created` DateTime64(3, 'UTC') COMMENT 'When the site was made',
+    `updated_at` DateTime64(3, 'UTC') COMMENT 'When this copy was written; the latest copy of a site wins'
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY site_id
+TTL toDateTime(updated_at) + toIntervalDay(30)
+SETTINGS index_granularity = 8192
+COMMENT 'The sites by id (name, domain, account), to show site names in queries: join with FINAL, or argMax by updated_at';
+
 CREATE TABLE leadpipe.visits
 (
     `site_id` LowCardinality(String) COMMENT 'The site',
