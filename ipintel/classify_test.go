@@ -31,10 +31,10 @@ func mustDefaultClassifier(tb testing.TB) *Classifier {
 	return c
 }
 
-// embeddedClassifierFile returns one of the embedded data files.
-func embeddedClassifierFile(tb testing.TB, name string) []byte {
+// embeddedDataFile returns one of the embedded data files.
+func embeddedDataFile(tb testing.TB, name string) []byte {
 	tb.Helper()
-	b, err := fs.ReadFile(classifierData, "data/"+name)
+	b, err := fs.ReadFile(dataFiles, "data/"+name)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -462,8 +462,8 @@ func TestClassifyRealTable(t *testing.T) {
 // known type with a confidence in [0, 1] and evidence, whatever the name.
 // Time and memory are bounded by the input's size (rules × name tokens).
 func FuzzNewClassifier(f *testing.F) {
-	asnTypes := embeddedClassifierFile(f, ASNTypesFile)
-	nameRules := embeddedClassifierFile(f, NameRulesFile)
+	asnTypes := embeddedDataFile(f, ASNTypesFile)
+	nameRules := embeddedDataFile(f, NameRulesFile)
 	head := func(b []byte, lines int) []byte {
 		for i, c := range b {
 			if c == '\n' {

@@ -14,7 +14,8 @@
 //     database), [Companies];
 //   - a curated list of ASNs with their type and the reason (data/asn_types.csv);
 //   - reverse DNS of the address, when it is more confident than what
-//     follows ([RDNS], asynchronous and cached: it never stalls a lookup);
+//     follows ([RDNS], asynchronous and cached: it never stalls a lookup),
+//     read with the words, domains and suffixes of data/ptr_*.csv;
 //   - organisation-name rules with an allow-list (data/name_rules.csv);
 //   - the default: an organisation named like none of the above is a business.
 //

@@ -3,7 +3,6 @@ package ipintel
 import (
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"golang.org/x/net/publicsuffix"
@@ -33,6 +32,37 @@ type PTRSignal struct {
 // ptrSource is the Evidence.Source of reverse-DNS signals.
 const ptrSource = "rdns"
 
+// Confidence of each reading of a PTR name, in the order ClassifyPTR tries
+// them. A name is one hint among several: even the strongest reading stays
+// below a curated ASN entry (0.95), and the weak ones only speak when
+// nothing better does.
+const (
+	confPTRHostingDomain = 0.9  // a host under a known cloud or hosting provider's domain
+	confPTRMobileDomain  = 0.85 // a host under a known mobile carrier's domain
+	confPTRSuffix        = 0.8  // under an education or government public suffix (edu, ac.uk, gov, gouv.fr)
+
+	confPTRMobileTokenEncoded  = 0.75 // a mobile word (lte, 4g, gprs) next to an encoded address
+	confPTRMobileToken         = 0.6  // a mobile word, no encoded address
+	confPTRHostingTokenEncoded = 0.8  // a hosting word (vps, ec2, cloud) next to an encoded address
+	confPTRHostingToken        = 0.6  // a hosting word, no encoded address
+	confPTRServerEncoded       = 0.6  // server or srv next to an encoded address: a rented server
+
+	confPTRStatic       = 0.4 // static or biz: static addresses are mostly sold with business lines
+	confPTRStaticAccess = 0.3 // static or biz on an access line (static-dsl): the access word says residential
+
+	confPTRAccess               = 0.6 // an access-line word (dyn, dsl, pool, cable, cust)
+	confPTRAccessEncodedBonus   = 0.2 // added when the name also encodes an address, as line names do
+	confPTRAccessBroadbandBonus = 0.1 // added when the domain is a known consumer ISP's
+
+	confPTRFibreEncoded      = 0.75 // fibre next to an encoded address; fibre alone also names backbone links
+	confPTRBroadbandEncoded  = 0.75 // an encoded address under a known consumer ISP's domain
+	confPTRBroadbandNumbered = 0.5  // a numbered name (four digits or more) under a known consumer ISP's domain
+	confPTROwnAddress        = 0.4  // the name spells out the very address it is the PTR of, and says nothing else
+	confPTREncodedAddress    = 0.3  // the name seems to spell out an address, and says nothing else
+
+	confPTRNamedHost = 0.6 // any other name (mail.siemens.com): a company names hosts after what they do
+)
+
 // ClassifyPTR reads a PTR name (such as c-73-15-2-1.hsd1.ca.comcast.net) and
 // says what kind of network it probably belongs to. The name is untrusted
 // input: case and one trailing dot are ignored, and anything that is not a
@@ -61,7 +91,10 @@ const ptrSource = "rdns"
 //     company.
 //
 // Tokens are looked for only left of the registrable domain, so that
-// cablelabs.com or liverpool.ac.uk are not read as cable or pool lines.
+// cablelabs.com or liverpool.ac.uk are not read as cable or pool lines. The
+// tokens, the providers' and carriers' domains and the education and
+// government suffixes are data/ptr_tokens.csv, data/ptr_domains.csv and
+// data/ptr_suffixes.csv.
 func ClassifyPTR(name string) PTRSignal {
 	return classifyPTR(name, netip.Addr{})
 }
@@ -99,52 +132,52 @@ func classifyPTR(raw string, ip netip.Addr) PTRSignal {
 		enc = ", address encoded in the name"
 	}
 
-	switch {
-	case hostingDomains[domain]:
-		return sig(TypeHosting, 0.9, says("hosting provider %s", domain))
-	case mobileDomains[domain]:
-		return sig(TypeMobile, 0.85, says("mobile carrier %s", domain))
+	switch ptrDomains[domain] {
+	case domainHosting:
+		return sig(TypeHosting, confPTRHostingDomain, says("hosting provider %s", domain))
+	case domainMobile:
+		return sig(TypeMobile, confPTRMobileDomain, says("mobile carrier %s", domain))
 	}
 	if typ := suffixType(suffix); typ != "" {
-		return sig(typ, 0.8, says("%s suffix %s", typ, suffix))
+		return sig(typ, confPTRSuffix, says("%s suffix %s", typ, suffix))
 	}
 	switch {
 	case f.mobile != "":
-		return sig(TypeMobile, f.byEncoding(0.75, 0.6), says("mobile token %q%s", f.mobile, enc))
+		return sig(TypeMobile, f.byEncoding(confPTRMobileTokenEncoded, confPTRMobileToken), says("mobile token %q%s", f.mobile, enc))
 	case f.hosting != "":
-		return sig(TypeHosting, f.byEncoding(0.8, 0.6), says("hosting token %q%s", f.hosting, enc))
+		return sig(TypeHosting, f.byEncoding(confPTRHostingTokenEncoded, confPTRHostingToken), says("hosting token %q%s", f.hosting, enc))
 	case f.server != "" && f.encoded:
-		return sig(TypeHosting, 0.6, says("server token %q%s", f.server, enc))
+		return sig(TypeHosting, confPTRServerEncoded, says("server token %q%s", f.server, enc))
 	case f.static != "":
 		if f.access != "" {
-			return sig(TypeBusiness, 0.3, says("%q on an access line (%q)%s: static addresses are mostly business lines", f.static, f.access, enc))
+			return sig(TypeBusiness, confPTRStaticAccess, says("%q on an access line (%q)%s: static addresses are mostly business lines", f.static, f.access, enc))
 		}
-		return sig(TypeBusiness, 0.4, says("%q%s: static addresses are mostly business lines", f.static, enc))
+		return sig(TypeBusiness, confPTRStatic, says("%q%s: static addresses are mostly business lines", f.static, enc))
 	}
 
-	broadband := broadbandDomains[domain]
+	broadband := ptrDomains[domain] == domainBroadband
 	switch {
 	case f.access != "":
-		c := 0.6
+		c := confPTRAccess
 		if f.encoded {
-			c += 0.2
+			c += confPTRAccessEncodedBonus
 		}
 		if broadband {
-			c += 0.1
+			c += confPTRAccessBroadbandBonus
 		}
 		return sig(TypeResidential, c, says("access-line token %q%s", f.access, enc))
 	case f.fibre != "" && f.encoded:
-		return sig(TypeResidential, 0.75, says("access-line token %q%s", f.fibre, enc))
+		return sig(TypeResidential, confPTRFibreEncoded, says("access-line token %q%s", f.fibre, enc))
 	case broadband && f.encoded:
-		return sig(TypeResidential, 0.75, says("broadband ISP %s%s", domain, enc))
+		return sig(TypeResidential, confPTRBroadbandEncoded, says("broadband ISP %s%s", domain, enc))
 	case broadband && f.numbered:
-		return sig(TypeResidential, 0.5, says("numbered host of broadband ISP %s", domain))
+		return sig(TypeResidential, confPTRBroadbandNumbered, says("numbered host of broadband ISP %s", domain))
 	case f.exact:
-		return sig(TypeResidential, 0.4, says("the name encodes the address and nothing else"))
+		return sig(TypeResidential, confPTROwnAddress, says("the name encodes the address and nothing else"))
 	case f.encoded:
-		return sig(TypeResidential, 0.3, says("the name encodes an address and nothing else"))
+		return sig(TypeResidential, confPTREncodedAddress, says("the name encodes an address and nothing else"))
 	}
-	return sig(TypeBusiness, 0.6, says("a named host of %s", domain))
+	return sig(TypeBusiness, confPTRNamedHost, says("a named host of %s", domain))
 }
 
 // unknownPTR is the signal of a name that says nothing.
@@ -222,362 +255,4 @@ func registrableDomain(name string) (domain, suffix string, ok bool) {
 	}
 	rest := name[:len(name)-len(suffix)-1]
 	return name[strings.LastIndexByte(rest, '.')+1:], suffix, true
-}
-
-// suffixType says whether an ICANN public suffix is reserved to education or
-// government: edu, ac.uk, k12.ca.us, gov, gov.uk, gouv.fr, go.jp, mil…
-func suffixType(suffix string) string {
-	switch suffix {
-	case "edu":
-		return TypeEducation
-	case "gov", "mil":
-		return TypeGovernment
-	}
-	labels := strings.Split(suffix, ".")
-	for _, l := range labels[:len(labels)-1] {
-		switch l {
-		case "edu", "ac", "k12", "sch":
-			return TypeEducation
-		case "gov", "govt", "gouv", "gob", "go", "gv", "gc", "mil":
-			return TypeGovernment
-		}
-	}
-	return ""
-}
-
-// ptrFeatures is what scanPTRHost found left of the registrable domain: the
-// first token of each kind (for the evidence) and whether an address is
-// encoded.
-type ptrFeatures struct {
-	access, fibre, mobile, hosting, server, static string
-	// encoded: the name spells out an address; exact: the very address it
-	// is the PTR of.
-	encoded, exact bool
-	// numbered: the host part holds four digits or more, the way line names
-	// do (p1234567-ipngn1234, s0106a84e3fa1b2c3) and ns1 or smtp2 do not.
-	numbered bool
-}
-
-// Token kinds.
-const (
-	tokAccess = iota + 1
-	tokFibre
-	tokMobile
-	tokHosting
-	tokServer
-	tokStatic
-)
-
-// ptrTokens maps whole words (between '.', '-' and '_') and the letter runs
-// inside them (hsd1 → hsd, cpc123 → cpc) to their kind.
-var ptrTokens = map[string]int{
-	// Access lines: dynamic pools, DSL, cable, fibre to the home, dial-up and
-	// the customer/home words ISPs use for them.
-	"dyn": tokAccess, "dynamic": tokAccess, "dynip": tokAccess, "dynamicip": tokAccess,
-	"dsl": tokAccess, "adsl": tokAccess, "vdsl": tokAccess, "xdsl": tokAccess,
-	"pool": tokAccess, "ippool": tokAccess, "dhcp": tokAccess,
-	"cable": tokAccess, "cablemodem": tokAccess, "cm": tokAccess, "catv": tokAccess,
-	"hfc": tokAccess, "docsis": tokAccess, "kabel": tokAccess,
-	"cpe": tokAccess, "ppp": tokAccess, "pppoe": tokAccess, "pppoa": tokAccess,
-	"dial": tokAccess, "dialin": tokAccess, "dialup": tokAccess, "dip": tokAccess,
-	"broadband": tokAccess, "bband": tokAccess, "bb": tokAccess, "bredband": tokAccess,
-	"fios": tokAccess, "hsd": tokAccess, "hsi": tokAccess,
-	"ftth": tokAccess, "fttp": tokAccess, "fttb": tokAccess, "fttx": tokAccess,
-	"cust": tokAccess, "customer": tokAccess, "customers": tokAccess,
-	"subs": tokAccess, "subscriber": tokAccess, "subscribers": tokAccess, "abo": tokAccess,
-	"home": tokAccess, "res": tokAccess, "resi": tokAccess, "resnet": tokAccess, "residential": tokAccess,
-	"user": tokAccess, "users": tokAccess, "client": tokAccess, "clients": tokAccess,
-	"bras": tokAccess, "bng": tokAccess, "lns": tokAccess, "cgn": tokAccess, "cgnat": tokAccess,
-	// Fibre also names backbone and business links: it counts only next to
-	// an encoded address.
-	"fibre": tokFibre, "fiber": tokFibre, "glasfaser": tokFibre,
-	"mobile": tokMobile, "mobil": tokMobile, "mobi": tokMobile, "mob": tokMobile,
-	"wireless": tokMobile, "cell": tokMobile, "cellular": tokMobile,
-	"lte": tokMobile, "3g": tokMobile, "4g": tokMobile, "5g": tokMobile,
-	"gprs": tokMobile, "umts": tokMobile, "hsdpa": tokMobile, "hspa": tokMobile,
-	"gsm": tokMobile, "cdma": tokMobile, "wap": tokMobile, "mbb": tokMobile,
-	"ggsn": tokMobile, "pgw": tokMobile,
-	"compute": tokHosting, "ec2": tokHosting, "cloud": tokHosting, "cloudapp": tokHosting,
-	"vps": tokHosting, "vds": tokHosting, "vm": tokHosting, "kvm": tokHosting,
-	"dedicated": tokHosting, "dedi": tokHosting, "hosting": tokHosting, "hosted": tokHosting,
-	"colo": tokHosting, "colocation": tokHosting, "datacenter": tokHosting, "openstack": tokHosting,
-	// A company's own "server" is a business host; only next to an
-	// encoded address is it a rented one.
-	"server": tokServer, "servers": tokServer, "srv": tokServer,
-	"static": tokStatic, "staticip": tokStatic, "fixed": tokStatic, "fixip": tokStatic,
-	"biz": tokStatic, "business": tokStatic,
-}
-
-// ptrTokenPrefixes catch the compounds ISPs build from the usual words
-// (dynamicip, adsl2plus, ippool, pppoe0, cloudserver).
-var ptrTokenPrefixes = []struct {
-	prefix string
-	kind   int
-}{
-	{"dyn", tokAccess}, {"dsl", tokAccess}, {"dhcp", tokAccess}, {"cable", tokAccess},
-	{"ppp", tokAccess}, {"broadband", tokAccess}, {"customer", tokAccess},
-	{"mobile", tokMobile}, {"cloud", tokHosting}, {"vps", tokHosting}, {"static", tokStatic},
-}
-
-// ptrTokenSuffixes: adsl, vdsl, sdsl…; ippool, dialpool.
-var ptrTokenSuffixes = []struct {
-	suffix string
-	kind   int
-}{
-	{"dsl", tokAccess}, {"pool", tokAccess}, {"dhcp", tokAccess},
-}
-
-// scanPTRHost reads the labels left of the registrable domain once: words,
-// letter and digit runs within them, and encoded addresses.
-func scanPTRHost(host string) ptrFeatures {
-	var f ptrFeatures
-	var octets [4]int // the last numeric runs, for dotted/dashed IPv4
-	run := 0          // how many consecutive numeric runs octets holds
-	digits := 0
-	for _, word := range strings.FieldsFunc(host, isPTRSeparator) {
-		f.note(word)
-		hex := hexEncodesIPv4(word)
-		if hex {
-			f.encoded = true
-		}
-		// Letter and digit runs inside the word: hsd1, host81, d14,
-		// softbank126012034056.
-		for i := 0; i < len(word); {
-			j := i + 1
-			digit := asciiDigit(word[i])
-			for j < len(word) && asciiDigit(word[j]) == digit {
-				j++
-			}
-			part := word[i:j]
-			i = j
-			if !digit {
-				if part != word && !hex { // p5bb0a1c2 holds no "bb" line
-					f.note(part)
-				}
-				run = 0
-				continue
-			}
-			digits += len(part)
-			switch {
-			case len(part) <= 3:
-				v, _ := strconv.Atoi(part)
-				if v > 255 {
-					run = 0
-					continue
-				}
-				copy(octets[:], octets[1:])
-				octets[3] = v
-				if run++; run >= 4 && (octets[0] != 0 || octets[3] != 0) {
-					// In order or reversed, an IPv4 address does not start
-					// with 0: xe-0-0-1-0 is a router port, not an address.
-					f.encoded = true
-				}
-			case len(part) == 12 && zeroPaddedIPv4(part):
-				f.encoded = true
-				run = 0
-			default:
-				run = 0
-			}
-		}
-	}
-	f.numbered = digits >= 4
-	if !f.encoded {
-		for label := range strings.SplitSeq(host, ".") {
-			if dashedIPv6(label) {
-				f.encoded = true
-				break
-			}
-		}
-	}
-	return f
-}
-
-// note records the kind of one word or letter run, first of each kind only.
-func (f *ptrFeatures) note(tok string) {
-	kind := ptrTokens[tok]
-	if kind == 0 {
-		for _, p := range ptrTokenPrefixes {
-			if len(tok) > len(p.prefix) && strings.HasPrefix(tok, p.prefix) {
-				kind = p.kind
-				break
-			}
-		}
-	}
-	if kind == 0 {
-		for _, s := range ptrTokenSuffixes {
-			if len(tok) > len(s.suffix) && strings.HasSuffix(tok, s.suffix) {
-				kind = s.kind
-				break
-			}
-		}
-	}
-	var slot *string
-	switch kind {
-	case tokAccess:
-		slot = &f.access
-	case tokFibre:
-		slot = &f.fibre
-	case tokMobile:
-		slot = &f.mobile
-	case tokHosting:
-		slot = &f.hosting
-	case tokServer:
-		slot = &f.server
-	case tokStatic:
-		slot = &f.static
-	default:
-		return
-	}
-	if *slot == "" {
-		*slot = tok
-	}
-}
-
-func isPTRSeparator(r rune) bool { return r == '.' || r == '-' || r == '_' }
-
-func asciiDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-func asciiHex(c byte) bool { return asciiDigit(c) || 'a' <= c && c <= 'f' }
-
-// hexEncodesIPv4 reports whether word is an IPv4 address in hex behind a
-// short letter prefix, the way Deutsche Telekom (p5B0A1C2D) or Ziggo
-// (5ed2a3b4) name lines. The hex must mix digits and letters (so neither a
-// word nor a plain number qualifies) and decode to a unicast address.
-func hexEncodesIPv4(word string) bool {
-	n := len(word)
-	if n < 8 || n > 11 {
-		return false
-	}
-	hex, prefix := word[n-8:], word[:n-8]
-	for i := range len(prefix) {
-		if c := prefix[i]; c < 'a' || c > 'z' {
-			return false
-		}
-	}
-	digits := 0
-	for i := range len(hex) {
-		if !asciiHex(hex[i]) {
-			return false
-		}
-		if asciiDigit(hex[i]) {
-			digits++
-		}
-	}
-	if digits < 2 || digits == 8 {
-		return false
-	}
-	first, _ := strconv.ParseUint(hex[:2], 16, 8)
-	return first >= 1 && first < 224
-}
-
-// zeroPaddedIPv4 reports whether a 12-digit run is four zero-padded octets,
-// as in softbank126012034056.
-func zeroPaddedIPv4(digits string) bool {
-	for i := 0; i < 12; i += 3 {
-		v, _ := strconv.Atoi(digits[i : i+3])
-		if v > 255 || i == 0 && v == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// dashedIPv6 reports whether a label is an IPv6 address with '-' for ':'
-// (2a02-8109-9b00-1234-…): at least five groups of one to four hex digits,
-// the first a full global-unicast group (2000::/3).
-func dashedIPv6(label string) bool {
-	groups := strings.Split(label, "-")
-	if len(groups) < 5 || len(groups[0]) != 4 || (groups[0][0] != '2' && groups[0][0] != '3') {
-		return false
-	}
-	for _, g := range groups {
-		if g == "" || len(g) > 4 {
-			return false
-		}
-		for i := range len(g) {
-			if !asciiHex(g[i]) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// encodesAddr reports whether host spells out ip (IPv4 only): its octets in
-// order or reversed, joined by '-', '.' or nothing, plain or zero-padded, or
-// its eight hex digits.
-func encodesAddr(host string, ip netip.Addr) bool {
-	if !ip.Is4() {
-		return false
-	}
-	a := ip.As4()
-	if strings.Contains(host, fmt.Sprintf("%02x%02x%02x%02x", a[0], a[1], a[2], a[3])) {
-		return true
-	}
-	for _, o := range [][4]byte{a, {a[3], a[2], a[1], a[0]}} {
-		for _, format := range []string{"%d-%d-%d-%d", "%d.%d.%d.%d", "%03d-%03d-%03d-%03d", "%03d.%03d.%03d.%03d", "%03d%03d%03d%03d"} {
-			if containsNumber(host, fmt.Sprintf(format, o[0], o[1], o[2], o[3])) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// containsNumber reports whether s contains sub with no digit right before or
-// after it, so that 1-2-3-4 is not found in 11-2-3-45.
-func containsNumber(s, sub string) bool {
-	for off := 0; ; {
-		i := strings.Index(s[off:], sub)
-		if i < 0 {
-			return false
-		}
-		start, end := off+i, off+i+len(sub)
-		if (start == 0 || !asciiDigit(s[start-1])) && (end == len(s) || !asciiDigit(s[end])) {
-			return true
-		}
-		off = start + 1
-	}
-}
-
-// hostingDomains are registrable domains under which PTR names are cloud
-// instances or rented servers.
-var hostingDomains = domainSet(
-	"amazonaws.com", "googleusercontent.com", "1e100.net", "cloudapp.net", "azure.com",
-	"linode.com", "linodeusercontent.com", "akamaitechnologies.com",
-	"vultr.com", "vultrusercontent.com", "choopa.net",
-	"ovh.net", "ovh.ca", "ovh.us", "kimsufi.com",
-	"your-server.de", "hetzner.com", "hetzner.cloud", "contaboserver.net",
-	"leaseweb.net", "leaseweb.com", "digitalocean.com", "scaleway.com", "poneytelecom.eu",
-	"secureserver.net", "oraclecloud.com", "oraclevcn.com", "softlayer.com",
-	"unifiedlayer.com", "websitewelcome.com", "dreamhost.com", "hostwindsdns.com",
-	"colocrossing.com", "m247.com", "datapacket.com", "upcloud.host", "cloudfront.net",
-)
-
-// mobileDomains are registrable domains of mobile carriers' PTR names.
-var mobileDomains = domainSet(
-	"myvzw.com", "tmodns.net", "mycingular.net", "spcsdns.net", "threembb.co.uk",
-)
-
-// broadbandDomains are registrable domains of consumer ISPs whose numbered
-// names are access lines (their business lines mostly live elsewhere, such
-// as comcastbusiness.net).
-var broadbandDomains = domainSet(
-	"comcast.net", "rr.com", "verizon.net", "cox.net", "charter.com", "sbcglobal.net",
-	"frontiernet.net", "optonline.net", "wideopenwest.com",
-	"shawcable.net", "rogers.com", "videotron.ca", "sympatico.ca",
-	"btcentralplus.com", "virginm.net", "talktalk.net", "skybroadband.com",
-	"t-ipconnect.de", "wanadoo.fr", "proxad.net", "sfr.net", "numericable.fr",
-	"rima-tde.net", "telecomitalia.it", "fastwebnet.it", "ziggo.nl", "chello.nl", "otenet.gr",
-	"bigpond.net.au", "optusnet.com.au", "tpgi.com.au",
-	"ocn.ne.jp", "bbtec.net", "hinet.net", "163data.com.cn",
-	"telesp.net.br", "virtua.com.br", "prod-infinitum.com.mx", "airtelbroadband.in",
-)
-
-func domainSet(names ...string) map[string]bool {
-	m := make(map[string]bool, len(names))
-	for _, n := range names {
-		m[n] = true
-	}
-	return m
 }
