@@ -25,14 +25,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/leadpipe/leadpipe/ingest"
+	"github.com/leadpipe/leadpipe/api"
+	"github.com/leadpipe/leadpipe/collector"
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/chengine"
 	"github.com/leadpipe/leadpipe/internal/tenant"
-	"github.com/leadpipe/leadpipe/internal/visitor"
+	"github.com/leadpipe/leadpipe/internal/visitorid"
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/processor"
-	"github.com/leadpipe/leadpipe/query"
 	"github.com/leadpipe/leadpipe/store"
 )
 
@@ -64,9 +64,9 @@ type Config struct {
 	Stages     Stages
 	NATS       bus.Config
 	ClickHouse chengine.Config
-	Collector  ingest.Config
+	Collector  collector.Config
 	Processor  processor.Config
-	API        query.Config
+	API        api.Config
 }
 
 // RegisterFlags registers every flag of the stages in c.Stages.
@@ -285,7 +285,7 @@ func (s *Stack) listen(l *listeners) error {
 // backends are what open built for the stages beyond the Stack's own
 // fields.
 type backends struct {
-	erased *visitor.Erased
+	erased *visitorid.Erased
 	demo   *demoTraffic
 }
 
@@ -323,7 +323,7 @@ func (s *Stack) open(ctx, runCtx context.Context) (backends, error) {
 		if s.conn, err = s.ClickHouse.Open(); err != nil {
 			return b, fmt.Errorf("connecting to ClickHouse: %w", err)
 		}
-		if b.erased, err = visitor.OpenErased(runCtx, s.Bus.JS, cfg.NATS.HitsMaxAge); err != nil {
+		if b.erased, err = visitorid.OpenErased(runCtx, s.Bus.JS, cfg.NATS.HitsMaxAge); err != nil {
 			return b, err
 		}
 	}
@@ -395,7 +395,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		stage("processor", func() error { return s.proc.Run(procCtx) })
 	}
 	if cfg.Stages.Collector {
-		col := ingest.New(cfg.Collector, ingest.Deps{JS: s.Bus.JS, Sites: s.Tenants, Ready: s.Ready, Metrics: metrics},
+		col := collector.New(cfg.Collector, collector.Deps{JS: s.Bus.JS, Sites: s.Tenants, Ready: s.Ready, Metrics: metrics},
 			s.Registry, log.With("component", "collector"))
 		stage("collector", func() error {
 			defer close(collectorDone)
@@ -405,7 +405,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		close(collectorDone)
 	}
 	if cfg.Stages.API {
-		var ptr query.PTR
+		var ptr api.PTR
 		if s.rdns != nil {
 			ptr = s.rdns
 		}
@@ -416,7 +416,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 				apiCfg.CollectorURL = "https://" + s.CollectorAddr
 			}
 		}
-		api := query.New(apiCfg, query.Deps{ClickHouse: s.conn, Tenants: s.Tenants, Visitors: visitor.NewKeys(s.Bus.JS), Erased: b.erased,
+		api := api.New(apiCfg, api.Deps{ClickHouse: s.conn, Tenants: s.Tenants, Visitors: visitorid.NewKeys(s.Bus.JS), Erased: b.erased,
 			IPData: s.IPData, PTR: ptr, Ready: s.Ready, Metrics: metrics}, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, ln.api) })
 	}

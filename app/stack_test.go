@@ -25,13 +25,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/leadpipe/leadpipe/api"
 	"github.com/leadpipe/leadpipe/app"
-	"github.com/leadpipe/leadpipe/ingest"
+	"github.com/leadpipe/leadpipe/collector"
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/processor"
-	"github.com/leadpipe/leadpipe/query"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -54,9 +54,9 @@ func testConfig(t *testing.T, dataDir string) app.Config {
 		IPData:     ipDataConfig(),
 		NATS:       testenv.BusConfig(),
 		ClickHouse: testenv.ClickHouseConfig(),
-		Collector:  ingest.Config{Addr: freeAddr(t), TrustedProxies: "127.0.0.1", MaxBodyBytes: 16 << 10, PublishTimeout: 5 * time.Second, SiteRate: 100000, SiteBurst: 100000},
+		Collector:  collector.Config{Addr: freeAddr(t), TrustedProxies: "127.0.0.1", MaxBodyBytes: 16 << 10, PublishTimeout: 5 * time.Second, SiteRate: 100000, SiteBurst: 100000},
 		Processor:  processor.Config{BatchSize: 1000, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: 30 * time.Second},
-		API:        query.Config{Addr: freeAddr(t)},
+		API:        api.Config{Addr: freeAddr(t)},
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -337,7 +337,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	testenv.Eventually(t, 90*time.Second, func() error {
 		for _, site := range sites {
-			var feed struct{ Companies []query.Company }
+			var feed struct{ Companies []api.Company }
 			if code := c.do(t, "GET", "/api/v1/sites/"+site+"/companies?limit=1000", nil, &feed); code != http.StatusOK {
 				return fmt.Errorf("feed: %d", code)
 			}
@@ -396,7 +396,7 @@ func TestDemoFillsTheFeed(t *testing.T) {
 		t.Fatalf("sites: %d %+v, want the demo site", code, list)
 	}
 	testenv.Eventually(t, time.Minute, func() error {
-		var feed struct{ Companies []query.Company }
+		var feed struct{ Companies []api.Company }
 		c.do(t, "GET", "/api/v1/sites/"+list.Sites[0].ID+"/companies", nil, &feed)
 		if len(feed.Companies) < 3 {
 			return fmt.Errorf("%d companies in the demo feed", len(feed.Companies))
@@ -451,8 +451,8 @@ func TestStagesRunSeparately(t *testing.T) {
 		defer s.Stop()
 		stacks = append(stacks, s)
 	}
-	api, proc, col := stacks[0], stacks[1], stacks[2]
-	c := ownerClient(t, api, col.CollectorAddr)
+	apiStack, proc, col := stacks[0], stacks[1], stacks[2]
+	c := ownerClient(t, apiStack, col.CollectorAddr)
 	var site struct{ ID string }
 	if code := c.do(t, "POST", "/api/v1/sites", map[string]string{"name": "Split", "domain": "split.example"}, &site); code != http.StatusCreated {
 		t.Fatalf("creating a site: %d", code)
@@ -476,7 +476,7 @@ func TestStagesRunSeparately(t *testing.T) {
 		return nil
 	})
 	testenv.Eventually(t, 30*time.Second, func() error {
-		var feed struct{ Companies []query.Company }
+		var feed struct{ Companies []api.Company }
 		c.do(t, "GET", "/api/v1/sites/"+site.ID+"/companies", nil, &feed)
 		if len(feed.Companies) != 1 || feed.Companies[0].Name != "SAP SE" || feed.Companies[0].Pageviews != 1 {
 			return fmt.Errorf("feed %+v, want SAP SE with 1 pageview", feed.Companies)
@@ -774,7 +774,7 @@ func TestTLSListeners(t *testing.T) {
 		}
 	}
 	testenv.Eventually(t, 30*time.Second, func() error {
-		var feed struct{ Companies []query.Company }
+		var feed struct{ Companies []api.Company }
 		c.do(t, "GET", "/api/v1/sites/"+site.ID+"/companies", nil, &feed)
 		if len(feed.Companies) != 1 || feed.Companies[0].Pageviews != 1 {
 			return fmt.Errorf("feed %+v, want the company that visited over HTTPS", feed.Companies)

@@ -23,9 +23,6 @@
 // check and the inserts), deadletter.go (hits that can never be written),
 // sessions.go (visits), bots.go, config.go, metrics.go.
 //
-// It depends on internal/bus, internal/tenant, internal/visitor and ipintel,
-// and on a ClickHouse connection; never on ingest or query.
-//
-// It imports ipintel, store and internal/ (bus, tenant, visit, visitor);
+// It imports ipintel, store and internal/ (bus, tenant, visit, visitorid);
 // never another stage.
 package processor

@@ -16,7 +16,7 @@ import (
 
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
-	"github.com/leadpipe/leadpipe/internal/visitor"
+	"github.com/leadpipe/leadpipe/internal/visitorid"
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/store"
 )
@@ -50,7 +50,7 @@ type Deps struct {
 	Sites Sites
 	// Erased, if set, names visitors erased on request whose queued hits
 	// must be dropped on arrival.
-	Erased *visitor.Erased
+	Erased *visitorid.Erased
 }
 
 // Reasons a hit is dropped before anything about it is stored; the filter
@@ -78,8 +78,8 @@ type Processor struct {
 	ipdata   IPData
 	ptr      PTR
 	sites    Sites
-	keys     *visitor.Keys
-	erased   *visitor.Erased
+	keys     *visitorid.Keys
+	erased   *visitorid.Erased
 	sessions *sessions
 	log      *slog.Logger
 	metrics  *metrics
@@ -98,7 +98,7 @@ type Processor struct {
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Processor {
 	db := store.New(deps.ClickHouse)
 	return &Processor{cfg: cfg, js: deps.JS, db: db, ipdata: deps.IPData, ptr: deps.PTR, sites: deps.Sites,
-		keys: visitor.NewKeys(deps.JS), erased: deps.Erased, sessions: newSessions(db), log: log, metrics: newMetrics(reg)}
+		keys: visitorid.NewKeys(deps.JS), erased: deps.Erased, sessions: newSessions(db), log: log, metrics: newMetrics(reg)}
 }
 
 // Healthy reports whether the processor is running and ClickHouse accepts
@@ -208,7 +208,7 @@ func (p *Processor) consumer(ctx context.Context) (jetstream.Consumer, error) {
 }
 
 func (p *Processor) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	// A message may hold several hits (publisher.go in ingest): ask for
+	// A message may hold several hits (publisher.go in collector): ask for
 	// as many messages as make about BatchSize hits at the last batch's
 	// hits per message.
 	n := max(p.cfg.BatchSize/int(max(p.hitsPerMsg.Load(), 1)), 1)

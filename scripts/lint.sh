@@ -31,12 +31,12 @@ if ! go mod tidy -diff >/dev/null; then
 fi
 
 step "import boundaries"
-# Data flows ingest → processor → ClickHouse ← query: the stages never
+# Data flows collector → processor → ClickHouse ← api: the stages never
 # import each other; ipintel, store and internal/ import no stage; nothing
 # but cmd/ and bench/ imports the wiring (cmd/, app/).
 mod=$(go list -m)
 go list -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}' ./... | sed "s|$mod/||g" | awk '
-  function stage(p) { return p ~ /^(ingest|processor|query)(\/|$)/ }
+  function stage(p) { return p ~ /^(collector|processor|api)(\/|$)/ }
   function top(p)   { split(p, a, "/"); return a[1] }
   function wiring(p) { return p ~ /^cmd\// || p ~ /^app(\/|$)/ }
   {

@@ -13,13 +13,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/leadpipe/leadpipe/api"
 	"github.com/leadpipe/leadpipe/app"
-	"github.com/leadpipe/leadpipe/ingest"
+	"github.com/leadpipe/leadpipe/collector"
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/processor"
-	"github.com/leadpipe/leadpipe/query"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -142,9 +142,9 @@ func startServe(t *testing.T, dir string) *app.Stack {
 	cfg := app.Config{
 		Stages: app.All, DataDir: dir, IPData: ipDataConfig(),
 		NATS: testenv.BusConfig(), ClickHouse: testenv.ClickHouseConfig(),
-		Collector: ingest.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: time.Second, SiteRate: 1000, SiteBurst: 5000},
+		Collector: collector.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: time.Second, SiteRate: 1000, SiteBurst: 5000},
 		Processor: processor.Config{BatchSize: 100, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: time.Minute},
-		API:       query.Config{Addr: "127.0.0.1:0"},
+		API:       api.Config{Addr: "127.0.0.1:0"},
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@
 // external ClickHouse the engine's backup is on the server's backup disk.
 //
 // It imports store (the BACKUP and RESTORE statements) and internal/bus and
-// internal/visitor; no stage.
+// internal/visitorid; no stage.
 package backup
 
 import (
@@ -35,7 +35,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leadpipe/leadpipe/internal/bus"
-	"github.com/leadpipe/leadpipe/internal/visitor"
+	"github.com/leadpipe/leadpipe/internal/visitorid"
 	"github.com/leadpipe/leadpipe/store"
 )
 
@@ -249,7 +249,7 @@ func reErase(ctx context.Context, openDB func() (driver.Conn, error), js jetstre
 	}
 	defer conn.Close()
 	for _, k := range markers {
-		site, vid, ok := visitor.ParseErasedKey(k)
+		site, vid, ok := visitorid.ParseErasedKey(k)
 		if !ok {
 			continue
 		}

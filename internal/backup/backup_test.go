@@ -18,7 +18,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
-	"github.com/leadpipe/leadpipe/internal/visitor"
+	"github.com/leadpipe/leadpipe/internal/visitorid"
 	"github.com/leadpipe/leadpipe/store"
 )
 
@@ -149,7 +149,7 @@ func TestErasuresOutliveARestore(t *testing.T) {
 	if _, err := backup.Create(ctx, conn, b.JS, db, target, name); err != nil {
 		t.Fatal(err)
 	}
-	erased, err := visitor.OpenErased(ctx, b.JS, time.Hour)
+	erased, err := visitorid.OpenErased(ctx, b.JS, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
