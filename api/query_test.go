@@ -21,7 +21,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpipe/leadpipe/api"
 	"github.com/leadpipe/leadpipe/internal/bus"
@@ -81,7 +80,7 @@ func startAPIWith(t testing.TB, configure func(cfg *api.Config, url string)) (*t
 		t.Fatal(err)
 	}
 	s := api.New(cfg, api.Deps{ClickHouse: conn, Tenants: tenants, Visitors: visitors, Erased: erased, IPData: testenv.IPData(t),
-		Ready: func(context.Context) error { return nil }, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}, reg, testenv.Quiet())
+		Ready: func(context.Context) error { return nil }}, reg, testenv.Quiet())
 	handler = s.Handler()
 	exec := func(q string, args ...any) {
 		t.Helper()

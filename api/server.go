@@ -125,9 +125,6 @@ type Deps struct {
 	// Ready reports whether the whole pipeline can take and serve hits;
 	// /readyz answers from it.
 	Ready func(context.Context) error
-	// Metrics, when set, is served at /metrics (the process's registry,
-	// built once by the wiring).
-	Metrics http.Handler
 }
 
 // New builds the API; its own metrics are registered with reg.
@@ -149,9 +146,6 @@ func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Se
 		}
 		w.Write([]byte("ready\n"))
 	})
-	if deps.Metrics != nil {
-		mux.Handle("GET /metrics", deps.Metrics)
-	}
 	s.route(mux, "POST /api/v1/accounts", tenant.RoleAdmin, s.createAccount)
 	s.route(mux, "GET /api/v1/accounts", tenant.RoleViewer, s.listAccounts)
 	s.route(mux, "POST /api/v1/sites", tenant.RoleAdmin, s.createSite)

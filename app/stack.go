@@ -54,8 +54,8 @@ type Config struct {
 	// IPData is where the IP intelligence comes from.
 	IPData ipintel.Config
 
-	// MetricsAddr serves /metrics and /readyz for a process that has no
-	// collector or API listener of its own (`leadpipe process`).
+	// MetricsAddr serves /metrics (and /readyz) for every role, apart from
+	// the public collector and API ports; empty: no metrics listener.
 	MetricsAddr string
 	// PprofAddr, when set, serves Go's profiler (net/http/pprof) there:
 	// for measuring, never on a public address.
@@ -88,9 +88,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	if c.Stages.API {
 		c.API.RegisterFlags(fs)
 	}
-	if c.Stages == (Stages{Processor: true}) {
-		fs.StringVar(&c.MetricsAddr, "metrics.addr", "127.0.0.1:9464", "address serving /metrics and /readyz")
-	}
+	fs.StringVar(&c.MetricsAddr, "metrics.addr", "127.0.0.1:9464", "address serving Prometheus /metrics (and /readyz); keep it private (empty: off)")
 	fs.StringVar(&c.PprofAddr, "debug.pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this address; keep it private (empty: off)")
 	if c.Stages == All {
 		fs.BoolVar(&c.Demo, "demo", false, "create a demo site and feed it synthetic traffic")
@@ -366,8 +364,8 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 			return err
 		})
 	}
-	// One /metrics handler over the process's registry, mounted on every
-	// listener the process has.
+	// One /metrics handler over the process's registry, on the metrics
+	// listener only: never on the public collector or API ports.
 	metrics := promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})
 	// The collector and API stop on runCtx; the processor on its own context,
 	// cancelled only after the collector has stopped, so it drains last.
@@ -395,7 +393,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		stage("processor", func() error { return s.proc.Run(procCtx) })
 	}
 	if cfg.Stages.Collector {
-		col := collector.New(cfg.Collector, collector.Deps{JS: s.Bus.JS, Sites: s.Tenants, Ready: s.Ready, Metrics: metrics},
+		col := collector.New(cfg.Collector, collector.Deps{JS: s.Bus.JS, Sites: s.Tenants, Ready: s.Ready},
 			s.Registry, log.With("component", "collector"))
 		stage("collector", func() error {
 			defer close(collectorDone)
@@ -417,7 +415,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 			}
 		}
 		api := api.New(apiCfg, api.Deps{ClickHouse: s.conn, Tenants: s.Tenants, Visitors: visitorid.NewKeys(s.Bus.JS), Erased: b.erased,
-			IPData: s.IPData, PTR: ptr, Ready: s.Ready, Metrics: metrics}, s.Registry, log.With("component", "api"))
+			IPData: s.IPData, PTR: ptr, Ready: s.Ready}, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, ln.api) })
 	}
 	if ln.metrics != nil {
@@ -470,8 +468,7 @@ func migrate(ctx context.Context, ch *chengine.Server, log *slog.Logger) error {
 	return nil
 }
 
-// serveMetrics serves /metrics and /readyz for a process without another
-// HTTP listener.
+// serveMetrics serves /metrics and /readyz on the metrics address.
 func (s *Stack) serveMetrics(ctx context.Context, ln net.Listener, metrics http.Handler) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)

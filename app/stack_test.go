@@ -49,14 +49,15 @@ func freeAddr(t *testing.T) string {
 func testConfig(t *testing.T, dataDir string) app.Config {
 	testenv.Slow(t, "runs the whole pipeline with the ClickHouse engine")
 	cfg := app.Config{
-		Stages:     app.All,
-		DataDir:    dataDir,
-		IPData:     ipDataConfig(),
-		NATS:       testenv.BusConfig(),
-		ClickHouse: testenv.ClickHouseConfig(),
-		Collector:  collector.Config{Addr: freeAddr(t), TrustedProxies: "127.0.0.1", MaxBodyBytes: 16 << 10, PublishTimeout: 5 * time.Second, SiteRate: 100000, SiteBurst: 100000},
-		Processor:  processor.Config{BatchSize: 1000, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: 30 * time.Second},
-		API:        api.Config{Addr: freeAddr(t)},
+		Stages:      app.All,
+		DataDir:     dataDir,
+		IPData:      ipDataConfig(),
+		NATS:        testenv.BusConfig(),
+		ClickHouse:  testenv.ClickHouseConfig(),
+		Collector:   collector.Config{Addr: freeAddr(t), TrustedProxies: "127.0.0.1", MaxBodyBytes: 16 << 10, PublishTimeout: 5 * time.Second, SiteRate: 100000, SiteBurst: 100000},
+		Processor:   processor.Config{BatchSize: 1000, BatchWait: 100 * time.Millisecond, Consumer: "processor", AckWait: 30 * time.Second},
+		API:         api.Config{Addr: freeAddr(t)},
+		MetricsAddr: "127.0.0.1:0",
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -866,7 +867,7 @@ func TestEngineKilledUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
-	resp, err := c.http.Get(c.url(s.APIAddr, "/metrics"))
+	resp, err := c.http.Get("http://" + s.MetricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -874,5 +875,16 @@ func TestEngineKilledUnderLoad(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(metrics), "leadpipe_clickhouse_engine_restarts_total 1\n") {
 		t.Error("/metrics does not count the engine restart")
+	}
+	// The public ports do not serve the metrics.
+	for _, addr := range []string{s.CollectorAddr, s.APIAddr} {
+		resp, err := c.http.Get(c.url(addr, "/metrics"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s/metrics: %d, want 404: metrics only on --metrics.addr", addr, resp.StatusCode)
+		}
 	}
 }

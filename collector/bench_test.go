@@ -12,7 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
-	collector1 "github.com/leadpipe/leadpipe/collector"
+	"github.com/leadpipe/leadpipe/collector"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 )
@@ -39,12 +39,12 @@ func BenchmarkHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ccfg := collector1.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: 10 * time.Second, SiteRate: 1e9, SiteBurst: 1 << 30}
+	ccfg := collector.Config{Addr: "127.0.0.1:0", MaxBodyBytes: 16 << 10, PublishTimeout: 10 * time.Second, SiteRate: 1e9, SiteBurst: 1 << 30}
 	if err := ccfg.Validate(); err != nil {
 		b.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv := collector1.New(ccfg, collector1.Deps{JS: bs.JS, Sites: tenants, Ready: bs.Ready}, reg, testenv.Quiet())
+	srv := collector.New(ccfg, collector.Deps{JS: bs.JS, Sites: tenants, Ready: bs.Ready}, reg, testenv.Quiet())
 	ln := fasthttputil.NewInmemoryListener()
 	go srv.Run(ctx, ln)
 	client := &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }, MaxConnsPerHost: 512}

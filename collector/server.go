@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"golang.org/x/time/rate"
 
 	"github.com/leadpipe/leadpipe/internal/bus"
@@ -109,7 +107,6 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	srv     *fasthttp.Server
-	promh   fasthttp.RequestHandler
 	tracker *tracker
 	pub     *publisher
 	limits  sync.Map // site id → *rate.Limiter
@@ -124,9 +121,6 @@ type Deps struct {
 	// Ready reports whether the whole pipeline can take hits; /readyz
 	// answers from it.
 	Ready func(context.Context) error
-	// Metrics, when set, is served at /metrics (the process's registry,
-	// built once by the wiring).
-	Metrics http.Handler
 }
 
 // New builds a collector; its own metrics are registered with reg.
@@ -135,9 +129,6 @@ func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Se
 	s.pub = newPublisher(deps.JS, s.metrics)
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 10 * time.Second
-	}
-	if deps.Metrics != nil {
-		s.promh = fasthttpadaptor.NewFastHTTPHandler(deps.Metrics)
 	}
 	s.srv = &fasthttp.Server{
 		Handler:      s.handle,
@@ -204,12 +195,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		ctx.SetContentType("text/plain")
 		ctx.SetBodyString("ready\n")
-	case "/metrics":
-		if s.promh == nil {
-			writeError(ctx, fasthttp.StatusNotFound, "path: not found")
-			return
-		}
-		s.promh(ctx)
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, "path: not found")
 	}

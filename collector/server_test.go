@@ -18,15 +18,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	collector1 "github.com/leadpipe/leadpipe/collector"
+	"github.com/leadpipe/leadpipe/collector"
 	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 )
 
-type collector struct {
+type testCollector struct {
 	url  string
 	bus  *bus.Bus
 	site tenant.Site
@@ -34,7 +33,7 @@ type collector struct {
 }
 
 // rejected reads leadpipe_collector_hits_rejected_total{reason}.
-func (c *collector) rejected(t *testing.T, reason string) float64 {
+func (c *testCollector) rejected(t *testing.T, reason string) float64 {
 	t.Helper()
 	mfs, err := c.reg.Gather()
 	if err != nil {
@@ -55,12 +54,12 @@ func (c *collector) rejected(t *testing.T, reason string) float64 {
 }
 
 // startCollector runs a collector on a real embedded JetStream, with one site.
-func startCollector(t *testing.T, mutate func(*collector1.Config)) *collector {
+func startCollector(t *testing.T, mutate func(*collector.Config)) *testCollector {
 	t.Helper()
 	return startCollectorOn(t, testenv.Bus(t), mutate)
 }
 
-func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*collector1.Config)) *collector {
+func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*collector.Config)) *testCollector {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tenants, err := tenant.Open(ctx, b.JS, testenv.Quiet())
@@ -71,7 +70,7 @@ func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*collector1.Config))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := collector1.Config{Addr: "127.0.0.1:0", TrustedProxies: "127.0.0.1", MaxBodyBytes: 4096, PublishTimeout: 2 * time.Second, SiteRate: 1000, SiteBurst: 5000}
+	cfg := collector.Config{Addr: "127.0.0.1:0", TrustedProxies: "127.0.0.1", MaxBodyBytes: 4096, PublishTimeout: 2 * time.Second, SiteRate: 1000, SiteBurst: 5000}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -79,7 +78,7 @@ func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*collector1.Config))
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv := collector1.New(cfg, collector1.Deps{JS: b.JS, Sites: tenants, Ready: b.Ready, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}, reg, testenv.Quiet())
+	srv := collector.New(cfg, collector.Deps{JS: b.JS, Sites: tenants, Ready: b.Ready}, reg, testenv.Quiet())
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -90,10 +89,10 @@ func startCollectorOn(t *testing.T, b *bus.Bus, mutate func(*collector1.Config))
 		cancel()
 		<-done
 	})
-	return &collector{url: "http://" + ln.Addr().String(), bus: b, site: site, reg: reg}
+	return &testCollector{url: "http://" + ln.Addr().String(), bus: b, site: site, reg: reg}
 }
 
-func (c *collector) post(t *testing.T, body string, headers ...string) (int, map[string]string, http.Header) {
+func (c *testCollector) post(t *testing.T, body string, headers ...string) (int, map[string]string, http.Header) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, c.url+"/v1/hit", strings.NewReader(body))
 	req.Header.Set("Content-Type", "text/plain")
@@ -112,7 +111,7 @@ func (c *collector) post(t *testing.T, body string, headers ...string) (int, map
 	return resp.StatusCode, out, resp.Header
 }
 
-func (c *collector) streamMsgs(t *testing.T) uint64 {
+func (c *testCollector) streamMsgs(t *testing.T) uint64 {
 	t.Helper()
 	st, err := c.bus.JS.Stream(context.Background(), bus.HitsStream)
 	if err != nil {
@@ -222,7 +221,7 @@ func TestCollectorVisitorIPFromTrustedProxy(t *testing.T) {
 // TestCollectorJetStreamDown: with JetStream gone, a hit gets 503 with
 // Retry-After and /readyz turns unready — never a 202 for a hit not queued.
 func TestCollectorJetStreamDown(t *testing.T) {
-	c := startCollector(t, func(cfg *collector1.Config) { cfg.PublishTimeout = 500 * time.Millisecond })
+	c := startCollector(t, func(cfg *collector.Config) { cfg.PublishTimeout = 500 * time.Millisecond })
 	c.bus.Server.Shutdown()
 	c.bus.Server.WaitForShutdown()
 	got, out, h := c.post(t, `{"site":"`+c.site.ID+`","type":"pageview","url":"https://example.com/"}`)
@@ -263,7 +262,7 @@ func TestCollectorPreflight(t *testing.T) {
 func TestCollectorStreamFull(t *testing.T) {
 	cfg := testenv.BusConfig()
 	cfg.HitsMaxBytes = 1 << 20
-	c := startCollectorOn(t, testenv.BusWith(t, cfg), func(cfg *collector1.Config) { cfg.MaxBodyBytes = 16 << 10 })
+	c := startCollectorOn(t, testenv.BusWith(t, cfg), func(cfg *collector.Config) { cfg.MaxBodyBytes = 16 << 10 })
 	title := strings.Repeat("t", 500)
 	referrer := "https://example.com/" + strings.Repeat("r", 2000)
 	accepted := 0
@@ -333,7 +332,7 @@ func TestCollectorServesTracker(t *testing.T) {
 }
 
 func TestCollectorRateLimitsSites(t *testing.T) {
-	c := startCollector(t, func(cfg *collector1.Config) { cfg.SiteRate, cfg.SiteBurst = 1, 3 })
+	c := startCollector(t, func(cfg *collector.Config) { cfg.SiteRate, cfg.SiteBurst = 1, 3 })
 	body := `{"site":"` + c.site.ID + `","type":"pageview","url":"https://example.com/"}`
 	codes := map[int]int{}
 	for range 6 {
@@ -363,7 +362,7 @@ func TestCollectorHeadersTooLarge(t *testing.T) {
 // read timeout (an HTTP client's spare one) gets a 408 and is closed, and
 // is counted as a timeout, not as a bad hit.
 func TestCollectorIdleConnection(t *testing.T) {
-	c := startCollector(t, func(cfg *collector1.Config) { cfg.ReadTimeout = 300 * time.Millisecond })
+	c := startCollector(t, func(cfg *collector.Config) { cfg.ReadTimeout = 300 * time.Millisecond })
 	conn, err := net.Dial("tcp", strings.TrimPrefix(c.url, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -512,8 +511,8 @@ func TestCollectorBatch(t *testing.T) {
 	if code, out := post(secret, "application/json", "[1,"); code != http.StatusBadRequest {
 		t.Errorf("malformed batch: %d %v, want 400", code, out)
 	}
-	many := "[" + strings.TrimSuffix(strings.Repeat(hit("x", "198.51.100.1")+",", collector1.MaxBatchHits+1), ",") + "]"
+	many := "[" + strings.TrimSuffix(strings.Repeat(hit("x", "198.51.100.1")+",", collector.MaxBatchHits+1), ",") + "]"
 	if code, _ := post(secret, "application/json", many); code != http.StatusRequestEntityTooLarge {
-		t.Errorf("%d hits: %d, want 413", collector1.MaxBatchHits+1, code)
+		t.Errorf("%d hits: %d, want 413", collector.MaxBatchHits+1, code)
 	}
 }

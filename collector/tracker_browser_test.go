@@ -28,7 +28,7 @@ import (
 // browserEnv is a collector, a site whose domain is the page server's, a
 // page server and a browser tab.
 type browserEnv struct {
-	*collector
+	*testCollector
 	pages *httptest.Server
 	tab   context.Context
 }
@@ -51,7 +51,7 @@ func startBrowserEnv(t *testing.T, page string) *browserEnv {
 	}
 	c := startCollectorOn(t, b, nil)
 	c.site = site
-	env := &browserEnv{collector: c}
+	env := &browserEnv{testCollector: c}
 	env.pages = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		body := strings.NewReplacer("{{COLLECTOR}}", c.url, "{{SITE}}", site.ID).Replace(page)

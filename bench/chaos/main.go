@@ -188,7 +188,7 @@ func run(cfg config) (bool, error) {
 	collectorAddr := "127.0.0.1:" + strconv.Itoa(collectorPort)
 	collector := &harness.Child{Name: "collector", Bin: bin, Dir: dir, Args: []string{"collect", "--nats.url", natsURL,
 		"--collector.addr", collectorAddr, "--collector.trusted-proxies", "127.0.0.1/32",
-		"--collector.site-rate", strconv.Itoa(4 * cfg.rate), "--data-dir", filepath.Join(dir, "collector")}}
+		"--collector.site-rate", strconv.Itoa(4 * cfg.rate), "--metrics.addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "collector")}}
 	if err := collector.Start(); err != nil {
 		return false, err
 	}

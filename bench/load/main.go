@@ -204,7 +204,7 @@ func run(cfg config, m mix) (*report, error) {
 	collectorPprof, procPprof := "127.0.0.1:"+strconv.Itoa(ports[3]), "127.0.0.1:"+strconv.Itoa(ports[4])
 	collector := &harness.Child{Name: "collector", Bin: bin, Dir: dir, Args: []string{"collect", "--nats.url", natsURL,
 		"--collector.addr", collectorAddr, "--collector.trusted-proxies", "127.0.0.1/32",
-		"--collector.site-rate", "10000000", "--collector.site-burst", "10000000", "--data-dir", filepath.Join(dir, "collector"),
+		"--collector.site-rate", "10000000", "--collector.site-burst", "10000000", "--metrics.addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "collector"),
 		"--debug.pprof-addr", collectorPprof}}
 	proc := &harness.Child{Name: "processor", Bin: bin, Dir: dir, Args: []string{"process", "--nats.url", natsURL,
 		"--clickhouse.addr", ch.Addr, "--metrics.addr", metricsAddr, "--data-dir", filepath.Join(dir, "processor"),
