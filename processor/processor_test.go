@@ -674,6 +674,22 @@ func TestProcessorsShareTheWork(t *testing.T) {
 		run(t, p)
 		procs = append(procs, p)
 	}
+	// Both must be asking for hits before any arrive, or the first one to
+	// ask could take them all.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		cons, err := b.JS.Consumer(context.Background(), bus.HitsStream, cfg.Consumer)
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if info.NumWaiting < 2 {
+			return fmt.Errorf("%d pull requests waiting, want 2", info.NumWaiting)
+		}
+		return nil
+	})
 	publish(t, b.JS, "s", businessIPs(t, table, 136767, 3000), "shared")
 	expectCounts(t, conn, "s", 3000, 0)
 	for i, p := range procs {

@@ -65,6 +65,7 @@ func rowsIn(t *testing.T, conn driver.Conn, tables []string, count, site string,
 // new table that erasure missed fails here; one the test gives no rows
 // fails too, so that the test is made to cover it.
 func TestErasureCoversEveryTable(t *testing.T) {
+	t.Parallel()
 	conn, _ := testenv.Database(t)
 	ctx := context.Background()
 	db := store.New(conn)

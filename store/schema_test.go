@@ -12,6 +12,7 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestSplit(t *testing.T) {
+	t.Parallel()
 	got := store.Split("-- a comment\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\n-- another\nCREATE VIEW b AS SELECT 1;\nSELECT 2")
 	want := []string{"CREATE TABLE a (x UInt8)\nENGINE = Memory", "CREATE VIEW b AS SELECT 1", "SELECT 2"}
 	if len(got) != len(want) {
@@ -25,6 +26,7 @@ func TestSplit(t *testing.T) {
 }
 
 func TestMigrationsAreNumberedInOrder(t *testing.T) {
+	t.Parallel()
 	ms, err := store.Migrations()
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +44,7 @@ func TestMigrationsAreNumberedInOrder(t *testing.T) {
 // TestMigrateIdempotent applies the schema to a fresh database on the real
 // engine, then again: the second run applies nothing and changes nothing.
 func TestMigrateIdempotent(t *testing.T) {
+	t.Parallel()
 	conn, _ := testenv.Database(t) // applies every migration once
 	ctx := context.Background()
 	tables := func() []string {
@@ -94,6 +97,7 @@ func TestMigrateIdempotent(t *testing.T) {
 // migration on an already migrated database, as happens when a migration
 // is interrupted before it is recorded: each statement must be harmless.
 func TestMigrationStatementsRerunnable(t *testing.T) {
+	t.Parallel()
 	conn, _ := testenv.Database(t)
 	ms, _ := store.Migrations()
 	for _, m := range ms {
@@ -111,6 +115,7 @@ func TestMigrationStatementsRerunnable(t *testing.T) {
 // from the stored hits, hits written afterwards feed the new views, and
 // running the migration again changes nothing.
 func TestVisitsMigrationCarriesAggregatesOver(t *testing.T) {
+	t.Parallel()
 	conn, _ := testenv.DatabaseAt(t, 9)
 	ctx := context.Background()
 	exec := func(q string, args ...any) {
@@ -238,6 +243,7 @@ func TestVisitsMigrationCarriesAggregatesOver(t *testing.T) {
 // site had when they were stored (a row's retention_days), not one
 // table-wide period.
 func TestPerSiteRetention(t *testing.T) {
+	t.Parallel()
 	conn, _ := testenv.Database(t)
 	ctx := context.Background()
 	for _, r := range []struct {
@@ -282,6 +288,7 @@ func TestPerSiteRetention(t *testing.T) {
 // each MergeTree table has a TTL (schema_migrations, a list of applied
 // migrations, excepted).
 func TestEveryTableHasARetention(t *testing.T) {
+	t.Parallel()
 	conn, _ := testenv.Database(t)
 	rows, err := conn.Query(context.Background(), `SELECT name, create_table_query FROM system.tables
 		WHERE database = currentDatabase() AND engine LIKE '%MergeTree' AND name != 'schema_migrations'`)

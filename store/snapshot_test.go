@@ -21,6 +21,7 @@ var update = flag.Bool("update", false, "rewrite store/testdata/schema.sql from 
 // so that a change to the schema is a diff a reviewer reads. After a
 // deliberate change: go test ./store -run TestSchemaSnapshot -update.
 func TestSchemaSnapshot(t *testing.T) {
+	t.Parallel()
 	conn, db := testenv.Database(t)
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")
@@ -86,6 +87,7 @@ func firstDiff(got, want string) string {
 // TestEveryColumnSaysWhatItHolds: every column of every table has a
 // comment (DESCRIBE shows it to an analyst), and the analysts' views read.
 func TestEveryColumnSaysWhatItHolds(t *testing.T) {
+	t.Parallel()
 	conn, _ := testenv.Database(t)
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, `SELECT c.table, c.name FROM system.columns AS c

@@ -22,6 +22,7 @@ var sqlWords = regexp.MustCompile(`\b(SELECT|INSERT INTO|DELETE FROM|ALTER TABLE
 // is not a constant. Values must reach ClickHouse as bound parameters;
 // queries may only be assembled from constants.
 func TestNoSQLBuiltByFormatting(t *testing.T) {
+	t.Parallel()
 	root := ".."
 	fset := token.NewFileSet()
 	pkgs := map[string][]*ast.File{} // directory → files

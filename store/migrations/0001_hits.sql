@@ -1,7 +1,9 @@
 -- Raw hits of identified companies, one row per accepted hit.
 -- No visitor IP is stored: the processor keeps only what it derived from it
 -- (company, network, ASN, country). visitor_id is a keyed hash, never the
--- browser's client id. Partitioned by day so retention drops whole parts.
+-- browser's client id. Partitioned by day. Retention is a row TTL on each
+-- row's own retention_days (migration 0011): sites keep hits for different
+-- times, so a day's part goes when its last row has expired.
 -- non_replicated_deduplication_window lets the processor's per-batch
 -- insert_deduplication_token make retried inserts idempotent.
 CREATE TABLE IF NOT EXISTS hits
