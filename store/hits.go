@@ -72,21 +72,101 @@ func insertContext(ctx context.Context, token string) context.Context {
 }
 
 // InsertHits inserts n hits as one block under the deduplication token.
+// The block is built column by column (one typed slice per column, each
+// appended once): about 3.5 µs of the client's time per hit against 5.5–6
+// row by row (BenchmarkAppendHit).
 func (db *DB) InsertHits(ctx context.Context, token string, n int, hits iter.Seq[*Hit]) error {
 	batch, err := db.conn.PrepareBatch(insertContext(ctx, "hits-"+token), insertHits)
 	if err != nil {
 		return fmt.Errorf("preparing hits insert: %w", err)
 	}
-	for h := range hits {
-		if err := batch.AppendStruct(h); err != nil {
-			batch.Abort()
-			return fmt.Errorf("appending hit row: %w", err)
-		}
+	if err := appendHits(batch, n, hits); err != nil {
+		batch.Abort()
+		return err
 	}
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("inserting %d hits: %w", n, err)
 	}
 	return nil
+}
+
+// appendHits adds hits to an insert into hits, column by column.
+func appendHits(batch driver.Batch, n int, hits iter.Seq[*Hit]) error {
+	var c hitColumns
+	c.grow(n)
+	for h := range hits {
+		c.add(h)
+	}
+	for i, col := range c.columns() {
+		if err := batch.Column(i).Append(col); err != nil {
+			return fmt.Errorf("appending hits column %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// hitColumns is a block of hits, column by column.
+type hitColumns struct {
+	siteID, hitID, typ, url, path, referrer, source, title, consent []string
+	companyID, companyName, companyDomain, companyIndustry          []string
+	companySize, asOrg, networkType, country, city, lang            []string
+	ts, receivedAt, visitStart                                      []time.Time
+	visitorID, visitID, streamSeq                                   []uint64
+	newVisit                                                        []uint8
+	engagedMS, asn                                                  []uint32
+	retentionDays                                                   []uint16
+}
+
+func (c *hitColumns) grow(n int) {
+	for _, s := range []*[]string{&c.siteID, &c.hitID, &c.typ, &c.url, &c.path, &c.referrer, &c.source, &c.title, &c.consent,
+		&c.companyID, &c.companyName, &c.companyDomain, &c.companyIndustry, &c.companySize, &c.asOrg, &c.networkType,
+		&c.country, &c.city, &c.lang} {
+		*s = make([]string, 0, n)
+	}
+	c.ts, c.receivedAt, c.visitStart = make([]time.Time, 0, n), make([]time.Time, 0, n), make([]time.Time, 0, n)
+	c.visitorID, c.visitID, c.streamSeq = make([]uint64, 0, n), make([]uint64, 0, n), make([]uint64, 0, n)
+	c.newVisit, c.engagedMS, c.asn, c.retentionDays = make([]uint8, 0, n), make([]uint32, 0, n), make([]uint32, 0, n), make([]uint16, 0, n)
+}
+
+func (c *hitColumns) add(h *Hit) {
+	c.siteID = append(c.siteID, h.SiteID)
+	c.ts = append(c.ts, h.TS)
+	c.receivedAt = append(c.receivedAt, h.ReceivedAt)
+	c.hitID = append(c.hitID, h.HitID)
+	c.typ = append(c.typ, h.Type)
+	c.url = append(c.url, h.URL)
+	c.path = append(c.path, h.Path)
+	c.referrer = append(c.referrer, h.Referrer)
+	c.source = append(c.source, h.Source)
+	c.title = append(c.title, h.Title)
+	c.visitorID = append(c.visitorID, h.VisitorID)
+	c.visitID = append(c.visitID, h.VisitID)
+	c.visitStart = append(c.visitStart, h.VisitStart)
+	c.newVisit = append(c.newVisit, h.NewVisit)
+	c.consent = append(c.consent, h.Consent)
+	c.engagedMS = append(c.engagedMS, h.EngagedMS)
+	c.companyID = append(c.companyID, h.CompanyID)
+	c.companyName = append(c.companyName, h.CompanyName)
+	c.companyDomain = append(c.companyDomain, h.CompanyDomain)
+	c.companyIndustry = append(c.companyIndustry, h.CompanyIndustry)
+	c.companySize = append(c.companySize, h.CompanySize)
+	c.asn = append(c.asn, h.ASN)
+	c.asOrg = append(c.asOrg, h.ASOrg)
+	c.networkType = append(c.networkType, h.NetworkType)
+	c.country = append(c.country, h.Country)
+	c.city = append(c.city, h.City)
+	c.lang = append(c.lang, h.Lang)
+	c.streamSeq = append(c.streamSeq, h.StreamSeq)
+	c.retentionDays = append(c.retentionDays, h.RetentionDays)
+}
+
+// columns are the slices in Hit's field order, which is the order of
+// insertHits' column list (TestHitRoundTrip checks every column).
+func (c *hitColumns) columns() []any {
+	return []any{c.siteID, c.ts, c.receivedAt, c.hitID, c.typ, c.url, c.path, c.referrer, c.source, c.title,
+		c.visitorID, c.visitID, c.visitStart, c.newVisit, c.consent, c.engagedMS, c.companyID, c.companyName,
+		c.companyDomain, c.companyIndustry, c.companySize, c.asn, c.asOrg, c.networkType, c.country, c.city, c.lang,
+		c.streamSeq, c.retentionDays}
 }
 
 // InsertFiltered records filtered hits as one block under the
