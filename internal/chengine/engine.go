@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -213,7 +214,7 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*
 		closed: make(chan struct{}), gaveUp: make(chan struct{})}
 	if cfg.Addr != "" {
 		s.Addr = cfg.Addr
-		if err := s.check(ctx, 10*time.Second); err != nil {
+		if err := s.checkReachable(ctx); err != nil {
 			return nil, fmt.Errorf("--clickhouse.addr=%s: %w", cfg.Addr, err)
 		}
 		return s, nil
@@ -265,9 +266,40 @@ func (s *Server) PID() int {
 // relative to it, and nothing outside it is allowed.
 func (s *Server) Backups() string { return s.backups }
 
-// check connects, pings and refuses servers older than MinMajorVersion.
-func (s *Server) check(ctx context.Context, timeout time.Duration) error {
-	conn, err := s.open("default", timeout)
+// reachTimeout bounds how long a start waits for an external ClickHouse
+// that refuses or drops connections: long enough for a server being
+// restarted (a managed engine comes back in about 2 s), short enough that
+// a wrong address fails fast.
+const reachTimeout = 10 * time.Second
+
+// checkReachable is check, tried again while the server refuses or drops
+// connections, for up to reachTimeout.
+func (s *Server) checkReachable(ctx context.Context) error {
+	deadline := time.Now().Add(reachTimeout)
+	for {
+		err := s.check(ctx, s.Addr, 5*time.Second)
+		if err == nil || !transient(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// transient tells a server that is not (yet) there from one that answered
+// and refused.
+func transient(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// check connects to addr, pings and refuses servers older than
+// MinMajorVersion.
+func (s *Server) check(ctx context.Context, addr string, timeout time.Duration) error {
+	conn, err := s.openAt(addr, "default", timeout)
 	if err != nil {
 		return err
 	}
@@ -303,8 +335,12 @@ func (s *Server) OpenDefault() (driver.Conn, error) { return s.open("default", 1
 func (s *Server) Database() string { return s.cfg.Database }
 
 func (s *Server) open(database string, dialTimeout time.Duration) (driver.Conn, error) {
+	return s.openAt(s.Addr, database, dialTimeout)
+}
+
+func (s *Server) openAt(addr, database string, dialTimeout time.Duration) (driver.Conn, error) {
 	return clickhouse.Open(&clickhouse.Options{
-		Addr: []string{s.Addr},
+		Addr: []string{addr},
 		Auth: clickhouse.Auth{Database: database, Username: s.cfg.User, Password: s.cfg.Password},
 		TLS:  s.cfg.tls,
 		// LZ4 costs little CPU and shrinks batches of repetitive hit rows.

@@ -401,3 +401,33 @@ func TestEnginePortTakenWhileStopped(t *testing.T) {
 		t.Fatalf("query after the start: %v", err)
 	}
 }
+
+// TestStartWaitsForARestartingServer: a process started while the
+// ClickHouse it is given restarts (refusing connections for a moment)
+// waits for it instead of failing.
+func TestStartWaitsForARestartingServer(t *testing.T) {
+	testenv.Slow(t, "starts the ClickHouse engine")
+	e, err := chengine.Start(context.Background(), testenv.ClickHouseConfig(), t.TempDir(), testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.StopEngine(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := make(chan error, 1)
+	go func() {
+		time.Sleep(2 * time.Second)
+		restarted <- e.StartEngine(context.Background())
+	}()
+	cfg := testenv.ClickHouseConfig()
+	cfg.Addr = e.Addr
+	client, err := chengine.Start(context.Background(), cfg, t.TempDir(), testenv.Quiet())
+	if err != nil {
+		t.Fatalf("start against a restarting server: %v", err)
+	}
+	client.Close()
+	if err := <-restarted; err != nil {
+		t.Fatal(err)
+	}
+}

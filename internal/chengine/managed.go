@@ -160,9 +160,12 @@ func (s *Server) startOnce(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	err = s.listenRelays()
+	// Clients are taken only once the engine answers: a relay that took a
+	// client before could only hang up on it with its hello unread, which
+	// the client sees as a reset.
+	err = s.awaitAnswer(ctx, cmd, exited)
 	if err == nil {
-		err = s.awaitAnswer(ctx, cmd, exited)
+		err = s.listenRelays()
 	}
 	if err != nil {
 		s.stopRelays()
@@ -186,13 +189,21 @@ func (s *Server) startOnce(ctx context.Context) error {
 	return nil
 }
 
+// engineAddr is where the engine itself takes native clients.
+func (s *Server) engineAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.engineNative
+}
+
 // awaitAnswer polls the new engine until it answers, exits, or the start
 // times out.
 func (s *Server) awaitAnswer(ctx context.Context, cmd *exec.Cmd, exited chan struct{}) error {
 	deadline := time.Now().Add(startTimeout)
 	for {
 		checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := s.check(checkCtx, 2*time.Second)
+		// The engine's own address: the relay listens once it answers.
+		err := s.check(checkCtx, s.engineAddr(), 2*time.Second)
 		cancel()
 		if err == nil {
 			return nil

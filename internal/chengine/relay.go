@@ -108,7 +108,12 @@ func (r *relay) serve(ln net.Listener) {
 func (r *relay) handle(client *net.TCPConn) {
 	up, err := net.DialTimeout("tcp", r.target(), 5*time.Second)
 	if err != nil {
-		client.Close() // the engine is down: the client sees the connection end
+		// The engine went down: the client sees the connection end (a
+		// FIN, once what it sent is read, rather than a reset).
+		_ = client.CloseWrite()
+		_ = client.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, client)
+		client.Close()
 		return
 	}
 	engine := up.(*net.TCPConn)
