@@ -3,6 +3,7 @@ package api
 import "testing"
 
 func TestAuthLimiterPerAddress(t *testing.T) {
+	t.Parallel()
 	l := newAuthLimiter()
 	for range authBurst {
 		if l.blocked("192.0.2.1") {

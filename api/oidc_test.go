@@ -171,6 +171,7 @@ func (b *browser) get(t *testing.T, u string) (int, string) {
 // (replayed), or for an address nobody granted are refused, as are a
 // callback replayed and one from a browser that did not begin the sign-in.
 func TestOIDCSignIn(t *testing.T) {
+	t.Parallel()
 	p := newIDP(t)
 	a, _ := startAPIWith(t, func(cfg *api.Config, apiURL string) {
 		cfg.PublicURL = apiURL
@@ -315,6 +316,7 @@ func mustKey(t *testing.T) *rsa.PrivateKey {
 
 // TestOIDCConfig: each provider's flags are checked, naming the flag.
 func TestOIDCConfig(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		oidc api.OIDCConfig
 		want string

@@ -133,6 +133,7 @@ func (a *testAPI) createKey(t testing.TB, role, site string) string {
 // TestTenantIsolation: a key never reads a site it was not granted, and
 // roles limit what a key may do.
 func TestTenantIsolation(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	siteA, siteB := a.createSite(t, "alpha"), a.createSite(t, "beta")
 	day := time.Now().UTC().Format(time.DateOnly)
@@ -189,6 +190,7 @@ func TestTenantIsolation(t *testing.T) {
 // read and manage that account's sites only; only an operator key makes
 // accounts and acts across them.
 func TestAccounts(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	account := func(name string) string {
 		t.Helper()
@@ -317,6 +319,7 @@ func TestAccounts(t *testing.T) {
 // TestKeysExpire: a key made to expire works until then, and is listed
 // with its expiry.
 func TestKeysExpire(t *testing.T) {
+	t.Parallel()
 	a, _ := startAPI(t)
 	site := a.createSite(t, "alpha")
 	code, out := a.call(t, a.owner, "POST", "/api/v1/keys", `{"role":"viewer","sites":["`+site+`"],"expires_in_days":1}`)
@@ -350,6 +353,7 @@ func TestKeysExpire(t *testing.T) {
 // deleting an account does that for each of its sites and removes its
 // keys; each is recorded as a data request.
 func TestSiteAndAccountErasure(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	ctx := context.Background()
 	code, out := a.call(t, a.owner, "POST", "/api/v1/accounts", `{"name":"Acme"}`)
@@ -499,6 +503,7 @@ func TestSiteAndAccountErasure(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
+	t.Parallel()
 	a, _ := startAPI(t)
 	site := a.createSite(t, "gamma")
 	for _, tc := range []struct {
@@ -527,6 +532,7 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestIPEndpoint(t *testing.T) {
+	t.Parallel()
 	a, _ := startAPI(t)
 	code, out := a.call(t, a.owner, "GET", "/api/v1/ip/1.0.0.1", "")
 	if code != 200 || out["asn"] != float64(13335) || out["as_org"] != "Cloudflare, Inc." || out["evidence"] == nil {
@@ -540,6 +546,7 @@ func jsonString(v any) string {
 }
 
 func TestCompanyPage(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	site, other := a.createSite(t, "delta"), a.createSite(t, "epsilon")
 	base := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
@@ -585,6 +592,7 @@ func TestCompanyPage(t *testing.T) {
 // countries and visits per day, from hits stamped with their visits as
 // the processor stores them.
 func TestCompanyPageBreakdowns(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	site := a.createSite(t, "eta")
 	base := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
@@ -628,6 +636,7 @@ func TestCompanyPageBreakdowns(t *testing.T) {
 }
 
 func TestExports(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	site := a.createSite(t, "zeta")
 	day := time.Now().UTC().Truncate(24 * time.Hour)
@@ -695,6 +704,7 @@ func TestExports(t *testing.T) {
 // TestVisitorAccessAndErasure: an admin exports and erases a visitor's
 // data by client id; each request is recorded with its completion time.
 func TestVisitorAccessAndErasure(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	site := a.createSite(t, "eta")
 	keys := a.visitors
@@ -769,6 +779,7 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 // TestFeedFiltersSortAndPages: every feed filter on the real engine, the
 // sort orders, cursor pagination, and bad or hostile parameters.
 func TestFeedFiltersSortAndPages(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	site := a.createSite(t, "theta")
 	now := time.Now().UTC()
@@ -885,6 +896,7 @@ func TestFeedFiltersSortAndPages(t *testing.T) {
 // are written to the audit log with who, what, where and how many rows;
 // an admin of some sites sees only their entries.
 func TestAuditLog(t *testing.T) {
+	t.Parallel()
 	a, _ := startAPI(t)
 	site, other := a.createSite(t, "iota"), a.createSite(t, "kappa")
 	viewer := a.createKey(t, "viewer", site)
@@ -945,6 +957,7 @@ func TestAuditLog(t *testing.T) {
 }
 
 func TestSavedFeeds(t *testing.T) {
+	t.Parallel()
 	a, exec := startAPI(t)
 	site, other := a.createSite(t, "lambda"), a.createSite(t, "mu")
 	for i, c := range []string{"DE", "FR"} {
@@ -994,6 +1007,7 @@ func TestSavedFeeds(t *testing.T) {
 // TestSiteRetentionSetting: an admin sets a site's retention of raw hits
 // and visits within 1–800 days; sites show it (180 by default).
 func TestSiteRetentionSetting(t *testing.T) {
+	t.Parallel()
 	a, _ := startAPI(t)
 	site := a.createSite(t, "kappa")
 	code, out := a.call(t, a.owner, "GET", "/api/v1/sites", "")
@@ -1019,6 +1033,7 @@ func TestSiteRetentionSetting(t *testing.T) {
 // is refused (429 with Retry-After) after its allowance, even with a valid
 // key then (TestAuthLimiterPerAddress checks other addresses are not).
 func TestKeyGuessingIsLimited(t *testing.T) {
+	t.Parallel()
 	a, _ := startAPI(t)
 	limited := 0
 	for i := range 40 {
@@ -1051,6 +1066,7 @@ func TestKeyGuessingIsLimited(t *testing.T) {
 // 401, a role below the endpoint's 403, and a role at or above it is let
 // through (whatever the handler then answers, never 401 or 403).
 func TestRolesOnEveryEndpoint(t *testing.T) {
+	t.Parallel()
 	a, _ := startAPI(t)
 	rank := map[tenant.Role]int{tenant.RoleViewer: 1, tenant.RoleAnalyst: 2, tenant.RoleAdmin: 3}
 	keys := map[tenant.Role]string{}
@@ -1114,6 +1130,7 @@ func callFrom(t *testing.T, localIP, base, key, method, path, body string) int {
 // TestSitesTableNamesSites: analysts' queries show site names from the
 // sites table, which follows the sites the API makes and renames.
 func TestSitesTableNamesSites(t *testing.T) {
+	t.Parallel()
 	a, _ := startAPI(t)
 	code, out := a.call(t, a.owner, "POST", "/api/v1/sites", `{"name":"Shop","domain":"shop.example"}`)
 	if code != http.StatusCreated {

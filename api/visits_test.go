@@ -6,6 +6,7 @@ import (
 )
 
 func TestBuildVisits(t *testing.T) {
+	t.Parallel()
 	at := func(s string) time.Time {
 		ts, err := time.Parse(time.RFC3339, s)
 		if err != nil {
