@@ -14,7 +14,7 @@
 // raw JetStream publishing of the same payloads; a search for the highest
 // rate the whole pipeline sustains (every hit accepted, lag bounded);
 // a sustained run at half that rate (collector latency, lag, memory over
-// time); raw clickhouse-go inserts of the rows the processor wrote. At
+// time); raw inserts (the store's) of the rows the processor wrote. At
 // the end every accepted hit must be in ClickHouse, kept or counted as
 // dropped. It writes a Markdown report and an SVG chart to bench/results/
 // and ends with
@@ -332,7 +332,7 @@ func run(cfg config, m mix) (*report, error) {
 	if rep.rawInsert, rep.rawRows, err = rawInsert(ctx, conn, site, 300_000, rep.batch); err != nil {
 		return nil, err
 	}
-	say("raw clickhouse-go inserts: %.0f rows/s over %d rows in batches of %d", rep.rawInsert, rep.rawRows, rep.batch)
+	say("raw inserts (the store's, column by column): %.0f rows/s over %d rows in batches of %d", rep.rawInsert, rep.rawRows, rep.batch)
 
 	// Everything accepted must be counted.
 	stopMon()

@@ -103,7 +103,7 @@ func (r *report) markdown(chart string) string {
 	if r.sustained != nil {
 		p("| collector p99 at half the highest rate (%d/s), from the scheduled send time | **%s** | < 10 ms |", r.sustained.rate, us(r.sustained.lat.ValueAtQuantile(99)))
 	}
-	p("| `ch_insert_vs_raw`: processor's insert rate (draining a backlog) ÷ raw clickhouse-go batch inserts of the same rows | **%.2f** (%.0f ÷ %.0f rows/s, batches of %d) | ≥ 0.8 |", r.insertVsRaw(), r.procInsert, r.rawInsert, r.batch)
+	p("| `ch_insert_vs_raw`: processor's insert rate (draining a backlog) ÷ raw inserts of the same rows (the store's, column by column, nothing of the processor around them) | **%.2f** (%.0f ÷ %.0f rows/s, batches of %d) | ≥ 0.8 |", r.insertVsRaw(), r.procInsert, r.rawInsert, r.batch)
 	p("| `lookup_vs_cidranger`: cidranger ns ÷ bart ns per lookup, %d prefixes | **%.1f** (%.0f ÷ %.0f ns) | ≥ 15 |", r.prefixes, r.rangerNS/r.bartNS, r.rangerNS, r.bartNS)
 	p("| `lost`: accepted by the collector − counted in ClickHouse (kept or in the filter ledger) | **%d** (%d accepted, %d counted) | 0 |", r.lost, r.accepted, r.processed)
 	p("")
