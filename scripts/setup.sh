@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches what leadpipe needs beyond its source, idempotently, into a cache
 # outside the repository: Go modules, the ClickHouse engine (libchdb.so,
-# 566 MB) and the IP data. Every download is pinned to a version and checked
+# 566 MB), the IP data and the samples the bot filter is measured against. Every download is pinned to a version and checked
 # against the registry's sha512 integrity before it is used.
 #
 #   LEADPIPE_CACHE  cache directory (default: ${XDG_CACHE_HOME:-~/.cache}/leadpipe)
@@ -14,13 +14,17 @@ browser=false
 [ "${1:-}" = "--browser" ] && browser=true
 
 cache="${LEADPIPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leadpipe}"
-mkdir -p "$cache/dl" "$cache/current/ipdb"
+mkdir -p "$cache/dl" "$cache/current/ipdb" "$cache/current/eval"
 
 # name version sha512-integrity
 pins=(
   "@chdb/lib-linux-x64-gnu 26.7.3-stable.1 sha512-XP97mMqnc5tZpKQywR8N7cLTsHNiTmHr30pC5mzo3jWmukjKn2IBa60c2B/gWUNcuFjOMjWoorQICCqBVj5wpw=="
   "@ip-location-db/asn 2.3.2026061719 sha512-PpqYi7wyEyWwunXBtl+y3Vi403SvNywotWwvmiYCOUtE0SVol/Sf492Ee+eErEznmGapxEQB2SAfrpXuZ9a+vQ=="
   "@ip-location-db/geo-whois-asn-country-mmdb 2.3.2026061719 sha512-xemBDNQl4mCYDuVbqe3jKGKsVDykZGkfvebhtOh/3VGLadq8vsp7t7ontpMUt3hH7sAGT0eLDyJ99SV+0waxZg=="
+  # Held-out samples the bot filter is measured against (tests only, never embedded):
+  # crawler and monitor user agents (MIT), and the most common browsers' (MIT).
+  "crawler-user-agents 1.60.0 sha512-p8hKVsnZl3msolBhGW8s86V0tmmcuBSwhTXkzkegGQzTt0A/ysKDHKzek9fichfqL5qBEgDrR9CuGBU0Y7bDrg=="
+  "top-user-agents 2.1.138 sha512-yvN+LE7ZHoesZ1fWc0IfaYYQXGEbFtbxjC6D19SclswYlKoF6GKxJSvJbp4fsbya5BllROYml6osNlVCj1TAnw=="
 )
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: $1 is required: $2" >&2; exit 1; }; }
@@ -56,6 +60,8 @@ fetch() {
 chdb=$(fetch ${pins[0]})
 asn=$(fetch ${pins[1]})
 geo=$(fetch ${pins[2]})
+crawlers=$(fetch ${pins[3]})
+browsers=$(fetch ${pins[4]})
 # The tarball is only needed until it is unpacked and verified.
 rm -f "$cache"/dl/*.tgz
 
@@ -64,6 +70,8 @@ for f in asn-ipv4.csv asn-ipv6.csv DBIP-LICENSE ROUTEVIEWS-LICENSE NRO_LICENSE; 
   ln -sfn "$asn/$f" "$cache/current/ipdb/$f"
 done
 ln -sfn "$geo/geo-whois-asn-country.mmdb" "$cache/current/ipdb/country.mmdb"
+ln -sfn "$crawlers/crawler-user-agents.json" "$cache/current/eval/crawler-user-agents.json"
+ln -sfn "$browsers/src/index.json" "$cache/current/eval/top-user-agents.json"
 
 if $browser && [ -z "${LEADPIPE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

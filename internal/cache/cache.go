@@ -34,3 +34,7 @@ func IPDataDir() string {
 	}
 	return filepath.Join(Current(), "ipdb")
 }
+
+// EvalDir holds the held-out samples that tests measure filters against
+// (crawler and browser user agents): downloads, never embedded.
+func EvalDir() string { return filepath.Join(Current(), "eval") }
