@@ -596,14 +596,22 @@ func TestCompanyPageBreakdowns(t *testing.T) {
 	a, exec := startAPI(t)
 	site := a.createSite(t, "eta")
 	base := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
-	insert := func(visit uint64, offset time.Duration, typ, path, source, country string, opens uint8, engagedMS uint32) {
+	insertFor := func(company string, visit uint64, offset time.Duration, typ, path, source, country string, opens uint8, engagedMS uint32) {
 		t.Helper()
 		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, source, visitor_id,
 			visit_id, visit_start, new_visit, consent, engaged_ms, company_id, company_name, asn, as_org, network_type, country)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, 'granted', ?, 'c7', 'Acme AG', 1, 'Acme AG', 'business', ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, 'granted', ?, ?, 'Acme AG', 1, 'Acme AG', 'business', ?)`,
 			site, base.Add(offset), base.Add(offset), testenv.RandomHex(8), typ, "https://eta.example"+path, path, "T"+path,
-			source, visit, visit, base, opens, engagedMS, country)
+			source, visit, visit, base, opens, engagedMS, company, country)
 	}
+	insert := func(visit uint64, offset time.Duration, typ, path, source, country string, opens uint8, engagedMS uint32) {
+		t.Helper()
+		insertFor("c7", visit, offset, typ, path, source, country, opens, engagedMS)
+	}
+	// c8 is c7's mirror for the country: its lone AT visitor came first.
+	insertFor("c8", 11, 0, "pageview", "/", "direct", "AT", 1, 0)
+	insertFor("c8", 12, time.Minute, "pageview", "/", "direct", "DE", 1, 0)
+	insertFor("c8", 12, 2*time.Minute, "pageview", "/a", "direct", "DE", 0, 0)
 	insert(1, 0, "pageview", "/pricing", "search", "DE", 1, 0)
 	insert(1, time.Minute, "engagement", "/pricing", "direct", "DE", 0, 30000)
 	insert(1, 2*time.Minute, "pageview", "/", "direct", "DE", 0, 0)
@@ -632,6 +640,25 @@ func TestCompanyPageBreakdowns(t *testing.T) {
 	}
 	if company := out["company"].(map[string]any); company["visits"] != float64(2) || company["visitors"] != float64(2) {
 		t.Errorf("company: %v", company)
+	}
+	// The company's country is where most of its pageviews came from, not
+	// the first or the last visitor's (AT), on the page, in the feed and in
+	// its filter.
+	if company := out["company"].(map[string]any); company["country"] != "DE" {
+		t.Errorf("company country %v, want DE", company["country"])
+	}
+	for filter, want := range map[string]string{"": `["DE","DE"]`, "?country=DE": `["DE","DE"]`, "?country=AT": `[]`} {
+		code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies"+filter, "")
+		if code != 200 {
+			t.Fatalf("feed%s: %d %v", filter, code, out)
+		}
+		countries := []string{}
+		for _, c := range out["companies"].([]any) {
+			countries = append(countries, c.(map[string]any)["country"].(string))
+		}
+		if got := jsonString(countries); got != want {
+			t.Errorf("feed%s countries %s, want %s", filter, got, want)
+		}
 	}
 }
 

@@ -33,9 +33,16 @@ const (
 	// grouped by company): name, domain, network type, country, visits,
 	// pageviews, visitors, engaged seconds, first and last seen. No column
 	// alias: one named like a column would shadow it inside the others.
-	companyAggregates = `anyLast(company_name), anyLast(company_domain), anyLast(network_type), anyLast(country),
+	companyAggregates = `anyLast(company_name), anyLast(company_domain), anyLast(network_type), ` + companyCountrySQL + `,
        sum(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
        min(first_seen), max(last_seen)`
+
+	// companyCountrySQL is a company's country over the range: the one most
+	// of its pageviews came from (ties go to the first code in alphabetical
+	// order), so it does not flip with whoever visited last; the last seen
+	// country only for a range without pageviews.
+	companyCountrySQL = `if(empty(sumMap(countries)), anyLast(country),
+       arrayElement(mapKeys(sumMap(countries)), indexOf(mapValues(sumMap(countries)), arrayMax(mapValues(sumMap(countries))))))`
 
 	// leadScoreSQL is the lead score, 0–100: engagement saturating towards
 	// 100 (ten engaged minutes, three visits or ten pageviews each count as

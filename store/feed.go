@@ -65,7 +65,7 @@ GROUP BY company_id
 HAVING 1`
 	// The filters on aggregates name the aggregate itself: feedPick
 	// selects none of them, and feedRows needs none of them.
-	feedCountry   = ` AND anyLast(country) = {country:String}`
+	feedCountry   = ` AND ` + companyCountrySQL + ` = {country:String}`
 	feedNetwork   = ` AND anyLast(network_type) = {network:String}`
 	feedIndustry  = ` AND anyLast(company_industry) = {industry:String}`
 	feedSource    = ` AND sum(sources[{source:String}]) > 0`
