@@ -612,6 +612,9 @@ func TestCompanyPageBreakdowns(t *testing.T) {
 	insertFor("c8", 11, 0, "pageview", "/", "direct", "AT", 1, 0)
 	insertFor("c8", 12, time.Minute, "pageview", "/", "direct", "DE", 1, 0)
 	insertFor("c8", 12, 2*time.Minute, "pageview", "/a", "direct", "DE", 0, 0)
+	// c9 has no pageview in the range, only an engagement ping: its country
+	// is the last seen one.
+	insertFor("c9", 13, 3*time.Minute, "engagement", "/", "direct", "FR", 0, 1000)
 	insert(1, 0, "pageview", "/pricing", "search", "DE", 1, 0)
 	insert(1, time.Minute, "engagement", "/pricing", "direct", "DE", 0, 30000)
 	insert(1, 2*time.Minute, "pageview", "/", "direct", "DE", 0, 0)
@@ -642,12 +645,12 @@ func TestCompanyPageBreakdowns(t *testing.T) {
 		t.Errorf("company: %v", company)
 	}
 	// The company's country is where most of its pageviews came from, not
-	// the first or the last visitor's (AT), on the page, in the feed and in
-	// its filter.
+	// the first or the last visitor's (AT), on the page, in the feed (last
+	// seen first: c7, c9, c8) and in its filter.
 	if company := out["company"].(map[string]any); company["country"] != "DE" {
 		t.Errorf("company country %v, want DE", company["country"])
 	}
-	for filter, want := range map[string]string{"": `["DE","DE"]`, "?country=DE": `["DE","DE"]`, "?country=AT": `[]`} {
+	for filter, want := range map[string]string{"": `["DE","FR","DE"]`, "?country=DE": `["DE","DE"]`, "?country=AT": `[]`, "?country=FR": `["FR"]`} {
 		code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies"+filter, "")
 		if code != 200 {
 			t.Fatalf("feed%s: %d %v", filter, code, out)

@@ -43,7 +43,8 @@ type botMatcher struct {
 }
 
 // botCacheSize bounds the remembered user agents; the memory is forgotten
-// whole when full (user agents are cut at 512 bytes: 4 MiB at most).
+// whole when full (user agents are cut at 512 bytes: about 4 MiB of them
+// at most).
 const botCacheSize = 8192
 
 // lookTimeout bounds one backtracking match: a user agent built to make a

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fetches what leadpipe needs beyond its source, idempotently, into a cache
 # outside the repository: Go modules, the ClickHouse engine (libchdb.so,
-# 566 MB), the IP data and the samples the bot filter is measured against. Every download is pinned to a version and checked
-# against the registry's sha512 integrity before it is used.
+# 566 MB), the IP data and the samples the bot filter is measured against.
+# Every download is pinned to a version and checked against the registry's
+# sha512 integrity before it is used.
 #
 #   LEADPIPE_CACHE  cache directory (default: ${XDG_CACHE_HOME:-~/.cache}/leadpipe)
 #
