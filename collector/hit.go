@@ -40,14 +40,19 @@ func fieldErr(field, format string, args ...any) error {
 
 // hitInput is the JSON a tracker posts (see CONTRACT.md).
 type hitInput struct {
-	Site      string `json:"site"`
-	Type      string `json:"type"`
-	URL       string `json:"url"`
-	Referrer  string `json:"referrer"`
-	Title     string `json:"title"`
-	CID       string `json:"cid"`
-	ID        string `json:"id"`
-	TS        *int64 `json:"ts"`
+	Site     string `json:"site"`
+	Type     string `json:"type"`
+	URL      string `json:"url"`
+	Referrer string `json:"referrer"`
+	Title    string `json:"title"`
+	CID      string `json:"cid"`
+	ID       string `json:"id"`
+	TS       *int64 `json:"ts"`
+	// HeldMS is how long the tracker held the hit before sending it (the
+	// landing page's hits wait for a consent answer): the hit happened
+	// that long before it was received. Unlike ts, it needs no clock of
+	// the browser's to be right. Ignored with ts.
+	HeldMS    *int64 `json:"held_ms"`
 	EngagedMS *int64 `json:"engaged_ms"`
 	Consent   string `json:"consent"`
 }
@@ -120,6 +125,11 @@ func ParseHit(body []byte, now time.Time) (bus.Hit, error) {
 			return h, fieldErr("ts", "must be epoch milliseconds within the last 7 days")
 		}
 		h.TS = *in.TS
+	} else if in.HeldMS != nil {
+		if *in.HeldMS < 0 || *in.HeldMS > maxPastTS.Milliseconds() {
+			return h, fieldErr("held_ms", "must be between 0 and %d (7 days)", maxPastTS.Milliseconds())
+		}
+		h.TS = h.ReceivedAt - *in.HeldMS
 	}
 	switch {
 	case h.Type == "engagement" && in.EngagedMS == nil:

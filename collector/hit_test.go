@@ -36,7 +36,14 @@ func TestParseHit(t *testing.T) {
 	ok(`  {"site":"abc123","type":"pageview","url":"http://example.com","unknown_field":true}`)
 	ok(`{"site":"abc123","type":"pageview","url":"https://example.com/","ts":` + itoa(now.Add(-time.Hour).UnixMilli()) + `}`)
 
+	if h, err := ParseHit([]byte(`{"site":"abc","type":"pageview","url":"https://example.com/","held_ms":4500}`), now); err != nil ||
+		h.TS != now.Add(-4500*time.Millisecond).UnixMilli() {
+		t.Errorf("held_ms 4500: ts %d, %v; want 4.5 s before receipt", h.TS, err)
+	}
+
 	bad(``, "body", "JSON object")
+	bad(`{"site":"abc","type":"pageview","url":"https://example.com/","held_ms":-1}`, "held_ms", "between")
+	bad(`{"site":"abc","type":"pageview","url":"https://example.com/","held_ms":604800001}`, "held_ms", "between")
 	bad(`[1,2]`, "body", "JSON object")
 	bad(`{"site":`, "body", "invalid JSON")
 	bad(`{"type":"pageview","url":"https://example.com/"}`, "site", "required")

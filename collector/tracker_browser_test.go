@@ -124,17 +124,20 @@ func page(consent, extraHead string) string {
 }
 
 // TestTrackerConsentRequired: with data-consent="required" nothing is
-// stored before consent and hits carry no client id; after
-// leadpipe('consent','granted') the tracker's cookies and storage appear with
-// their lifetimes, single-page-app navigation is counted, and engaged time
+// stored before consent, and the landing page's hit waits for the answer;
+// after leadpipe('consent','granted') it goes out with the client id (so
+// the landing page and the pages after it are one visitor's), dated when
+// the page loaded; the tracker's cookies and storage appear with their
+// lifetimes, single-page-app navigation is counted, and engaged time
 // arrives when the tab is hidden.
 func TestTrackerConsentRequired(t *testing.T) {
 	e := startBrowserEnv(t, page("required", ""))
 	e.run(t, chromedp.Navigate(e.pages.URL+"/pricing?utm_source=newsletter"))
-	first := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
-	if first.ClientID != "" || first.Consent != "unknown" || first.Title != "Pricing – Example" ||
-		!strings.HasSuffix(first.URL, "/pricing?utm_source=newsletter") || first.Lang == "" || !strings.Contains(first.UserAgent, "Chrome") {
-		t.Errorf("pageview before consent: %+v", first)
+	var loaded bool
+	e.eval(t, `!!window.__leadpipe`, &loaded)
+	time.Sleep(time.Second) // the visitor reads the banner
+	if h := e.hits(t); !loaded || len(h) != 0 {
+		t.Errorf("tracker loaded %v; %d hits sent before the visitor answered, want them held: %+v", loaded, len(h), h)
 	}
 	if c := e.cookies(t); len(c) != 0 {
 		t.Errorf("cookies before consent: %v", c)
@@ -145,6 +148,14 @@ func TestTrackerConsentRequired(t *testing.T) {
 
 	var ignored any
 	e.eval(t, `leadpipe('consent', 'granted')`, &ignored)
+	first := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
+	if first.ClientID == "" || first.Consent != "granted" || first.Title != "Pricing – Example" ||
+		!strings.HasSuffix(first.URL, "/pricing?utm_source=newsletter") || first.Lang == "" || !strings.Contains(first.UserAgent, "Chrome") {
+		t.Errorf("the landing pageview, released by the grant: %+v", first)
+	}
+	if held := time.Duration(first.ReceivedAt-first.TS) * time.Millisecond; held < 900*time.Millisecond || held > 20*time.Second {
+		t.Errorf("the landing pageview is dated %v before it was received; want the second it was held", held)
+	}
 	cookies := e.cookies(t)
 	now := time.Now()
 	for _, name := range []string{"_lfa", "_lfa_consent"} {
@@ -173,7 +184,7 @@ func TestTrackerConsentRequired(t *testing.T) {
 	// A router changes the title after pushState returns.
 	e.eval(t, `history.pushState({}, '', '/customers'); document.title = 'Customers – Example'; 1`, &ignored)
 	spa := e.waitHit(t, "SPA pageview", func(h bus.Hit) bool { return h.Type == "pageview" && strings.HasSuffix(h.URL, "/customers") })
-	if spa.ClientID != cookies["_lfa"].Value || spa.Consent != "granted" || !strings.HasSuffix(spa.Referrer, "/pricing?utm_source=newsletter") ||
+	if first.ClientID != cookies["_lfa"].Value || spa.ClientID != cookies["_lfa"].Value || spa.Consent != "granted" || !strings.HasSuffix(spa.Referrer, "/pricing?utm_source=newsletter") ||
 		spa.Title != "Customers – Example" {
 		t.Errorf("SPA pageview: %+v", spa)
 	}
@@ -186,6 +197,39 @@ func TestTrackerConsentRequired(t *testing.T) {
 	eng := e.waitHit(t, "engagement", func(h bus.Hit) bool { return h.Type == "engagement" })
 	if eng.EngagedMS < 1000 || eng.EngagedMS > 60000 || eng.ClientID != spa.ClientID {
 		t.Errorf("engagement on hide: %+v, want ≥1s of engaged time from the same client", eng)
+	}
+}
+
+// TestTrackerConsentUnanswered: the landing page's hits of a site that
+// requires consent do not wait for ever: they go out without a client id
+// at the end of data-consent-wait, or at once when the tab is hidden (the
+// visitor may be leaving); a refusal sends them at once, without one.
+func TestTrackerConsentUnanswered(t *testing.T) {
+	waitTag := `<script async src="{{COLLECTOR}}/lf.js" data-site="{{SITE}}" data-consent="required" data-consent-wait="%d"></script>`
+	for _, c := range []struct {
+		name, do string
+		wait     int
+	}{
+		{"wait-ends", "", 1},
+		{"tab-hidden", `Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => 'hidden'});
+			document.dispatchEvent(new Event('visibilitychange')); 1`, 600},
+		{"refused", `leadpipe('consent', 'denied'); 1`, 600},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := startBrowserEnv(t, `<!doctype html><html><head><title>Home</title>`+fmt.Sprintf(waitTag, c.wait)+`</head><body></body></html>`)
+			e.run(t, chromedp.Navigate(e.pages.URL+"/"))
+			var loaded bool
+			e.eval(t, `!!window.__leadpipe`, &loaded)
+			if c.do != "" {
+				var ignored any
+				e.eval(t, c.do, &ignored)
+			}
+			h := e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
+			want := map[string]string{"wait-ends": "unknown", "tab-hidden": "unknown", "refused": "denied"}[c.name]
+			if h.ClientID != "" || h.Consent != want || len(e.cookies(t)) != 0 {
+				t.Errorf("landing pageview %+v, cookies %v; want no client id, consent %s, no cookie", h, e.cookies(t), want)
+			}
+		})
 	}
 }
 

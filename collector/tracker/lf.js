@@ -7,6 +7,12 @@
  *   data-consent      "required": nothing is written to cookies or localStorage
  *                     until leadpipe('consent', 'granted') (or the site's consent
  *                     manager) grants it. Default "not-required".
+ *   data-consent-wait seconds the page's hits wait for the visitor's answer where
+ *                     consent is required and not yet given (default 30). Granted
+ *                     in time, they go out with the client id, so the landing page
+ *                     and the pages after it are one visit of one visitor; refused,
+ *                     unanswered in time, or the tab hidden, they go out without it.
+ *                     0 sends them at once.
  *   data-cookie-days  lifetime of the _lfa client id (default 730, the seed's
  *                     2 years; CNIL expects at most 395 days for consent-exempt
  *                     audience measurement).
@@ -48,6 +54,8 @@
     var respectDNT = attr('respect-dnt', 'true') !== 'false';
     var trackHash = attr('hash', 'false') === 'true';
     var heartbeatMs = Math.max(+attr('heartbeat', 15) || 15, 5) * 1000;
+    var consentWait = +attr('consent-wait', 30);
+    var consentWaitMs = (isNaN(consentWait) ? 30 : Math.max(consentWait, 0)) * 1000;
     var secure = location.protocol === 'https:' ? ';Secure' : '';
     var DAY = 864e5;
     // guard wraps every callback the browser calls later: nothing leadpipe
@@ -61,6 +69,9 @@
     var explicit = remembered === 'granted' || remembered === 'denied' ? remembered : null;
     var privacySignal = respectDNT && (navigator.globalPrivacyControl === true ||
       navigator.doNotTrack === '1' || w.doNotTrack === '1');
+    // held: hits waiting for the answer (see release); holding: whether
+    // new hits still wait.
+    var held = [], holding = consentRequired && consentWaitMs > 0;
 
     function storageAllowed() {
       if (privacySignal || explicit === 'denied') return false;
@@ -83,6 +94,7 @@
         if (consentRequired) deleteCookie('_lfa_consent');
         else setCookie('_lfa_consent', 'denied', 730 * DAY);
       }
+      release(false);
       return changed;
     }
 
@@ -192,6 +204,30 @@
     }
 
 
+    // ---- waiting for the answer ------------------------------------------
+    // Where consent is required and the visitor has not answered yet, hits
+    // wait (at most consentWaitMs after the page loaded). Sent at once, the
+    // landing page would go out without a client id and the pages after
+    // the banner's "accept" with one: two visitors and two visits for one
+    // person. They go out when the visitor answers, with the answer; when
+    // the tab is hidden (the visitor may be leaving), without a client id;
+    // and without one at the end of the wait, after which nothing waits.
+    function undecided() { return holding && explicit === null && !privacySignal; }
+    function release(beacon) {
+      var now = Date.now(), waiting = held;
+      held = [];
+      for (var i = 0; i < waiting.length; i++) {
+        var p = waiting[i].p;
+        p.cid = clientId();
+        p.consent = consentField();
+        p.held_ms = now - waiting[i].at;
+        send(p, beacon);
+      }
+    }
+    if (holding) {
+      setTimeout(guard(function () { holding = false; release(false); }), consentWaitMs);
+    }
+
     // ---- sending -------------------------------------------------------
     function pageURL() { return trackHash ? location.href : location.href.split('#')[0]; }
     function payload(type, extra) {
@@ -207,6 +243,10 @@
     // same id, so the collector counts the hit once however often it
     // arrives. beacon: on page hide, when only sendBeacon survives.
     function send(p, beacon) {
+      if (undecided() && !beacon) {
+        held.push({ p: p, at: Date.now() });
+        return;
+      }
       var body = JSON.stringify(p);
       if (beacon && navigator.sendBeacon) {
         try { if (navigator.sendBeacon(endpoint, new Blob([body], { type: 'text/plain' }))) return; } catch (e) { /* fall through */ }
@@ -251,6 +291,7 @@
     ['visibilitychange', 'focus', 'blur', 'pagehide', 'pageshow'].forEach(function (ev) {
       (ev === 'visibilitychange' ? d : w).addEventListener(ev, guard(function () {
         if (ev === 'pagehide' || (ev === 'visibilitychange' && d.visibilityState === 'hidden')) {
+          release(true);
           flushEngagement(true);
         } else {
           tick();
