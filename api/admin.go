@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
 )
@@ -18,10 +19,32 @@ type siteJSON struct {
 	KeepHosting bool   `json:"keep_hosting"`
 	// RetentionDays is how long raw hits and visits are kept.
 	RetentionDays int `json:"retention_days"`
+	// IntentPages are the words of its high-intent page paths.
+	IntentPages []string `json:"intent_pages"`
 }
 
 func siteOut(s tenant.Site) siteJSON {
-	return siteJSON{s.ID, s.Account, s.Name, s.Domain, s.KeepHosting, s.Retention()}
+	return siteJSON{s.ID, s.Account, s.Name, s.Domain, s.KeepHosting, s.Retention(), s.Intent()}
+}
+
+// maxIntentPages bounds a site's high-intent page words.
+const maxIntentPages = 50
+
+// validIntentPages trims a site's high-intent page words in place and
+// checks them, answering 400 when they are wrong.
+func validIntentPages(w http.ResponseWriter, words []string) bool {
+	if len(words) > maxIntentPages {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("intent_pages: at most %d", maxIntentPages))
+		return false
+	}
+	for i, word := range words {
+		words[i] = strings.TrimSpace(word)
+		if words[i] == "" || len(words[i]) > 100 || strings.ContainsFunc(words[i], unicode.IsControl) {
+			writeError(w, http.StatusBadRequest, "intent_pages: each must be 1 to 100 characters of a page path, like pricing or /contact")
+			return false
+		}
+	}
+	return true
 }
 
 // validName trims a name of an account or site in place and checks its
@@ -145,6 +168,8 @@ func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.K
 		Name          *string `json:"name"`
 		KeepHosting   *bool   `json:"keep_hosting"`
 		RetentionDays *int    `json:"retention_days"`
+		// IntentPages replaces the list; [] restores the defaults.
+		IntentPages *[]string `json:"intent_pages"`
 	}
 	if !decodeBody(w, r, &in) {
 		return
@@ -156,6 +181,9 @@ func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.K
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("retention_days: must be between 1 and %d", tenant.MaxRetentionDays))
 		return
 	}
+	if in.IntentPages != nil && !validIntentPages(w, *in.IntentPages) {
+		return
+	}
 	updated, err := s.tenants.UpdateSite(r.Context(), site.ID, func(site *tenant.Site) {
 		if in.Name != nil {
 			site.Name = *in.Name
@@ -165,6 +193,9 @@ func (s *Server) updateSite(w http.ResponseWriter, r *http.Request, key tenant.K
 		}
 		if in.RetentionDays != nil {
 			site.RetentionDays = *in.RetentionDays
+		}
+		if in.IntentPages != nil {
+			site.IntentPages = *in.IntentPages
 		}
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 type (
 	Day     = store.Day
 	TopPage = store.TopPage
+	Score   = store.Score
 )
 
 // The company page reads a company's raw hits of the range; its visits are
@@ -41,6 +42,7 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 		s.dbUnavailable(w, "querying company page", err)
 		return
 	}
+	act.Score.IntentPages = site.Intent()
 	truncated := len(act.Hits) == maxCompanyHits
 	visits := buildVisits(act.Hits)
 	slices.SortFunc(visits, func(a, b Visit) int { return b.Started.Compare(a.Started) })
@@ -52,9 +54,9 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 	}
 	setRows(w, len(visits))
 	// truncated: older visits of the range are not shown (narrow the range).
-	writeJSON(w, http.StatusOK, map[string]any{"company": act.Company, "visits": visits, "from": from, "to": to,
+	writeJSON(w, http.StatusOK, map[string]any{"company": s.withProfiles([]store.Company{act.Company})[0], "visits": visits, "from": from, "to": to,
 		"truncated": truncated || len(visits) == maxVisits,
-		"daily":     act.Daily, "top_pages": act.TopPages, "sources": nonNil(act.Sources), "countries": nonNil(act.Countries)})
+		"score":     act.Score, "daily": act.Daily, "top_pages": act.TopPages, "sources": nonNil(act.Sources), "countries": nonNil(act.Countries)})
 }
 
 func nonNil(m map[string]uint64) map[string]uint64 {

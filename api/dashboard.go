@@ -75,6 +75,7 @@ type pageData struct {
 	TopPages     []TopPage
 	VisitSources []keyCount
 	Countries    []keyCount
+	Score        Score
 	Reasons      []reasonCount
 	Snippet      string
 	Providers    []providerLink
@@ -302,6 +303,7 @@ func (s *Server) companyPage(w http.ResponseWriter, r *http.Request, key string)
 		TopPages  []TopPage `json:"top_pages"`
 		Sources   map[string]uint64
 		Countries map[string]uint64
+		Score     Score
 	}
 	d := pageData{Title: "Company", SignedIn: true, Site: site}
 	if code, msg := s.api(r, key, "/api/v1/sites/"+site.ID+"/companies/"+url.PathEscape(r.PathValue("id"))+"?"+params.Encode(), &out); code != http.StatusOK {
@@ -313,6 +315,7 @@ func (s *Server) companyPage(w http.ResponseWriter, r *http.Request, key string)
 	d.Title, d.Company, d.Visits, d.From, d.To = out.Company.Name, out.Company, out.Visits, out.From, out.To
 	d.Chart = visitsChart(out.Daily, out.From, out.To)
 	d.TopPages, d.VisitSources, d.Countries = out.TopPages, byCount(out.Sources), byCount(out.Countries)
+	d.Score = out.Score
 	s.render(w, "company.html", d)
 }
 

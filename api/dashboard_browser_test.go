@@ -108,7 +108,7 @@ func TestDashboard(t *testing.T) {
 	if visits != 3 {
 		t.Errorf("%d visits on the timeline, want 3", visits)
 	}
-	for _, want := range []string{"Top pages", "Acme – customers", "search\t3", "CH\t9"} {
+	for _, want := range []string{"Top pages", "Acme – customers", "search\t3", "CH\t9", "Why score", "high-intent page views (pricing, plans"} {
 		if !strings.Contains(breakdowns, want) {
 			t.Errorf("breakdowns lack %q: %q", want, breakdowns)
 		}

@@ -46,8 +46,23 @@ func dateRange(w http.ResponseWriter, r *http.Request) (from, to string, ok bool
 	return f.Format(time.DateOnly), t.Format(time.DateOnly), true
 }
 
-// Company is one row of the company feed.
-type Company = store.Company
+// Company is one row of the company feed, with the company's profile
+// (brand, legal name, domain, industry, size, headquarters, LinkedIn, and
+// where each came from) when one is known.
+type Company struct {
+	store.Company
+	Profile *ipintel.Profile `json:"profile,omitempty"`
+}
+
+// withProfiles gives the companies their profiles from the IP data.
+func (s *Server) withProfiles(rows []store.Company) []Company {
+	db := s.ipdata.DB()
+	out := make([]Company, len(rows))
+	for i, c := range rows {
+		out[i] = Company{Company: c, Profile: db.ProfileOf(c.ID, c.Domain)}
+	}
+	return out
+}
 
 // feedPlan is how a feed request is answered.
 type feedPlan struct {
@@ -177,11 +192,12 @@ func (s *Server) companies(w http.ResponseWriter, r *http.Request, key tenant.Ke
 		return
 	}
 	limit, offset := plan.limit, plan.Offset
-	out, err := s.db.FeedCompanies(r.Context(), plan.Feed)
+	rows, err := s.db.FeedCompanies(r.Context(), plan.Feed)
 	if err != nil {
 		s.dbUnavailable(w, "querying company feed", err)
 		return
 	}
+	out := s.withProfiles(rows)
 	resp := map[string]any{"from": from, "to": to}
 	if len(out) > limit {
 		out = out[:limit]

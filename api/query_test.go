@@ -27,6 +27,7 @@ import (
 	"github.com/leadpipe/leadpipe/internal/tenant"
 	"github.com/leadpipe/leadpipe/internal/testenv"
 	"github.com/leadpipe/leadpipe/internal/visitorid"
+	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/store"
 )
 
@@ -533,10 +534,38 @@ func TestBadRequests(t *testing.T) {
 
 func TestIPEndpoint(t *testing.T) {
 	t.Parallel()
-	a, _ := startAPI(t)
+	a, exec := startAPI(t)
 	code, out := a.call(t, a.owner, "GET", "/api/v1/ip/1.0.0.1", "")
 	if code != 200 || out["asn"] != float64(13335) || out["as_org"] != "Cloudflare, Inc." || out["evidence"] == nil {
 		t.Errorf("/api/v1/ip/1.0.0.1: %d %v", code, out)
+	}
+	// An address of SAP's network answers with SAP's profile; company.country
+	// is its headquarters, the top-level country where the address is.
+	sap := testenv.ASN(t).PrefixesOf(212794)[0].Addr().Next()
+	code, out = a.call(t, a.owner, "GET", "/api/v1/ip/"+sap.String(), "")
+	c, _ := out["company"].(map[string]any)
+	if code != 200 || c == nil || c["name"] != "SAP" || c["legal_name"] != "SAP SE" || c["domain"] != "sap.com" ||
+		c["industry"] != "Software Development" || c["size"] != "10001+" || c["country"] != "DE" || c["city"] != "Walldorf" ||
+		!strings.HasPrefix(fmt.Sprint(c["sources"].(map[string]any)["name"]), "leadpipe curated: ") || out["as_org"] != "SAP SE" {
+		t.Errorf("/api/v1/ip/%s: %d %v", sap, code, out)
+	}
+	// The feed and the company page show the profile of a company the IP
+	// data has one for.
+	site := a.createSite(t, "profiles")
+	id := ipintel.CompanyIDFor("", "SAP SE")
+	now := time.Now().UTC()
+	exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, company_id, company_name,
+		company_domain, asn, as_org, network_type, country, company_country) VALUES (?, ?, ?, 'p1', 'pageview', 'https://x.example/', '/', 1,
+		'granted', ?, 'SAP', 'sap.com', 212794, 'SAP SE', 'business', 'US', 'DE')`, site, now, now, id)
+	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies", "")
+	rows, _ := out["companies"].([]any)
+	if code != 200 || len(rows) != 1 || rows[0].(map[string]any)["country"] != "DE" ||
+		fmt.Sprint(rows[0].(map[string]any)["profile"].(map[string]any)["city"]) != "Walldorf" {
+		t.Errorf("feed with a profiled company (headquarters DE, visited from the US): %d %v", code, out)
+	}
+	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies/"+id, "")
+	if p, _ := out["company"].(map[string]any)["profile"].(map[string]any); code != 200 || p["legal_name"] != "SAP SE" {
+		t.Errorf("company page of a profiled company: %d %v", code, out)
 	}
 }
 
@@ -903,6 +932,34 @@ func TestFeedFiltersSortAndPages(t *testing.T) {
 	_, out := feed("")
 	if score := out["companies"].([]any)[0].(map[string]any)["lead_score"].(float64); score <= 0 || score > 100 {
 		t.Errorf("lead score %v outside (0, 100]", score)
+	}
+	// The site's high-intent pages are a site setting; the company page
+	// names them when it explains a score (the processor stamps the hits
+	// it stores from then on: TestIntentAndHeadquartersStamped).
+	score := func(id string) map[string]any {
+		t.Helper()
+		code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies/"+id, "")
+		if code != 200 {
+			t.Fatalf("company %s: %d %v", id, code, out)
+		}
+		return out["score"].(map[string]any)
+	}
+	if why := score("c-beta"); why["pageviews"].(float64) != 5 || fmt.Sprint(why["intent_pages"]) != "[pricing plans contact demo quote trial]" {
+		t.Errorf("Beta's score explained: %v", why)
+	}
+	if code, out := a.call(t, a.owner, "PATCH", "/api/v1/sites/"+site, `{"intent_pages":[" /Docs "]}`); code != 200 || fmt.Sprint(out["intent_pages"]) != "[/Docs]" {
+		t.Fatalf("PATCH intent_pages: %d %v", code, out)
+	}
+	if why := score("c-beta"); fmt.Sprint(why["intent_pages"]) != "[/Docs]" {
+		t.Errorf("Beta's score explained after naming /docs: %v", why)
+	}
+	for _, bad := range []string{`{"intent_pages":[""]}`, `{"intent_pages":["a\u0000b"]}`, `{"intent_pages":"pricing"}`} {
+		if code, out := a.call(t, a.owner, "PATCH", "/api/v1/sites/"+site, bad); code != 400 {
+			t.Errorf("PATCH %s: %d %v, want 400", bad, code, out)
+		}
+	}
+	if code, out := a.call(t, a.owner, "PATCH", "/api/v1/sites/"+site, `{"intent_pages":[]}`); code != 200 || fmt.Sprint(out["intent_pages"]) != "[pricing plans contact demo quote trial]" {
+		t.Errorf("PATCH intent_pages [] (the defaults again): %d %v", code, out)
 	}
 	for _, bad := range []string{"sort=random", "country=Germany", "network_type=cable", "min_visits=-1", "page=x&page_match=regex", "cursor=!!", "source=google", "page_match=equals"} {
 		if code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies?"+bad, ""); code != 400 {

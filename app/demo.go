@@ -5,11 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/ipintel"
 )
 
@@ -39,6 +45,18 @@ var demoNetworks = []uint32{
 	158,    // Ericsson Inc.
 }
 
+// demoFiltered are networks and browsers whose hits the processor drops,
+// one of each reason, so the filtered-traffic view shows what it does.
+var demoFiltered = []struct {
+	asn       uint32
+	userAgent string
+}{
+	{7922, BrowserUserAgent},  // Comcast Cable: residential
+	{22394, BrowserUserAgent}, // Verizon Wireless: mobile
+	{16509, BrowserUserAgent}, // Amazon (AWS): hosting
+	{202200, "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}, // a crawler, from a company network
+}
+
 var demoPages = []struct{ path, title string }{
 	{"/", "Acme Analytics – B2B analytics platform"},
 	{"/pricing", "Pricing – Acme Analytics"},
@@ -50,17 +68,33 @@ var demoPages = []struct{ path, title string }{
 	{"/careers", "Careers – Acme Analytics"},
 }
 
-var demoReferrers = []string{"", "", "https://www.google.com/", "https://www.linkedin.com/", "https://news.ycombinator.com/", "https://duckduckgo.com/"}
+// demoEntries are how demo visits arrive: direct, from search, social and
+// referral sites, and from two campaigns (UTM parameters on the landing
+// page's URL).
+var demoEntries = []struct{ referrer, query string }{
+	{"", ""}, {"", ""},
+	{"https://www.google.com/", ""}, {"https://duckduckgo.com/", ""},
+	{"https://www.linkedin.com/", ""}, {"https://news.ycombinator.com/", ""},
+	{"", "?utm_source=newsletter&utm_medium=email&utm_campaign=q4-launch"},
+	{"https://www.linkedin.com/", "?utm_source=linkedin&utm_medium=paid-social&utm_campaign=cfo-webinar"},
+}
+
+// demoHistoryDays is how far back the demo site's history goes.
+const demoHistoryDays = 21
 
 // demoTraffic is a demo site and the networks its visitors come from.
 type demoTraffic struct {
 	collector, site string
-	networks        [][]netip.Prefix
+	networks        [][]netip.Prefix // business networks, most active first
+	filtered        [][]netip.Prefix // by demoFiltered
+	js              jetstream.JetStream
+	// history is set when the site was created now: it gets its past weeks.
+	history bool
 }
 
 // prepareDemo creates (or finds) the demo site and picks the networks.
 func prepareDemo(ctx context.Context, s *Stack) (*demoTraffic, error) {
-	d := &demoTraffic{collector: s.CollectorAddr}
+	d := &demoTraffic{collector: s.CollectorAddr, js: s.Bus.JS}
 	for _, site := range s.Tenants.Sites() {
 		if site.Name == demoSiteName {
 			d.site = site.ID
@@ -71,7 +105,7 @@ func prepareDemo(ctx context.Context, s *Stack) (*demoTraffic, error) {
 		if err != nil {
 			return nil, fmt.Errorf("creating the demo site: %w", err)
 		}
-		d.site = site.ID
+		d.site, d.history = site.ID, true
 	}
 	table := s.IPData.DB().ASN()
 	for _, asn := range demoNetworks {
@@ -79,18 +113,115 @@ func prepareDemo(ctx context.Context, s *Stack) (*demoTraffic, error) {
 			d.networks = append(d.networks, p)
 		}
 	}
+	for _, f := range demoFiltered {
+		d.filtered = append(d.filtered, table.PrefixesOf(f.asn))
+	}
 	if len(d.networks) == 0 {
 		return nil, fmt.Errorf("demo: none of the demo networks is in the ASN data")
 	}
 	s.DemoSite = d.site
-	s.log.Info("demo traffic started", "site", d.site, "networks", len(d.networks))
+	history := 0
+	if d.history {
+		history = demoHistoryDays
+	}
+	s.log.Info("demo traffic started", "site", d.site, "networks", len(d.networks), "history_days", history)
 	return d, nil
 }
 
-// run sends the demo site a steady trickle of visits through the
-// collector, as a tracker on a real site would, until ctx ends.
-func (d *demoTraffic) run(ctx context.Context) {
+// demoVisit is one visit of the demo: from where, with which browser, and
+// the hits it makes.
+type demoVisit struct {
+	ip        netip.Addr
+	userAgent string
+	hits      []map[string]any
+}
+
+// visit makes a visit starting at start: a visitor of a business network
+// (the first networks far more often than the last, so some companies
+// come back and others once) reads a few pages; one visit in six is
+// traffic the processor drops, one of each reason in turn.
+func (d *demoTraffic) visit(r *rand.Rand, start time.Time) demoVisit {
+	v := demoVisit{userAgent: BrowserUserAgent}
+	if r.IntN(6) == 0 {
+		i := r.IntN(len(demoFiltered))
+		if p := d.filtered[i]; len(p) > 0 {
+			v.ip, v.userAgent = ipintel.RandomAddr(p[r.IntN(len(p))], r), demoFiltered[i].userAgent
+		}
+	}
+	if !v.ip.IsValid() {
+		// Zipf-like: network k is chosen about 1/(k+1) as often as the first.
+		k := int(math.Floor(math.Pow(float64(len(d.networks)+1), r.Float64()))) - 1
+		prefixes := d.networks[min(k, len(d.networks)-1)]
+		v.ip = ipintel.RandomAddr(prefixes[r.IntN(len(prefixes))], r)
+	}
+	cid := fmt.Sprintf("demo.%d", r.Uint32())
+	entry := demoEntries[r.IntN(len(demoEntries))]
+	referrer, query := entry.referrer, entry.query
+	at := start
+	for range 1 + r.IntN(4) {
+		page := demoPages[r.IntN(len(demoPages))]
+		url := "https://demo.leadpipe.test" + page.path + query
+		engaged := 2000 + r.IntN(90000)
+		v.hits = append(v.hits,
+			map[string]any{"type": "pageview", "url": url, "title": page.title, "referrer": referrer, "ts": at.UnixMilli()},
+			map[string]any{"type": "engagement", "url": url, "engaged_ms": engaged, "ts": at.Add(time.Duration(engaged) * time.Millisecond).UnixMilli()})
+		for _, h := range v.hits[len(v.hits)-2:] {
+			h["site"], h["cid"], h["consent"] = d.site, cid, "granted"
+		}
+		referrer, query = "https://demo.leadpipe.test/", ""
+		at = at.Add(time.Duration(engaged)*time.Millisecond + time.Duration(5+r.IntN(30))*time.Second)
+	}
+	return v
+}
+
+// backfill gives a newly created demo site its past weeks: about thirty
+// visits a day, published straight to the hits stream (the collector
+// takes hits of the last seven days only), which the processor handles as
+// any others.
+func (d *demoTraffic) backfill(ctx context.Context, r *rand.Rand) error {
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	n := 0
+	for day := demoHistoryDays; day >= 1; day-- {
+		for range 20 + r.IntN(20) {
+			start := today.AddDate(0, 0, -day).Add(time.Duration(7*3600+r.IntN(11*3600)) * time.Second)
+			v := d.visit(r, start)
+			for _, h := range v.hits {
+				n++
+				hit := bus.Hit{ID: fmt.Sprintf("demo-history-%d", n), Site: d.site, Type: h["type"].(string), URL: h["url"].(string),
+					ClientID: h["cid"].(string), Consent: "granted", TS: h["ts"].(int64), IP: v.ip.String(),
+					UserAgent: v.userAgent, Lang: "en-GB"}
+				hit.ReceivedAt = hit.TS
+				hit.Title, _ = h["title"].(string)
+				hit.Referrer, _ = h["referrer"].(string)
+				if ms, ok := h["engaged_ms"].(int); ok {
+					hit.EngagedMS = uint32(ms)
+				}
+				data, err := hit.Encode()
+				if err != nil {
+					return err
+				}
+				msg := nats.NewMsg(bus.HitSubject(d.site))
+				msg.Data = data
+				msg.Header.Set(jetstream.MsgIDHeader, hit.MsgID())
+				if _, err := d.js.PublishMsg(ctx, msg); err != nil {
+					return fmt.Errorf("publishing the demo's history: %w", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// run gives a new demo site its history, then sends it a steady trickle of
+// visits through the collector, as a tracker on a real site would, until
+// ctx ends.
+func (d *demoTraffic) run(ctx context.Context, log *slog.Logger) {
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	if d.history {
+		if err := d.backfill(ctx, r); err != nil && ctx.Err() == nil {
+			log.Warn("the demo site's history is incomplete", "err", err)
+		}
+	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	url := "http://" + d.collector + "/v1/hit"
 	tick := time.NewTicker(400 * time.Millisecond)
@@ -101,29 +232,16 @@ func (d *demoTraffic) run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		// One short visit: a visitor of one company reads a few pages.
-		prefixes := d.networks[r.IntN(len(d.networks))]
-		ip := ipintel.RandomAddr(prefixes[r.IntN(len(prefixes))], r)
-		cid := fmt.Sprintf("demo.%d", r.Uint32())
-		referrer := demoReferrers[r.IntN(len(demoReferrers))]
-		for range 1 + r.IntN(4) {
-			page := demoPages[r.IntN(len(demoPages))]
-			body, _ := json.Marshal(map[string]any{
-				"site": d.site, "type": "pageview", "url": "https://demo.leadpipe.test" + page.path,
-				"title": page.title, "referrer": referrer, "cid": cid, "consent": "granted",
-			})
-			postDemoHit(ctx, client, url, body, ip)
-			engaged, _ := json.Marshal(map[string]any{
-				"site": d.site, "type": "engagement", "url": "https://demo.leadpipe.test" + page.path,
-				"cid": cid, "consent": "granted", "engaged_ms": 2000 + r.IntN(60000),
-			})
-			postDemoHit(ctx, client, url, engaged, ip)
-			referrer = "https://demo.leadpipe.test/"
+		v := d.visit(r, time.Now())
+		for _, h := range v.hits {
+			delete(h, "ts") // live hits are dated by the collector
+			body, _ := json.Marshal(h)
+			postDemoHit(ctx, client, url, body, v.ip, v.userAgent)
 		}
 	}
 }
 
-func postDemoHit(ctx context.Context, client *http.Client, url string, body []byte, ip netip.Addr) {
+func postDemoHit(ctx context.Context, client *http.Client, url string, body []byte, ip netip.Addr, userAgent string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return
@@ -132,7 +250,7 @@ func postDemoHit(ctx context.Context, client *http.Client, url string, body []by
 	req.Header.Set("X-Forwarded-For", ip.String())
 	// What a visitor's browser sends: the processor drops hits without it
 	// as software, not people.
-	req.Header.Set("User-Agent", BrowserUserAgent)
+	req.Header.Set("User-Agent", userAgent)
 	req.Header.Set("Accept-Language", "en-GB,en;q=0.9")
 	if resp, err := client.Do(req); err == nil {
 		resp.Body.Close()

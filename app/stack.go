@@ -422,7 +422,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		stage("metrics", func() error { return s.serveMetrics(runCtx, ln.metrics, metrics) })
 	}
 	if b.demo != nil {
-		stage("demo", func() error { b.demo.run(runCtx); return nil })
+		stage("demo", func() error { b.demo.run(runCtx, s.log); return nil })
 	}
 }
 

@@ -17,11 +17,20 @@ type Answer struct {
 	Decided string `json:"decided_by"`
 }
 
-// Company is the organisation an IP belongs to.
+// Company is the organisation an IP belongs to, with its profile: Name is
+// the brand, Country and City its headquarters'. Sources names where each
+// profile field came from.
 type Company struct {
-	ID     string `json:"id"`
-	Name   string `json:"name"`
-	Domain string `json:"domain"`
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	LegalName string            `json:"legal_name"`
+	Domain    string            `json:"domain"`
+	Industry  string            `json:"industry"`
+	Size      string            `json:"size"`
+	Country   string            `json:"country"`
+	City      string            `json:"city"`
+	LinkedIn  string            `json:"linkedin"`
+	Sources   map[string]string `json:"sources,omitempty"`
 }
 
 // Evidence is one source's statement about an IP.

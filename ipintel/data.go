@@ -26,6 +26,7 @@ const (
 	ptrTokensFile        = "ptr_tokens.csv"
 	ptrDomainsFile       = "ptr_domains.csv"
 	ptrSuffixesFile      = "ptr_suffixes.csv"
+	CompanyProfilesFile  = "company_profiles.csv"
 )
 
 // readCSV calls row for each record of a headed CSV file, with the record's

@@ -24,6 +24,9 @@ type Sources struct {
 	Companies string
 	// Overrides is the operator's corrections file (CSV or JSON).
 	Overrides string
+	// Profiles is an open company dataset, joined by domain, read with
+	// ProfileColumns (see LoadDataset, ParseColumnMap).
+	Profiles, ProfileColumns string
 }
 
 // Result is what the hot path needs to know about an IP. Enrich fills it
@@ -42,7 +45,11 @@ type Result struct {
 
 	CompanyID, CompanyName, CompanyDomain string
 	Industry, Size                        string
-	Country                               string
+	// Country is where the address is; CompanyCountry the company's
+	// headquarters, when its profile says.
+	Country, CompanyCountry string
+	// Profile is the company's profile, when one is known.
+	Profile *Profile
 }
 
 // Identified reports whether the network is an organisation leadpipe shows
@@ -72,6 +79,12 @@ type DB struct {
 	cities    *Cities
 	companies *Companies
 	overrides *Overrides
+	// profiles are the curated profiles by ASN, completed from the dataset;
+	// byCompany the profiles by company id (curated and the company ranges
+	// file's); dataset the open company dataset by domain.
+	profiles  map[uint32]*Profile
+	byCompany map[string]*Profile
+	dataset   *Dataset
 	// Loaded is when the snapshot was built; Sources what from.
 	Loaded  time.Time
 	Sources Sources
@@ -94,6 +107,15 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 			return nil, fmt.Errorf("overrides: %w", err)
 		}
 	}
+	if src.Profiles != "" {
+		cols, err := ParseColumnMap(src.ProfileColumns)
+		if err != nil {
+			return nil, fmt.Errorf("profile dataset columns: %w", err)
+		}
+		if db.dataset, err = LoadDataset(src.Profiles, cols); err != nil {
+			return nil, fmt.Errorf("profile dataset: %w", err)
+		}
+	}
 	if src.Companies != "" {
 		if db.companies, err = LoadCompanies(src.Companies); err != nil {
 			return nil, fmt.Errorf("company ranges: %w", err)
@@ -110,6 +132,13 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 			src = c.Evidence[0].Source
 		}
 		db.classes[i] = netClass{Classification: c, source: src}
+		// A network the curated profiles name is its organisation's own,
+		// whatever words its registered name uses ("FedEx Internet
+		// Technologies"); only the curated type list says otherwise.
+		if _, ok := curatedProfiles[nw.ASN]; ok && src != "asn-list" && c.Type != TypeEducation && c.Type != TypeGovernment {
+			db.classes[i] = netClass{source: "profiles", Classification: Classification{Type: TypeBusiness, Confidence: 0.9,
+				Evidence: []Evidence{{Source: "profiles", Says: fmt.Sprintf("AS%d is an organisation's own network (%s)", nw.ASN, CompanyProfilesFile)}}}}
+		}
 	}
 	if src.CountryMMDB != "" {
 		if db.geo, err = LoadGeo(src.CountryMMDB); err != nil {
@@ -125,7 +154,80 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 		runtime.AddCleanup(db, func(c *Cities) { c.Close() }, db.cities)
 	}
 	db.combine()
+	db.joinProfiles()
 	return db, nil
+}
+
+// joinProfiles completes every profile from the dataset (by its domain)
+// and indexes them by company id. The curated profiles are the package's
+// own (data/company_profiles.csv), keyed by ASN; a company ranges record's
+// profile is the record itself.
+func (db *DB) joinProfiles() {
+	db.profiles, db.byCompany = map[uint32]*Profile{}, map[string]*Profile{}
+	complete := func(p *Profile) *Profile {
+		if d, ok := db.dataset.Lookup(p.Domain); ok {
+			return merged(p, d)
+		}
+		return p
+	}
+	for asn, p := range curatedProfiles {
+		db.profiles[asn] = complete(p)
+	}
+	for _, nw := range db.asn.networks {
+		if p, ok := db.profiles[nw.ASN]; ok {
+			db.byCompany[nw.CompanyID] = p
+		}
+	}
+	if db.companies != nil {
+		for i := range db.companies.records {
+			rec := &db.companies.records[i]
+			rec.profile = complete(rec.Profile())
+			db.byCompany[rec.ID] = rec.profile
+		}
+	}
+}
+
+// ProfileOf is the profile of a company the feed shows: by its id (the
+// curated profiles and the company ranges file), else by its domain from
+// the dataset; nil when none is known.
+func (db *DB) ProfileOf(companyID, domain string) *Profile {
+	if p, ok := db.byCompany[companyID]; ok {
+		return p
+	}
+	if p, ok := db.dataset.Lookup(domain); ok {
+		return p
+	}
+	return nil
+}
+
+// AttachProfile gives a result whose company has a domain but no profile
+// (a domain reverse DNS found, say) the dataset's profile of that domain.
+func (db *DB) AttachProfile(r *Result) {
+	if r.Profile != nil || r.CompanyDomain == "" || db.dataset == nil {
+		return
+	}
+	if p, ok := db.dataset.Lookup(r.CompanyDomain); ok {
+		r.applyProfile(p)
+	}
+}
+
+// applyProfile shows the company by its profile: its brand name, domain,
+// industry, size and headquarters, where the profile has them.
+func (r *Result) applyProfile(p *Profile) {
+	r.Profile = p
+	if p.Name != "" {
+		r.CompanyName = p.Name
+	}
+	if p.Domain != "" {
+		r.CompanyDomain = p.Domain
+	}
+	if p.Industry != "" {
+		r.Industry = p.Industry
+	}
+	if p.Size != "" {
+		r.Size = p.Size
+	}
+	r.CompanyCountry = p.Country
 }
 
 // combine builds cells from the ASN table and the country database.
@@ -200,11 +302,15 @@ func (db *DB) Enrich(ip netip.Addr) Result {
 		nw, cl := &db.asn.networks[n-1], &db.classes[n-1]
 		r = Result{Known: true, Type: cl.Type, Confidence: cl.Confidence, Source: cl.source,
 			ASN: nw.ASN, ASOrg: nw.Org, CompanyID: nw.CompanyID, CompanyName: nw.Org}
+		if p, ok := db.profiles[nw.ASN]; ok {
+			r.applyProfile(p)
+		}
 	}
 	if c, ok := db.companies.Lookup(ip); ok {
 		r.Known = true
 		r.CompanyID, r.CompanyName, r.CompanyDomain = c.ID, c.Name, c.Domain
-		r.Industry, r.Size, r.Country = c.Industry, c.Size, c.Country
+		r.Industry, r.Size, r.Profile = c.Industry, c.Size, nil
+		r.applyProfile(c.profile)
 		// The operator says this range is an organisation's own.
 		r.Type, r.Confidence, r.Source = TypeBusiness, 0.9, "companies"
 	}
@@ -228,6 +334,7 @@ func applyOverride(r *Result, ov *Override) {
 	if ov.Company != "" {
 		r.CompanyName, r.CompanyDomain = ov.Company, ov.Domain
 		r.CompanyID = CompanyIDFor(ov.Domain, ov.Company)
+		r.Industry, r.Size, r.CompanyCountry, r.Profile = "", "", "", nil
 	}
 }
 
@@ -283,8 +390,13 @@ func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal) Answer {
 		a.City = c
 		a.Evidence = append(a.Evidence, Evidence{Source: "geo", Says: "city " + c})
 	}
+	db.AttachProfile(&r)
 	if r.Identified() {
-		a.Company = &Company{ID: r.CompanyID, Name: r.CompanyName, Domain: r.CompanyDomain}
+		a.Company = &Company{ID: r.CompanyID, Name: r.CompanyName, Domain: r.CompanyDomain,
+			Industry: r.Industry, Size: r.Size, Country: r.CompanyCountry}
+		if p := r.Profile; p != nil {
+			a.Company.LegalName, a.Company.City, a.Company.LinkedIn, a.Company.Sources = p.LegalName, p.City, p.LinkedIn, p.Sources
+		}
 	}
 	return a
 }

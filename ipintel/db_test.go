@@ -53,8 +53,8 @@ func TestEnrichPrecedence(t *testing.T) {
 			t.Errorf("Enrich(%s) = %s by %s, company %q; want %s by %s, %q", ip, r.Type, r.Source, r.CompanyName, wantType, wantSource, wantCompany)
 		}
 	}
-	check(sap, TypeBusiness, "asn-list", "SAP SE")
-	check(sap.Next(), TypeHosting, "override", "SAP SE")
+	check(sap, TypeBusiness, "asn-list", "SAP")
+	check(sap.Next(), TypeHosting, "override", "SAP")
 	check(comcast, TypeBusiness, "companies", "Acme Home Office")
 	check(comcast.Next(), TypeResidential, "asn-list", "Comcast Cable Communications, LLC")
 	check(netip.MustParseAddr("10.0.0.1"), TypeUnknown, "", "")

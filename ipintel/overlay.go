@@ -23,14 +23,28 @@ import (
 // home-grown IP→company database), and an overrides file that corrects a
 // classification and wins over every other source.
 
-// CompanyRecord is one organisation of the company ranges file.
+// CompanyRecord is one organisation of the company ranges file: its
+// profile, which wins over every other (Country and City are its
+// headquarters').
 type CompanyRecord struct {
-	ID       string `json:"id"`
-	Name     string `json:"name"`
-	Domain   string `json:"domain"`
-	Industry string `json:"industry,omitempty"`
-	Size     string `json:"size,omitempty"`
-	Country  string `json:"country,omitempty"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	LegalName string `json:"legal_name,omitempty"`
+	Domain    string `json:"domain"`
+	Industry  string `json:"industry,omitempty"`
+	Size      string `json:"size,omitempty"`
+	Country   string `json:"country,omitempty"`
+	City      string `json:"city,omitempty"`
+	LinkedIn  string `json:"linkedin,omitempty"`
+	// profile is the record's profile completed from the dataset.
+	profile *Profile
+}
+
+// Profile is the record as a profile, sourced "company ranges file".
+func (c *CompanyRecord) Profile() *Profile {
+	p := &Profile{Name: c.Name, LegalName: c.LegalName, Domain: c.Domain, Industry: c.Industry, Size: c.Size,
+		Country: c.Country, City: c.City, LinkedIn: c.LinkedIn}
+	return p.sourced("company ranges file")
 }
 
 // CompanyIDFor is the stable company id: from the domain when one is known
@@ -124,7 +138,7 @@ func LoadCompanies(path string) (*Companies, error) {
 // ParseCompanies parses a company ranges file's content; name (the file
 // name) picks the format and prefixes errors.
 func ParseCompanies(name string, data []byte) (*Companies, error) {
-	rows, err := readRows(name, data, []string{"cidr", "name"}, []string{"domain", "industry", "size", "country"})
+	rows, err := readRows(name, data, []string{"cidr", "name"}, []string{"legal_name", "domain", "industry", "size", "country", "city", "linkedin"})
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +151,8 @@ func ParseCompanies(name string, data []byte) (*Companies, error) {
 		rec := CompanyRecord{
 			Name: strings.TrimSpace(r.get("name")), Domain: strings.ToLower(strings.TrimSpace(r.get("domain"))),
 			Industry: strings.TrimSpace(r.get("industry")), Size: strings.TrimSpace(r.get("size")),
-			Country: strings.ToUpper(strings.TrimSpace(r.get("country"))),
+			Country: strings.ToUpper(strings.TrimSpace(r.get("country"))), LegalName: strings.TrimSpace(r.get("legal_name")),
+			City: strings.TrimSpace(r.get("city")), LinkedIn: strings.TrimSpace(r.get("linkedin")),
 		}
 		if rec.Name == "" {
 			return nil, fmt.Errorf("%s %s: name: is empty", name, r.where)

@@ -118,25 +118,26 @@ func (p *Processor) buildHit(ctx context.Context, b *batch, db *ipintel.DB, m je
 		p.drop(b, m, raw, &hit, ts, ReasonErased)
 		return nil
 	}
+	site, known := p.sites.LookupSite(ctx, hit.Site)
+	retention := uint16(tenant.DefaultRetentionDays)
+	if known {
+		retention = uint16(site.Retention())
+	}
+	path := urlPath(hit.URL)
+	var intent uint8
+	if hit.Type == "pageview" && site.IntentPath(path) {
+		intent = 1
+	}
 	b.rows = append(b.rows, row{Hit: store.Hit{
-		SiteID: hit.Site, HitID: hit.ID, Type: hit.Type, URL: hit.URL, Path: urlPath(hit.URL),
+		SiteID: hit.Site, HitID: hit.ID, Type: hit.Type, URL: hit.URL, Path: path, Intent: intent,
 		Referrer: hit.Referrer, Title: hit.Title, Consent: hit.Consent,
 		TS: ts, ReceivedAt: time.UnixMilli(hit.ReceivedAt).UTC(), VisitorID: vid, EngagedMS: hit.EngagedMS,
 		CompanyID: res.CompanyID, CompanyName: res.CompanyName, CompanyDomain: res.CompanyDomain,
-		CompanyIndustry: res.Industry, CompanySize: res.Size, ASOrg: res.ASOrg, ASN: res.ASN,
+		CompanyIndustry: res.Industry, CompanySize: res.Size, CompanyCountry: res.CompanyCountry, ASOrg: res.ASOrg, ASN: res.ASN,
 		NetworkType: res.Type, Country: res.Country, City: db.City(ip), Lang: hit.Lang, StreamSeq: seq,
-		RetentionDays: p.retention(ctx, hit.Site),
+		RetentionDays: retention,
 	}, msg: m, raw: raw})
 	return nil
-}
-
-// retention is the site's retention in days (the default for a site the
-// processor cannot find).
-func (p *Processor) retention(ctx context.Context, site string) uint16 {
-	if s, ok := p.sites.LookupSite(ctx, site); ok {
-		return uint16(s.Retention())
-	}
-	return tenant.DefaultRetentionDays
 }
 
 // enrich decides what is known of a hit's visitor, or why the hit must be
@@ -149,6 +150,7 @@ func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip
 	if p.ptr != nil {
 		if sig, ok := p.ptr.Peek(ip); ok {
 			ipintel.ApplyPTR(&res, sig)
+			db.AttachProfile(&res)
 		}
 	}
 	switch res.Type {

@@ -134,13 +134,13 @@ func TestProcessorEnrichesWritesAndCountsFiltered(t *testing.T) {
 	var asn uint32
 	var pageviews uint64
 	if err := conn.QueryRow(context.Background(),
-		"SELECT anyLast(company_name), any(asn), count() FROM hits WHERE site_id = 'site1' AND company_name = 'SAP SE'").Scan(&name, &asn, &pageviews); err != nil {
+		"SELECT anyLast(company_name), any(asn), count() FROM hits WHERE site_id = 'site1' AND as_org = 'SAP SE'").Scan(&name, &asn, &pageviews); err != nil {
 		t.Fatal(err)
 	}
-	if name != "SAP SE" || asn != 212794 || pageviews != 300 {
-		t.Errorf("SAP hits: name %q asn %d count %d, want SAP SE / 212794 / 300", name, asn, pageviews)
+	if name != "SAP" || asn != 212794 || pageviews != 300 {
+		t.Errorf("SAP hits: name %q asn %d count %d, want SAP (its profile's name) / 212794 / 300", name, asn, pageviews)
 	}
-	if v := count(t, conn, "SELECT uniqExactMerge(visitors) FROM company_daily WHERE site_id = 'site1' AND company_name = 'SAP SE'"); v != 7 {
+	if v := count(t, conn, "SELECT uniqExactMerge(visitors) FROM company_daily WHERE site_id = 'site1' AND company_name = 'SAP'"); v != 7 {
 		t.Errorf("SAP visitors %d, want 7 distinct client ids", v)
 	}
 }
@@ -729,6 +729,77 @@ func TestRetentionStampedFromSite(t *testing.T) {
 	for site, want := range map[string]uint64{short.ID: 30, plain.ID: tenant.DefaultRetentionDays} {
 		if n := count(t, conn, "SELECT countIf(retention_days != ?) FROM hits WHERE site_id = ?", want, site); n != 0 {
 			t.Errorf("site %s: %d hits without its retention of %d days", site, n, want)
+		}
+	}
+}
+
+// TestIntentAndHeadquartersStamped: pageviews of a site's high-intent
+// pages are stamped (the default words, or the site's own once it names
+// them; engagement hits never), company_daily sums them, and each hit
+// carries its company's headquarters from the company's profile.
+func TestIntentAndHeadquartersStamped(t *testing.T) {
+	table := testenv.ASN(t)
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	d := deps(t, b, conn)
+	ctx := context.Background()
+	sites := d.Sites.(*tenant.Store)
+	plain, err := sites.CreateSite(ctx, "", "Plain", "plain.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := sites.CreateSite(ctx, "", "Docs", "docs.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sites.UpdateSite(ctx, docs.ID, func(s *tenant.Site) { s.IntentPages = []string{"/docs"} }); err != nil {
+		t.Fatal(err)
+	}
+	run(t, New(testConfig(), d, prometheus.NewRegistry(), testenv.Quiet()))
+	ip := businessIPs(t, table, 212794, 1)[0] // SAP SE: headquartered in DE by its profile
+	now := time.Now().UnixMilli()
+	n := 0
+	for _, site := range []string{plain.ID, docs.ID} {
+		for _, h := range []struct{ typ, path string }{{"pageview", "/Pricing"}, {"pageview", "/docs/api"}, {"pageview", "/blog"}, {"engagement", "/pricing"}} {
+			n++
+			hit := bus.Hit{ID: fmt.Sprintf("i-%d", n), Site: site, Type: h.typ, URL: "https://example.com" + h.path, Consent: "granted",
+				ClientID: "c", TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: browserUA, Lang: "en"}
+			data, _ := hit.Encode()
+			msg := nats.NewMsg(bus.HitSubject(site))
+			msg.Data = data
+			if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for site, want := range map[string]string{plain.ID: "/Pricing", docs.ID: "/docs/api"} {
+		testenv.Eventually(t, 30*time.Second, func() error {
+			// The view's rows may be committed a moment after the hits'.
+			if got, agg := count(t, conn, "SELECT count() FROM hits WHERE site_id = ?", site),
+				count(t, conn, "SELECT sum(hits) FROM company_daily WHERE site_id = ?", site); got != 4 || agg != 4 {
+				return fmt.Errorf("%d hits stored, %d in company_daily", got, agg)
+			}
+			return nil
+		})
+		var paths []string
+		rows, err := conn.Query(ctx, "SELECT path FROM hits WHERE site_id = ? AND intent = 1", site)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var p string
+			rows.Scan(&p)
+			paths = append(paths, p)
+		}
+		rows.Close()
+		if strings.Join(paths, ",") != want {
+			t.Errorf("site %s: intent stamped on %v, want only %s", site, paths, want)
+		}
+		if got := count(t, conn, "SELECT sum(intent_pageviews) FROM company_daily WHERE site_id = ?", site); got != 1 {
+			t.Errorf("site %s: company_daily counts %d intent pageviews, want 1", site, got)
+		}
+		if got := count(t, conn, "SELECT countIf(company_country != 'DE' OR company_name != 'SAP') FROM hits WHERE site_id = ?", site); got != 0 {
+			t.Errorf("site %s: %d hits without SAP's profile name and headquarters", site, got)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -37,20 +38,48 @@ const (
        sum(visits), sum(pageviews), uniqExactMerge(visitors), intDiv(sum(engaged_ms), 1000),
        min(first_seen), max(last_seen)`
 
-	// companyCountrySQL is a company's country over the range: the one most
-	// of its pageviews came from (ties go to the first code in alphabetical
-	// order), so it does not flip with whoever visited last; the last seen
-	// country only for a range without pageviews.
-	companyCountrySQL = `if(empty(sumMap(countries)), anyLast(country),
-       arrayElement(mapKeys(sumMap(countries)), indexOf(mapValues(sumMap(countries)), arrayMax(mapValues(sumMap(countries))))))`
+	// companyCountrySQL is a company's country: its headquarters when its
+	// profile says; else the one most of its pageviews of the range came
+	// from (ties go to the first code in alphabetical order), so it does
+	// not flip with whoever visited last; the last seen country only for a
+	// range without pageviews.
+	companyCountrySQL = `if(max(company_country) != '', max(company_country), if(empty(sumMap(countries)), anyLast(country),
+       arrayElement(mapKeys(sumMap(countries)), indexOf(mapValues(sumMap(countries)), arrayMax(mapValues(sumMap(countries)))))))`
 
-	// leadScoreSQL is the lead score, 0–100: engagement saturating towards
-	// 100 (ten engaged minutes, three visits or ten pageviews each count as
-	// one unit; 1 − e^−units), times recency halving about every ten days
-	// since the company was last seen (e^(−days/14)).
-	leadScoreSQL = `round(100 * (1 - exp(-(sum(engaged_ms) / 600000 + sum(visits) / 3 + sum(pageviews) / 10)))
-                     * exp(-dateDiff('second', max(last_seen), now64(3)) / 86400 / 14), 1)`
+	// The lead score ranks a site's companies by how likely they are
+	// buying (README, "Lead score"): points for what the company did in
+	// the range, squashed into 0–100 by points / (points + 40) so that no
+	// activity reaches 100, times recency, halving every 14 days since the
+	// company was last seen. Intent pageviews are pageviews of the site's
+	// high-intent pages (stamped by the processor); returning days are the
+	// days with visits after the first.
+	scorePointsSQL = `(sum(pageviews) + 5 * sum(intent_pageviews) + 2 * sum(visits)
+                      + 5 * (uniqExact(day) - 1) + sum(engaged_ms) / 60000)`
+	scoreRecencySQL = `exp2(-greatest(0, dateDiff('second', max(last_seen), now64(3))) / 86400 / 14)`
+	leadScoreSQL    = `round(100 * ` + scorePointsSQL + ` / (` + scorePointsSQL + ` + 40) * ` + scoreRecencySQL + `, 1)`
 )
+
+// ScoreWeights are the lead score's points per unit, as scorePointsSQL
+// gives them: its explanation on the company page shows them.
+var ScoreWeights = map[string]float64{"pageviews": 1, "intent_pageviews": 5, "visits": 2, "returning_days": 5, "engaged_minutes": 1}
+
+// Score explains a company's lead score: what it did in the range, the
+// points that earned, and the recency that scales them.
+type Score struct {
+	Pageviews         uint64  `json:"pageviews"`
+	IntentPageviews   uint64  `json:"intent_pageviews"`
+	Visits            uint64  `json:"visits"`
+	ReturningDays     uint64  `json:"returning_days"`
+	EngagedMinutes    float64 `json:"engaged_minutes"`
+	Points            float64 `json:"points"`
+	DaysSinceLastSeen float64 `json:"days_since_last_seen"`
+	Recency           float64 `json:"recency"`
+	Score             float64 `json:"score"`
+	// IntentPages are the site's high-intent page words (the API fills
+	// them in; hits are stamped with the words of their time).
+	IntentPages []string           `json:"intent_pages"`
+	Weights     map[string]float64 `json:"weights"`
+}
 
 // The company page: a company's aggregate of the range, its visits and
 // pageviews per day, its top pages, its visits by source, its pageviews by
@@ -58,7 +87,9 @@ const (
 const (
 	companySQL = `
 SELECT company_id, ` + companyAggregates + `, ` + leadScoreSQL + `,
-       sumMap(sources), sumMap(countries)
+       sumMap(sources), sumMap(countries),
+       sum(intent_pageviews), toUInt64(uniqExact(day) - 1), sum(engaged_ms) / 60000, ` + scorePointsSQL + `,
+       greatest(0, dateDiff('second', max(last_seen), now64(3))) / 86400, ` + scoreRecencySQL + `
 FROM company_daily
 WHERE site_id = {site:String} AND company_id = {company:String} AND day BETWEEN {from:Date} AND {to:Date}
 GROUP BY company_id`
@@ -132,6 +163,7 @@ type CompanyActivity struct {
 	Sources, Countries map[string]uint64
 	Daily              []Day
 	TopPages           []TopPage
+	Score              Score
 	// Hits are the company's latest hits of the range, at most the limit
 	// asked for, ordered by visit then time.
 	Hits []CompanyHit
@@ -143,13 +175,17 @@ type CompanyActivity struct {
 func (db *DB) CompanyActivity(ctx context.Context, site, company, from, to string, maxHits int) (CompanyActivity, error) {
 	var a CompanyActivity
 	g, ctx := errgroup.WithContext(ctx)
-	ctx = params(ctx, clickhouse.Parameters{"site": site, "company": company, "from": from, "to": to, "limit": strconv.Itoa(maxHits)})
+	ctx = params(ctx, clickhouse.Parameters{"site": site, "company": company, "from": from, "to": to,
+		"limit": strconv.Itoa(maxHits)})
 	g.Go(func() error {
 		var first, last time.Time
-		c := &a.Company
+		c, sc := &a.Company, &a.Score
 		err := db.conn.QueryRow(ctx, companySQL).Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country,
-			&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore, &a.Sources, &a.Countries)
+			&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore, &a.Sources, &a.Countries,
+			&sc.IntentPageviews, &sc.ReturningDays, &sc.EngagedMinutes, &sc.Points, &sc.DaysSinceLastSeen, &sc.Recency)
 		c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
+		sc.Pageviews, sc.Visits, sc.Score = c.Pageviews, c.Visits, c.LeadScore
+		sc.Weights = ScoreWeights
 		return err
 	})
 	g.Go(func() (err error) {
@@ -178,3 +214,22 @@ func (db *DB) CompanyActivity(ctx context.Context, site, company, from, to strin
 	})
 	return a, g.Wait()
 }
+
+// stringArray is the text of an Array(String) query parameter: each
+// string quoted, its quotes and backslashes escaped.
+func stringArray(values []string) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, v := range values {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('\'')
+		b.WriteString(arrayEscaper.Replace(v))
+		b.WriteByte('\'')
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+var arrayEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`)

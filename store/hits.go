@@ -43,6 +43,8 @@ type Hit struct {
 	Lang            string    `ch:"lang"`
 	StreamSeq       uint64    `ch:"stream_seq"`
 	RetentionDays   uint16    `ch:"retention_days"`
+	CompanyCountry  string    `ch:"company_country"` // headquarters, from the company's profile
+	Intent          uint8     `ch:"intent"`          // 1: a view of one of the site's high-intent pages
 }
 
 // Filtered is one row of filtered_hits: a hit the processor did not keep,
@@ -110,9 +112,10 @@ type hitColumns struct {
 	siteID, hitID, typ, url, path, referrer, source, title, consent []string
 	companyID, companyName, companyDomain, companyIndustry          []string
 	companySize, asOrg, networkType, country, city, lang            []string
+	companyCountry                                                  []string
 	ts, receivedAt, visitStart                                      []time.Time
 	visitorID, visitID, streamSeq                                   []uint64
-	newVisit                                                        []uint8
+	newVisit, intent                                                []uint8
 	engagedMS, asn                                                  []uint32
 	retentionDays                                                   []uint16
 }
@@ -120,12 +123,13 @@ type hitColumns struct {
 func (c *hitColumns) grow(n int) {
 	for _, s := range []*[]string{&c.siteID, &c.hitID, &c.typ, &c.url, &c.path, &c.referrer, &c.source, &c.title, &c.consent,
 		&c.companyID, &c.companyName, &c.companyDomain, &c.companyIndustry, &c.companySize, &c.asOrg, &c.networkType,
-		&c.country, &c.city, &c.lang} {
+		&c.country, &c.city, &c.lang, &c.companyCountry} {
 		*s = make([]string, 0, n)
 	}
 	c.ts, c.receivedAt, c.visitStart = make([]time.Time, 0, n), make([]time.Time, 0, n), make([]time.Time, 0, n)
 	c.visitorID, c.visitID, c.streamSeq = make([]uint64, 0, n), make([]uint64, 0, n), make([]uint64, 0, n)
 	c.newVisit, c.engagedMS, c.asn, c.retentionDays = make([]uint8, 0, n), make([]uint32, 0, n), make([]uint32, 0, n), make([]uint16, 0, n)
+	c.intent = make([]uint8, 0, n)
 }
 
 func (c *hitColumns) add(h *Hit) {
@@ -158,6 +162,8 @@ func (c *hitColumns) add(h *Hit) {
 	c.lang = append(c.lang, h.Lang)
 	c.streamSeq = append(c.streamSeq, h.StreamSeq)
 	c.retentionDays = append(c.retentionDays, h.RetentionDays)
+	c.companyCountry = append(c.companyCountry, h.CompanyCountry)
+	c.intent = append(c.intent, h.Intent)
 }
 
 // columns are the slices in Hit's field order, which is the order of
@@ -166,7 +172,7 @@ func (c *hitColumns) columns() []any {
 	return []any{c.siteID, c.ts, c.receivedAt, c.hitID, c.typ, c.url, c.path, c.referrer, c.source, c.title,
 		c.visitorID, c.visitID, c.visitStart, c.newVisit, c.consent, c.engagedMS, c.companyID, c.companyName,
 		c.companyDomain, c.companyIndustry, c.companySize, c.asn, c.asOrg, c.networkType, c.country, c.city, c.lang,
-		c.streamSeq, c.retentionDays}
+		c.streamSeq, c.retentionDays, c.companyCountry, c.intent}
 }
 
 // InsertFiltered records filtered hits as one block under the

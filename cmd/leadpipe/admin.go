@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -269,5 +270,54 @@ func runIPLookup(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// runIPEval handles `leadpipe ip eval FILE`: it answers every labelled
+// address of FILE from the local IP data and reports how the answers
+// compare, overall and by the layer that decided, then lists the misses.
+// The last line is the summary scripts read.
+func runIPEval(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ip eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg ipintel.Config
+	cfg.RegisterFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("usage: leadpipe ip eval FILE (CSV: ip,expected_type[,expected_domain])")}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cases, err := ipintel.ReadEvalCases(f, filepath.Base(fs.Arg(0)))
+	if err != nil {
+		return err
+	}
+	store, err := ipintel.OpenStore(cfg.Sources(), slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return fmt.Errorf("IP data: %w", err)
+	}
+	rep := store.DB().Evaluate(cases)
+	for _, m := range rep.Misses {
+		fmt.Fprintf(stdout, "miss: line %d %s: labelled %s, answered %s by %s (AS%d %s)\n",
+			m.Case.Line, m.Case.IP, m.Case.Type, m.Answer.NetworkType, m.Answer.Decided, m.Answer.ASN, m.Answer.ASOrg)
+	}
+	for _, l := range rep.Layers() {
+		n := rep.ByLayer[l]
+		fmt.Fprintf(stdout, "layer: %s cases=%d correct=%d accuracy=%.3f\n", l, n[0], n[1], ipintel.Ratio(n[1], n[0]))
+	}
+	fmt.Fprintf(stdout, "accuracy=%.3f business_verdicts=%d business_precision=%.3f identified=%d domains=%d/%d\n",
+		ipintel.Ratio(rep.Correct, rep.Cases), rep.BusinessVerdicts, ipintel.Ratio(rep.BusinessRight, rep.BusinessVerdicts),
+		rep.Identified, rep.DomainRight, rep.DomainCases)
+	fmt.Fprintf(stdout, "eval: cases=%d business_coverage=%.3f precision=%.3f false_identification=%.3f\n",
+		rep.Cases, ipintel.Ratio(rep.Covered, rep.Organisations), ipintel.Ratio(rep.BusinessRight, rep.BusinessVerdicts),
+		ipintel.Ratio(rep.FalseIdentifications, rep.Others))
 	return nil
 }

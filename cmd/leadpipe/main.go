@@ -34,6 +34,7 @@ Commands:
   migrate    apply the ClickHouse schema migrations
   sql        run SQL on leadpipe's ClickHouse database, print TSV
   ip lookup  explain what leadpipe knows about IP addresses
+  ip eval    compare leadpipe's answers with labelled addresses (CSV)
   ipdb reload  make every running process reload its IP data files
   dlq list|replay  show or replay hits that could never be processed
   backup     back up the database and the buckets to <data-dir>/backups
@@ -76,11 +77,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "sql":
 		err = runSQL(ctx, args, stdout, stderr)
 	case "ip":
-		if len(args) == 0 || args[0] != "lookup" {
-			fmt.Fprintln(stderr, "usage: leadpipe ip lookup IP...")
+		switch {
+		case len(args) > 0 && args[0] == "lookup":
+			err = runIPLookup(args[1:], stdout, stderr)
+		case len(args) > 0 && args[0] == "eval":
+			err = runIPEval(args[1:], stdout, stderr)
+		default:
+			fmt.Fprintln(stderr, "usage: leadpipe ip lookup IP... | leadpipe ip eval FILE")
 			return 2
 		}
-		err = runIPLookup(args[1:], stdout, stderr)
 	case "ipdb":
 		err = runIPDB(args, stdout, stderr)
 	case "dlq":

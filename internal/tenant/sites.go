@@ -35,6 +35,44 @@ type Site struct {
 	// SecretHash is the SHA-256 of the site secret that server-side senders
 	// present to POST /v1/batch; empty until one is made.
 	SecretHash string `json:"secret_hash,omitempty"`
+	// IntentPages are the words of the site's high-intent page paths
+	// (pricing, contact, demo…): a page whose path contains one, in any
+	// case, weighs more in the lead score. Empty: DefaultIntentPages.
+	IntentPages []string `json:"intent_pages,omitempty"`
+}
+
+// DefaultIntentPages are the high-intent page words of a site that names
+// none: the pages a buyer reads, not a browser.
+var DefaultIntentPages = []string{"pricing", "plans", "contact", "demo", "quote", "trial"}
+
+// Intent is the site's high-intent page words.
+func (s Site) Intent() []string {
+	if len(s.IntentPages) == 0 {
+		return DefaultIntentPages
+	}
+	return s.IntentPages
+}
+
+// IntentPath reports whether a page path is one of the site's high-intent
+// pages: it contains one of the words, in any case.
+func (s Site) IntentPath(path string) bool {
+	for _, w := range s.Intent() {
+		if len(w) <= len(path) && containsFold(path, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFold reports whether s contains substr, ASCII case folded,
+// without allocating.
+func containsFold(s, substr string) bool {
+	for i := 0; i+len(substr) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(substr)], substr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Retention is the site's retention of raw hits and visits, in days.
