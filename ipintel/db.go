@@ -125,11 +125,16 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 		return nil, fmt.Errorf("ASN data: %w", err)
 	}
 	db.classes = make([]netClass, len(db.asn.networks))
+	shares := legacyShares(db.asn)
 	for i, nw := range db.asn.networks {
 		c := cls.Classify(nw.ASN, nw.Org)
 		src := "default"
 		if len(c.Evidence) > 0 {
 			src = c.Evidence[0].Source
+		}
+		if src == SourceDefault && c.Type == TypeBusiness {
+			c = fallBack(c, shares[nw.ASN])
+			src = SourceAddressSpace
 		}
 		db.classes[i] = netClass{Classification: c, source: src}
 		// A network the curated profiles name is its organisation's own,

@@ -199,3 +199,24 @@ func loadRealDB(t *testing.T, src Sources) *DB {
 	}
 	return db
 }
+
+// TestFallBackByAddressSpace: a network no curated entry and no name rule
+// claims is a business candidate only when most of its space is legacy
+// class B space; else it is unknown, with the evidence saying why. Xerox
+// (AS26662) holds legacy space; Cogeco, a cable ISP named by its brand
+// (AS7992), holds registry space.
+func TestFallBackByAddressSpace(t *testing.T) {
+	db := loadRealDB(t, realSources(t))
+	for _, c := range []struct {
+		asn  uint32
+		want string
+	}{{26662, TypeBusiness}, {7992, TypeUnknown}} {
+		a := db.Explain(loadReal(t).PrefixesOf(c.asn)[0].Addr().Next(), nil)
+		if a.NetworkType != c.want || a.Decided != SourceAddressSpace || !strings.Contains(a.Evidence[1].Says, "legacy space") {
+			t.Errorf("AS%d %s: %s by %s, evidence %v; want %s by %s", c.asn, a.ASOrg, a.NetworkType, a.Decided, a.Evidence, c.want, SourceAddressSpace)
+		}
+		if (a.Company != nil) != (c.want == TypeBusiness) {
+			t.Errorf("AS%d: company %v", c.asn, a.Company)
+		}
+	}
+}
