@@ -12,9 +12,10 @@ import (
 
 // Day and TopPage are rows of the company page.
 type (
-	Day     = store.Day
-	TopPage = store.TopPage
-	Score   = store.Score
+	Day       = store.Day
+	TopPage   = store.TopPage
+	Score     = store.Score
+	RecentHit = store.RecentHit
 )
 
 // The company page reads a company's raw hits of the range; its visits are

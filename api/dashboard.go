@@ -76,6 +76,7 @@ type pageData struct {
 	VisitSources []keyCount
 	Countries    []keyCount
 	Score        Score
+	Status       trackerStatus
 	Reasons      []reasonCount
 	Snippet      string
 	Providers    []providerLink
@@ -109,6 +110,7 @@ func (s *Server) dashboardRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /app/sites/{site}", s.page(s.feedPage))
 	mux.HandleFunc("GET /app/sites/{site}/companies/{id}", s.page(s.companyPage))
 	mux.HandleFunc("GET /app/sites/{site}/filtered", s.page(s.filteredPage))
+	mux.HandleFunc("GET /app/sites/{site}/status", s.page(s.statusPage))
 	mux.HandleFunc("GET /app/sites/{site}/snippet", s.page(s.snippetPage))
 }
 
@@ -394,6 +396,30 @@ func (s *Server) filteredPage(w http.ResponseWriter, r *http.Request, key string
 	}
 	d.From, d.To = out.From, out.To
 	s.render(w, "filtered.html", d)
+}
+
+// trackerStatus is the tracker status page's data.
+type trackerStatus struct {
+	Recent   []RecentHit
+	ThisLine *struct {
+		NetworkType string `json:"network_type"`
+		Company     *ipintel.Company
+		ASOrg       string `json:"as_org"`
+		Country     string
+		Kept        bool
+	} `json:"this_line"`
+}
+
+func (s *Server) statusPage(w http.ResponseWriter, r *http.Request, key string) {
+	site, ok := s.dashSite(w, r, key)
+	if !ok {
+		return
+	}
+	d := pageData{Title: "Tracker status", SignedIn: true, Site: site}
+	if code, msg := s.api(r, key, "/api/v1/sites/"+site.ID+"/status", &d.Status); code != http.StatusOK {
+		d.Error = msg
+	}
+	s.render(w, "status.html", d)
 }
 
 func (s *Server) snippetPage(w http.ResponseWriter, r *http.Request, key string) {

@@ -123,6 +123,11 @@ func TestDashboard(t *testing.T) {
 	if !strings.Contains(text, "residential") || !strings.Contains(text, "120") {
 		t.Errorf("filtered traffic page: %q", text)
 	}
+	// The tracker status: the latest hits, and what this line is.
+	run(chromedp.Navigate(a.srv.URL+"/app/sites/"+site+"/status"), chromedp.WaitVisible(`table.feed`), chromedp.Text(`main`, &text))
+	if !strings.Contains(text, "This line") || !strings.Contains(text, "unknown") || !strings.Contains(text, "kept") {
+		t.Errorf("tracker status page: %q", text)
+	}
 	// Signing out ends the session.
 	run(chromedp.Navigate(a.srv.URL+"/app/"), chromedp.Click(`form.logout button`), chromedp.WaitVisible(`input[name=key]`))
 	run(chromedp.Navigate(a.srv.URL+"/app/sites/"+site), chromedp.WaitVisible(`input[name=key]`))

@@ -226,6 +226,37 @@ func (s *Server) filtered(w http.ResponseWriter, r *http.Request, key tenant.Key
 	writeJSON(w, http.StatusOK, map[string]any{"reasons": reasons, "from": from, "to": to})
 }
 
+// recentHits is how many of a site's latest hits the tracker status shows.
+const recentHits = 50
+
+// status is the tracker status: the site's latest hits, kept or dropped
+// and why, and what leadpipe makes of the address the request comes from,
+// so that whoever installs the tracker can check it from the line they
+// are on. The requester's address is explained, never stored.
+func (s *Server) status(w http.ResponseWriter, r *http.Request, key tenant.Key) {
+	site, ok := s.site(w, r, key)
+	if !ok {
+		return
+	}
+	hits, err := s.db.RecentHits(r.Context(), site.ID, recentHits)
+	if err != nil {
+		s.dbUnavailable(w, "querying recent hits", err)
+		return
+	}
+	if hits == nil {
+		hits = []store.RecentHit{}
+	}
+	out := map[string]any{"recent": hits}
+	if ip, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		a := s.ipdata.DB().Explain(ip.Addr(), nil)
+		kept := a.Company != nil || a.NetworkType == ipintel.TypeHosting && site.KeepHosting
+		out["this_line"] = map[string]any{"network_type": a.NetworkType, "company": a.Company, "as_org": a.ASOrg,
+			"country": a.Country, "kept": kept}
+	}
+	setRows(w, len(hits))
+	writeJSON(w, http.StatusOK, out)
+}
+
 func (s *Server) ip(w http.ResponseWriter, r *http.Request, _ tenant.Key) {
 	ip, err := netip.ParseAddr(r.PathValue("ip"))
 	if err != nil {

@@ -1242,3 +1242,47 @@ func TestSitesTableNamesSites(t *testing.T) {
 		t.Errorf("sites has %q after the rename, want Web shop", name)
 	}
 }
+
+// TestTrackerStatus: the tracker status lists a site's latest hits of the
+// last day, kept ones with what leadpipe made of them and dropped ones
+// with the reason, newest first, never another site's; and it says what
+// the requester's own line is (loopback here: unknown, not kept).
+func TestTrackerStatus(t *testing.T) {
+	t.Parallel()
+	a, exec := startAPI(t)
+	site, other := a.createSite(t, "status"), a.createSite(t, "status-other")
+	now := time.Now().UTC()
+	kept := func(site, id, path string, age time.Duration) {
+		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, visitor_id, consent, company_id, company_name,
+			asn, as_org, network_type, country) VALUES (?, ?, ?, ?, 'pageview', 'https://x.example/', ?, 1, 'granted', 'c1', 'SAP', 212794,
+			'SAP SE', 'business', 'DE')`, site, now.Add(-age), now.Add(-age), id, path)
+	}
+	kept(site, "k1", "/pricing", 3*time.Minute)
+	kept(site, "k2", "/", time.Minute)
+	kept(other, "k3", "/secret", 0)
+	kept(site, "old", "/old", 25*time.Hour)
+	exec(`INSERT INTO dropped_hits (site_id, ts, reason, hit_key) VALUES (?, ?, 'residential', 1), (?, ?, 'bot', 2)`,
+		site, now.Add(-2*time.Minute), site, now.Add(-4*time.Minute))
+
+	code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/status", "")
+	if code != 200 {
+		t.Fatalf("status: %d %v", code, out)
+	}
+	var got []string
+	for _, h := range out["recent"].([]any) {
+		m := h.(map[string]any)
+		if m["kept"] == true {
+			got = append(got, fmt.Sprintf("kept %s %s %s", m["path"], m["company"], m["network_type"]))
+		} else {
+			got = append(got, "dropped "+fmt.Sprint(m["reason"]))
+		}
+	}
+	want := "kept / SAP business,dropped residential,kept /pricing SAP business,dropped bot"
+	if strings.Join(got, ",") != want {
+		t.Errorf("recent hits %q, want %q", strings.Join(got, ","), want)
+	}
+	line, _ := out["this_line"].(map[string]any)
+	if line == nil || line["network_type"] != "unknown" || line["kept"] != false {
+		t.Errorf("this line (loopback): %v", out["this_line"])
+	}
+}

@@ -166,6 +166,7 @@ func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Se
 	s.route(mux, "POST /api/v1/sites/{site}/feeds", tenant.RoleAnalyst, s.saveFeed)
 	s.route(mux, "DELETE /api/v1/sites/{site}/feeds/{id}", tenant.RoleAnalyst, s.deleteFeed)
 	s.route(mux, "GET /api/v1/sites/{site}/filtered", tenant.RoleViewer, s.filtered)
+	s.route(mux, "GET /api/v1/sites/{site}/status", tenant.RoleViewer, s.status)
 	s.route(mux, "GET /api/v1/sites/{site}/export", tenant.RoleAnalyst, s.export)
 	s.route(mux, "GET /api/v1/ip/{ip}", tenant.RoleViewer, s.ip)
 	s.route(mux, "GET /api/v1/audit", tenant.RoleAdmin, s.auditEntries)

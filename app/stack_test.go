@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
 
 	"github.com/leadpipe/leadpipe/api"
@@ -429,6 +430,60 @@ func TestDemoFillsTheFeed(t *testing.T) {
 		}
 		return nil
 	})
+	demoScreenshots(t, "http://"+c.api, c.key, site)
+}
+
+// demoScreenshots signs in to the dashboard of a demo stack and takes the
+// README's screenshots — the feed by lead score, the top company's page,
+// the tracker status — checking what they show. They are written under
+// the test's temp dir, or to $LEADPIPE_SCREENSHOTS (docs/ for the README).
+func demoScreenshots(t *testing.T, dashboard, key, site string) {
+	tab := testenv.Browser(t)
+	shots := t.TempDir()
+	if dir := os.Getenv("LEADPIPE_SCREENSHOTS"); dir != "" {
+		shots = dir
+	}
+	run := func(actions ...chromedp.Action) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(tab, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Run(ctx, actions...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shot := func(name string) {
+		t.Helper()
+		var png []byte
+		run(chromedp.CaptureScreenshot(&png)) // the window, 1280×900: what a visitor of the page first sees
+		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var text string
+	run(chromedp.Navigate(dashboard+"/"), chromedp.SetValue(`input[name=key]`, key), chromedp.Submit(`input[name=key]`),
+		chromedp.WaitVisible(`table.feed`), chromedp.Navigate(dashboard+"/app/sites/"+site+"?sort=score"),
+		chromedp.WaitVisible(`table.feed`), chromedp.Text(`table.feed tbody`, &text))
+	if !strings.Contains(text, "employees") {
+		t.Errorf("the demo feed shows no company profile: %q", text)
+	}
+	shot("demo-feed.png")
+	run(chromedp.Click(`table.feed tbody a`), chromedp.WaitVisible(`dl.profile`), chromedp.Text(`main`, &text))
+	for _, want := range []string{"Headquarters", "Why score", "high-intent page views"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the demo's top company page lacks %q: %q", want, text)
+		}
+	}
+	shot("demo-company.png")
+	// The status shows the last day: the live visits, which begin once the
+	// history is published.
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		run(chromedp.Navigate(dashboard+"/app/sites/"+site+"/status"), chromedp.WaitVisible(`table.feed`), chromedp.Text(`main`, &text))
+		if !strings.Contains(text, "dropped: ") || !strings.Contains(text, "\tkept\t") {
+			return fmt.Errorf("the demo's tracker status: %q", text)
+		}
+		return nil
+	})
+	shot("demo-status.png")
 }
 
 func TestDataDirIsLocked(t *testing.T) {
