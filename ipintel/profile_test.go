@@ -220,3 +220,36 @@ func TestFallBackByAddressSpace(t *testing.T) {
 		}
 	}
 }
+
+// TestLongTailSetStaysOutsideTheCuratedLists: the labelled long-tail set
+// measures the name rules and the fall-back, so none of its networks may
+// be in the curated type list or the curated profiles.
+func TestLongTailSetStaysOutsideTheCuratedLists(t *testing.T) {
+	f, err := os.Open("testdata/longtail.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cases, err := ReadEvalCases(f, "longtail.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 150 {
+		t.Errorf("%d labelled cases, want 150 at least", len(cases))
+	}
+	c := mustDefaultClassifier(t)
+	tab := loadReal(t)
+	for _, lc := range cases {
+		nw, ok := tab.Lookup(lc.IP)
+		if !ok {
+			t.Errorf("line %d: %s is in no announced network", lc.Line, lc.IP)
+			continue
+		}
+		if _, listed := c.asns[nw.ASN]; listed {
+			t.Errorf("line %d: AS%d is in %s", lc.Line, nw.ASN, ASNTypesFile)
+		}
+		if _, profiled := curatedProfiles[nw.ASN]; profiled {
+			t.Errorf("line %d: AS%d is in %s", lc.Line, nw.ASN, CompanyProfilesFile)
+		}
+	}
+}

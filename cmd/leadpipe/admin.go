@@ -313,9 +313,12 @@ func runIPEval(args []string, stdout, stderr io.Writer) error {
 		n := rep.ByLayer[l]
 		fmt.Fprintf(stdout, "layer: %s cases=%d correct=%d accuracy=%.3f\n", l, n[0], n[1], ipintel.Ratio(n[1], n[0]))
 	}
-	fmt.Fprintf(stdout, "accuracy=%.3f business_verdicts=%d business_precision=%.3f identified=%d domains=%d/%d\n",
-		ipintel.Ratio(rep.Correct, rep.Cases), rep.BusinessVerdicts, ipintel.Ratio(rep.BusinessRight, rep.BusinessVerdicts),
-		rep.Identified, rep.DomainRight, rep.DomainCases)
+	// decision: whether leadpipe shows the address as a company's when it
+	// is one, and drops it when it is not — what the feed gets right.
+	decision := rep.Covered + rep.Others - rep.FalseIdentifications
+	fmt.Fprintf(stdout, "accuracy=%.3f decision_accuracy=%.3f business_verdicts=%d business_precision=%.3f identified=%d domains=%d/%d\n",
+		ipintel.Ratio(rep.Correct, rep.Cases), ipintel.Ratio(decision, rep.Cases), rep.BusinessVerdicts,
+		ipintel.Ratio(rep.BusinessRight, rep.BusinessVerdicts), rep.Identified, rep.DomainRight, rep.DomainCases)
 	fmt.Fprintf(stdout, "eval: cases=%d business_coverage=%.3f precision=%.3f false_identification=%.3f\n",
 		rep.Cases, ipintel.Ratio(rep.Covered, rep.Organisations), ipintel.Ratio(rep.BusinessRight, rep.BusinessVerdicts),
 		ipintel.Ratio(rep.FalseIdentifications, rep.Others))
