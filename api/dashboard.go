@@ -77,6 +77,7 @@ type pageData struct {
 	Countries    []keyCount
 	Score        Score
 	Status       trackerStatus
+	Logos        bool // show the companies' favicons (--api.logos)
 	Reasons      []reasonCount
 	Snippet      string
 	Providers    []providerLink
@@ -118,7 +119,12 @@ func (s *Server) render(w http.ResponseWriter, name string, d pageData) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
+	img := "img-src 'self' data:"
+	if s.cfg.Logos {
+		img += " https:" // the companies' favicons, from their own sites
+	}
+	h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; "+img+"; form-action 'self'; frame-ancestors 'none'")
+	d.Logos = s.cfg.Logos
 	h.Set("X-Content-Type-Options", "nosniff")
 	// same-origin, not no-referrer: with no-referrer browsers send "Origin:
 	// null" on form posts, and the sign-in check needs the real origin.

@@ -1286,3 +1286,20 @@ func TestTrackerStatus(t *testing.T) {
 		t.Errorf("this line (loopback): %v", out["this_line"])
 	}
 }
+
+// TestLogosOnlyWhenAllowed: the dashboard lets browsers load images from
+// other sites (the companies' favicons) only with --api.logos.
+func TestLogosOnlyWhenAllowed(t *testing.T) {
+	t.Parallel()
+	for _, allowed := range []bool{false, true} {
+		a, _ := startAPIWith(t, func(cfg *api.Config, _ string) { cfg.Logos = allowed })
+		resp, err := http.Get(a.srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if csp := resp.Header.Get("Content-Security-Policy"); strings.Contains(csp, "https:") != allowed {
+			t.Errorf("--api.logos=%v: Content-Security-Policy %q", allowed, csp)
+		}
+	}
+}

@@ -40,6 +40,10 @@ type Config struct {
 	PublicURL string
 	// OIDC names the identity providers of the dashboard's sign-in.
 	OIDC OIDCConfig
+	// Logos lets the dashboard show companies' favicons, fetched by the
+	// reader's browser from each company's own site (off: the dashboard
+	// loads nothing from a third party).
+	Logos bool
 
 	tls       *tls.Config
 	providers []*provider
@@ -51,6 +55,7 @@ func (c *Config) TLS() *tls.Config { return c.tls }
 // RegisterFlags registers the api.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "api.addr", "127.0.0.1:8090", "query API and dashboard listen address")
+	fs.BoolVar(&c.Logos, "api.logos", false, "show companies' logos in the dashboard: the reader's browser fetches each company's favicon from its own site")
 	fs.StringVar(&c.TLSCert, "api.tls-cert", "", "PEM certificate chain: serve HTTPS (with --api.tls-key)")
 	fs.StringVar(&c.TLSKey, "api.tls-key", "", "PEM private key of --api.tls-cert")
 	fs.StringVar(&c.PublicURL, "api.public-url", "", "the dashboard's public URL, for sign-in redirects (default: http(s)://<api.addr>)")

@@ -24,16 +24,19 @@ import (
 // headquarters'. Sources says, for each field set, where it came from; a
 // field no source gives stays empty, never guessed.
 type Profile struct {
-	Name      string            `json:"name"` // the brand: "BMW", not the registrant's name
-	LegalName string            `json:"legal_name,omitempty"`
-	Domain    string            `json:"domain,omitempty"`
-	Industry  string            `json:"industry,omitempty"`
-	Size      string            `json:"size,omitempty"` // employees, as a band: "10001+"
-	Country   string            `json:"country,omitempty"`
-	City      string            `json:"city,omitempty"`
-	LinkedIn  string            `json:"linkedin,omitempty"`
-	Founded   string            `json:"founded,omitempty"`
-	Sources   map[string]string `json:"sources,omitempty"`
+	Name      string `json:"name"` // the brand: "BMW", not the registrant's name
+	LegalName string `json:"legal_name,omitempty"`
+	Domain    string `json:"domain,omitempty"`
+	Industry  string `json:"industry,omitempty"`
+	Size      string `json:"size,omitempty"` // employees, as a band: "10001+"
+	Country   string `json:"country,omitempty"`
+	City      string `json:"city,omitempty"`
+	LinkedIn  string `json:"linkedin,omitempty"`
+	Founded   string `json:"founded,omitempty"`
+	// Logo is the company's own favicon, from its domain; the dashboard
+	// shows it only when the operator allows it (--api.logos).
+	Logo    string            `json:"logo,omitempty"`
+	Sources map[string]string `json:"sources,omitempty"`
 }
 
 // profileFields are a profile's fields by the names files and Sources use.
@@ -45,7 +48,7 @@ func (p *Profile) fields() []struct {
 		name string
 		v    *string
 	}{{"name", &p.Name}, {"legal_name", &p.LegalName}, {"domain", &p.Domain}, {"industry", &p.Industry}, {"size", &p.Size},
-		{"country", &p.Country}, {"city", &p.City}, {"linkedin", &p.LinkedIn}, {"founded", &p.Founded}}
+		{"country", &p.Country}, {"city", &p.City}, {"linkedin", &p.LinkedIn}, {"founded", &p.Founded}, {"logo", &p.Logo}}
 }
 
 // merged is p with the fields it lacks taken from q (each keeping q's
@@ -70,13 +73,17 @@ func merged(p, q *Profile) *Profile {
 	return out
 }
 
-// sourced stamps every field p has with source.
+// sourced stamps every field p has with source, and gives a profile with
+// a domain its logo: the favicon of the company's own site.
 func (p *Profile) sourced(source string) *Profile {
 	p.Sources = map[string]string{}
 	for _, f := range p.fields() {
 		if *f.v != "" {
 			p.Sources[f.name] = source
 		}
+	}
+	if p.Logo == "" && p.Domain != "" {
+		p.Logo, p.Sources["logo"] = "https://"+p.Domain+"/favicon.ico", "the company's own site, from its domain"
 	}
 	return p
 }
@@ -214,7 +221,9 @@ func profileFieldNames() []string {
 	var p Profile
 	var out []string
 	for _, f := range p.fields() {
-		out = append(out, f.name)
+		if _, ok := DatasetColumns[f.name]; ok {
+			out = append(out, f.name)
+		}
 	}
 	return out
 }

@@ -155,6 +155,9 @@ func TestProfilePrecedence(t *testing.T) {
 		!strings.HasPrefix(sap.Sources["name"], "leadpipe curated: ") || sap.Sources["linkedin"] != "dataset bigpicture.csv" {
 		t.Errorf("curated SAP completed by the dataset: %+v", sap)
 	}
+	if p := db.ProfileOf(CompanyIDFor("", "SAP SE"), ""); p == nil || p.Logo != "https://sap.com/favicon.ico" || p.Sources["logo"] == "" {
+		t.Errorf("SAP's logo, from its domain: %+v", p)
+	}
 	if p := db.ProfileOf("no-such-id", "acme-widgets.co.uk"); p == nil || p.Name != "Acme Widgets Ltd" {
 		t.Errorf("ProfileOf by a domain the dataset knows: %+v", p)
 	}
