@@ -404,18 +404,6 @@ func (s *Server) filteredPage(w http.ResponseWriter, r *http.Request, key string
 	s.render(w, "filtered.html", d)
 }
 
-// trackerStatus is the tracker status page's data.
-type trackerStatus struct {
-	Recent   []RecentHit
-	ThisLine *struct {
-		NetworkType string `json:"network_type"`
-		Company     *ipintel.Company
-		ASOrg       string `json:"as_org"`
-		Country     string
-		Kept        bool
-	} `json:"this_line"`
-}
-
 func (s *Server) statusPage(w http.ResponseWriter, r *http.Request, key string) {
 	site, ok := s.dashSite(w, r, key)
 	if !ok {

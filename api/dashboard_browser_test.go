@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,11 +54,7 @@ func TestDashboard(t *testing.T) {
 	}
 	run := func(actions ...chromedp.Action) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(tab, 30*time.Second)
-		defer cancel()
-		if err := chromedp.Run(ctx, actions...); err != nil {
-			t.Fatal(err)
-		}
+		testenv.Run(t, tab, actions...)
 	}
 	shot := func(name string) {
 		t.Helper()

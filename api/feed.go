@@ -229,10 +229,25 @@ func (s *Server) filtered(w http.ResponseWriter, r *http.Request, key tenant.Key
 // recentHits is how many of a site's latest hits the tracker status shows.
 const recentHits = 50
 
-// status is the tracker status: the site's latest hits, kept or dropped
-// and why, and what leadpipe makes of the address the request comes from,
-// so that whoever installs the tracker can check it from the line they
-// are on. The requester's address is explained, never stored.
+// trackerStatus is the tracker status: a site's latest hits, and what
+// leadpipe makes of the line the request comes from.
+type trackerStatus struct {
+	Recent   []RecentHit `json:"recent"`
+	ThisLine *statusLine `json:"this_line,omitempty"`
+}
+
+// statusLine is what a hit from the requester's address would be.
+type statusLine struct {
+	NetworkType string           `json:"network_type"`
+	Company     *ipintel.Company `json:"company"`
+	ASOrg       string           `json:"as_org"`
+	Country     string           `json:"country"`
+	Kept        bool             `json:"kept"`
+}
+
+// status answers the tracker status, so that whoever installs the
+// tracker can check it from the line they are on. The requester's
+// address is explained, never stored.
 func (s *Server) status(w http.ResponseWriter, r *http.Request, key tenant.Key) {
 	site, ok := s.site(w, r, key)
 	if !ok {
@@ -243,15 +258,14 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, key tenant.Key) 
 		s.dbUnavailable(w, "querying recent hits", err)
 		return
 	}
-	if hits == nil {
-		hits = []store.RecentHit{}
+	out := trackerStatus{Recent: hits}
+	if out.Recent == nil {
+		out.Recent = []RecentHit{}
 	}
-	out := map[string]any{"recent": hits}
 	if ip, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		a := s.ipdata.DB().Explain(ip.Addr(), nil)
-		kept := a.Company != nil || a.NetworkType == ipintel.TypeHosting && site.KeepHosting
-		out["this_line"] = map[string]any{"network_type": a.NetworkType, "company": a.Company, "as_org": a.ASOrg,
-			"country": a.Country, "kept": kept}
+		out.ThisLine = &statusLine{NetworkType: a.NetworkType, Company: a.Company, ASOrg: a.ASOrg, Country: a.Country,
+			Kept: a.Company != nil || a.NetworkType == ipintel.TypeHosting && site.KeepHosting}
 	}
 	setRows(w, len(hits))
 	writeJSON(w, http.StatusOK, out)

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -51,11 +50,7 @@ func TestConsentOnLandingIsOneVisit(t *testing.T) {
 	tab := testenv.Browser(t)
 	run := func(actions ...chromedp.Action) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(tab, 30*time.Second)
-		defer cancel()
-		if err := chromedp.Run(ctx, actions...); err != nil {
-			t.Fatal(err)
-		}
+		testenv.Run(t, tab, actions...)
 	}
 	var ignored any
 	// A desktop browser's user agent: headless Chromium's own is a bot's.

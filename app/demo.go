@@ -129,11 +129,12 @@ func prepareDemo(ctx context.Context, s *Stack) (*demoTraffic, error) {
 }
 
 // demoVisit is one visit of the demo: from where, with which browser, and
-// the hits it makes.
+// the hits it makes (site, type, page, referrer, client id, consent, time
+// and engaged time filled in).
 type demoVisit struct {
 	ip        netip.Addr
 	userAgent string
-	hits      []map[string]any
+	hits      []bus.Hit
 }
 
 // visit makes a visit starting at start: a visitor of a business network
@@ -161,15 +162,14 @@ func (d *demoTraffic) visit(r *rand.Rand, start time.Time) demoVisit {
 	for range 1 + r.IntN(4) {
 		page := demoPages[r.IntN(len(demoPages))]
 		url := "https://demo.leadpipe.test" + page.path + query
-		engaged := 2000 + r.IntN(90000)
-		v.hits = append(v.hits,
-			map[string]any{"type": "pageview", "url": url, "title": page.title, "referrer": referrer, "ts": at.UnixMilli()},
-			map[string]any{"type": "engagement", "url": url, "engaged_ms": engaged, "ts": at.Add(time.Duration(engaged) * time.Millisecond).UnixMilli()})
-		for _, h := range v.hits[len(v.hits)-2:] {
-			h["site"], h["cid"], h["consent"] = d.site, cid, "granted"
-		}
+		engaged := time.Duration(2000+r.IntN(90000)) * time.Millisecond
+		base := bus.Hit{Site: d.site, URL: url, ClientID: cid, Consent: "granted"}
+		view, ping := base, base
+		view.Type, view.Title, view.Referrer, view.TS = "pageview", page.title, referrer, at.UnixMilli()
+		ping.Type, ping.EngagedMS, ping.TS = "engagement", uint32(engaged.Milliseconds()), at.Add(engaged).UnixMilli()
+		v.hits = append(v.hits, view, ping)
 		referrer, query = "https://demo.leadpipe.test/", ""
-		at = at.Add(time.Duration(engaged)*time.Millisecond + time.Duration(5+r.IntN(30))*time.Second)
+		at = at.Add(engaged + time.Duration(5+r.IntN(30))*time.Second)
 	}
 	return v
 }
@@ -185,17 +185,9 @@ func (d *demoTraffic) backfill(ctx context.Context, r *rand.Rand) error {
 		for range 20 + r.IntN(20) {
 			start := today.AddDate(0, 0, -day).Add(time.Duration(7*3600+r.IntN(11*3600)) * time.Second)
 			v := d.visit(r, start)
-			for _, h := range v.hits {
+			for _, hit := range v.hits {
 				n++
-				hit := bus.Hit{ID: fmt.Sprintf("demo-history-%d", n), Site: d.site, Type: h["type"].(string), URL: h["url"].(string),
-					ClientID: h["cid"].(string), Consent: "granted", TS: h["ts"].(int64), IP: v.ip.String(),
-					UserAgent: v.userAgent, Lang: "en-GB"}
-				hit.ReceivedAt = hit.TS
-				hit.Title, _ = h["title"].(string)
-				hit.Referrer, _ = h["referrer"].(string)
-				if ms, ok := h["engaged_ms"].(int); ok {
-					hit.EngagedMS = uint32(ms)
-				}
+				hit.ID, hit.ReceivedAt, hit.IP, hit.UserAgent, hit.Lang = fmt.Sprintf("demo-history-%d", n), hit.TS, v.ip.String(), v.userAgent, "en-GB"
 				data, err := hit.Encode()
 				if err != nil {
 					return err
@@ -234,8 +226,9 @@ func (d *demoTraffic) run(ctx context.Context, log *slog.Logger) {
 		}
 		v := d.visit(r, time.Now())
 		for _, h := range v.hits {
-			delete(h, "ts") // live hits are dated by the collector
-			body, _ := json.Marshal(h)
+			// What the tracker posts; live hits are dated by the collector.
+			body, _ := json.Marshal(map[string]any{"site": h.Site, "type": h.Type, "url": h.URL, "title": h.Title,
+				"referrer": h.Referrer, "cid": h.ClientID, "consent": h.Consent, "engaged_ms": h.EngagedMS})
 			postDemoHit(ctx, client, url, body, v.ip, v.userAgent)
 		}
 	}

@@ -445,11 +445,7 @@ func demoScreenshots(t *testing.T, dashboard, key, site string) {
 	}
 	run := func(actions ...chromedp.Action) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(tab, 30*time.Second)
-		defer cancel()
-		if err := chromedp.Run(ctx, actions...); err != nil {
-			t.Fatal(err)
-		}
+		testenv.Run(t, tab, actions...)
 	}
 	shot := func(name string) {
 		t.Helper()

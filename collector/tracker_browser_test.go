@@ -65,11 +65,7 @@ func startBrowserEnv(t *testing.T, page string) *browserEnv {
 
 func (e *browserEnv) run(t *testing.T, actions ...chromedp.Action) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(e.tab, 30*time.Second)
-	defer cancel()
-	if err := chromedp.Run(ctx, actions...); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Run(t, e.tab, actions...)
 }
 
 func (e *browserEnv) eval(t *testing.T, js string, out any) {

@@ -132,18 +132,18 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 		if len(c.Evidence) > 0 {
 			src = c.Evidence[0].Source
 		}
-		if src == SourceDefault && c.Type == TypeBusiness {
-			c = fallBack(c, shares[nw.ASN])
-			src = SourceAddressSpace
+		_, profiled := curatedProfiles[nw.ASN]
+		switch {
+		case profiled && src != "asn-list" && c.Type != TypeEducation && c.Type != TypeGovernment:
+			// A network the curated profiles name is its organisation's
+			// own, whatever words its registered name uses ("FedEx Internet
+			// Technologies"); only the curated type list says otherwise.
+			c, src = Classification{Type: TypeBusiness, Confidence: 0.9, Evidence: []Evidence{{Source: "profiles",
+				Says: fmt.Sprintf("AS%d is an organisation's own network (%s)", nw.ASN, CompanyProfilesFile)}}}, "profiles"
+		case src == SourceDefault && c.Type == TypeBusiness:
+			c, src = fallBack(c, shares[nw.ASN]), SourceAddressSpace
 		}
 		db.classes[i] = netClass{Classification: c, source: src}
-		// A network the curated profiles name is its organisation's own,
-		// whatever words its registered name uses ("FedEx Internet
-		// Technologies"); only the curated type list says otherwise.
-		if _, ok := curatedProfiles[nw.ASN]; ok && src != "asn-list" && c.Type != TypeEducation && c.Type != TypeGovernment {
-			db.classes[i] = netClass{source: "profiles", Classification: Classification{Type: TypeBusiness, Confidence: 0.9,
-				Evidence: []Evidence{{Source: "profiles", Says: fmt.Sprintf("AS%d is an organisation's own network (%s)", nw.ASN, CompanyProfilesFile)}}}}
-		}
 	}
 	if src.CountryMMDB != "" {
 		if db.geo, err = LoadGeo(src.CountryMMDB); err != nil {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/net/publicsuffix"
 	"golang.org/x/text/language"
@@ -139,8 +140,9 @@ func RegistrableDomain(s string) (string, bool) {
 }
 
 // countryCodes maps English country names, lower case, to their ISO
-// 3166 codes (open company datasets write "germany", not "DE").
-var countryCodes = func() map[string]string {
+// 3166 codes (open company datasets write "germany", not "DE"). Built on
+// first use: only reading a dataset needs it.
+var countryCodes = sync.OnceValue(func() map[string]string {
 	m := map[string]string{}
 	names := display.English.Regions()
 	for a := 'A'; a <= 'Z'; a++ {
@@ -162,7 +164,7 @@ var countryCodes = func() map[string]string {
 		m[name] = code
 	}
 	return m
-}()
+})
 
 // CountryCode reads a country as a two-letter code, or its English name.
 func CountryCode(s string) (string, bool) {
@@ -174,7 +176,7 @@ func CountryCode(s string) (string, bool) {
 		}
 		return "", false
 	}
-	c, ok := countryCodes[strings.ToLower(s)]
+	c, ok := countryCodes()[strings.ToLower(s)]
 	return c, ok
 }
 
@@ -255,8 +257,9 @@ func (d *Dataset) Skipped() int { return d.skipped }
 // layout (columns maps profile fields to column names; nil is
 // DatasetColumns). Other columns are ignored. A record without a usable
 // domain is skipped and counted; the first of two records of a domain is
-// kept. It holds every company in memory (about 300 bytes each): for a
-// dataset of millions, keep the countries or industries you sell to.
+// kept. It holds every company in memory (about 1.1 KB each, measured on
+// 200,000 rows): for a dataset of millions, keep the countries or
+// industries you sell to.
 func LoadDataset(path string, columns map[string][]string) (*Dataset, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -52,15 +52,20 @@ func publish(t *testing.T, js jetstream.JetStream, site string, ips []netip.Addr
 	t.Helper()
 	now := time.Now().UnixMilli()
 	for i, ip := range ips {
-		h := bus.Hit{ID: fmt.Sprintf("%s-%d", idPrefix, i), Site: site, Type: "pageview", URL: "https://example.com/p",
-			Consent: "granted", ClientID: fmt.Sprintf("cid-%d", i%7), TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: browserUA, Lang: "en"}
-		data, _ := h.Encode()
-		msg := nats.NewMsg(bus.HitSubject(site))
-		msg.Data = data
-		msg.Header.Set(jetstream.MsgIDHeader, h.MsgID())
-		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
-			t.Fatal(err)
-		}
+		publishHit(t, js, bus.Hit{ID: fmt.Sprintf("%s-%d", idPrefix, i), Site: site, Type: "pageview", URL: "https://example.com/p",
+			Consent: "granted", ClientID: fmt.Sprintf("cid-%d", i%7), TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: browserUA, Lang: "en"})
+	}
+}
+
+// publishHit publishes one hit as the collector does.
+func publishHit(t *testing.T, js jetstream.JetStream, h bus.Hit) {
+	t.Helper()
+	data, _ := h.Encode()
+	msg := nats.NewMsg(bus.HitSubject(h.Site))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, h.MsgID())
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -762,14 +767,8 @@ func TestIntentAndHeadquartersStamped(t *testing.T) {
 	for _, site := range []string{plain.ID, docs.ID} {
 		for _, h := range []struct{ typ, path string }{{"pageview", "/Pricing"}, {"pageview", "/docs/api"}, {"pageview", "/blog"}, {"engagement", "/pricing"}} {
 			n++
-			hit := bus.Hit{ID: fmt.Sprintf("i-%d", n), Site: site, Type: h.typ, URL: "https://example.com" + h.path, Consent: "granted",
-				ClientID: "c", TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: browserUA, Lang: "en"}
-			data, _ := hit.Encode()
-			msg := nats.NewMsg(bus.HitSubject(site))
-			msg.Data = data
-			if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
-				t.Fatal(err)
-			}
+			publishHit(t, b.JS, bus.Hit{ID: fmt.Sprintf("i-%d", n), Site: site, Type: h.typ, URL: "https://example.com" + h.path,
+				Consent: "granted", ClientID: "c", TS: now, ReceivedAt: now, IP: ip.String(), UserAgent: browserUA, Lang: "en"})
 		}
 	}
 	for site, want := range map[string]string{plain.ID: "/Pricing", docs.ID: "/docs/api"} {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"slices"
 	"strconv"
 	"time"
 
@@ -46,13 +45,11 @@ LIMIT {limit:UInt32}`
 // dropped, newest first.
 func (db *DB) RecentHits(ctx context.Context, site string, limit int) ([]RecentHit, error) {
 	ctx = params(ctx, clickhouse.Parameters{"site": site, "limit": strconv.Itoa(limit)})
-	out, err := readAll(ctx, db.conn, recentHitsSQL, func(rows driver.Rows) (RecentHit, error) {
+	return readAll(ctx, db.conn, recentHitsSQL, func(rows driver.Rows) (RecentHit, error) {
 		var h RecentHit
 		var kept uint8
 		err := rows.Scan(&h.TS, &kept, &h.Reason, &h.Path, &h.Company, &h.NetworkType, &h.Country)
 		h.Kept, h.TS = kept == 1, h.TS.UTC()
 		return h, err
 	})
-	slices.SortStableFunc(out, func(a, b RecentHit) int { return b.TS.Compare(a.TS) })
-	return out, err
 }

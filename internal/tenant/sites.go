@@ -57,7 +57,7 @@ func (s Site) Intent() []string {
 // pages: it contains one of the words, in any case.
 func (s Site) IntentPath(path string) bool {
 	for _, w := range s.Intent() {
-		if len(w) <= len(path) && containsFold(path, w) {
+		if containsFold(path, w) {
 			return true
 		}
 	}

@@ -69,3 +69,14 @@ func Browser(t testing.TB) context.Context {
 	}
 	return tab
 }
+
+// Run runs actions in a tab of Browser, failing the test on an error or
+// when they take longer than 30 seconds.
+func Run(t testing.TB, tab context.Context, actions ...chromedp.Action) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Run(ctx, actions...); err != nil {
+		t.Fatal(err)
+	}
+}
