@@ -335,6 +335,22 @@ func TestClassifyNames(t *testing.T) {
 	check("Schweizerische Bundesbahnen SBB", TypeBusiness)
 	check("Hostess Brands", TypeBusiness)
 	check("Google Fiber Inc.", TypeResidential)
+	// Public bodies named without "government" or "ministry", and the
+	// businesses their words would otherwise catch.
+	check("Australian Bureau of Statistics", TypeGovernment)
+	check("California Highway Patrol", TypeGovernment)
+	check("Lake Norman Security Patrol, Inc.", TypeBusiness)
+	check("Central Design Bureau of Machine Building", TypeBusiness)
+	check("International Bureau of Credit Histories", TypeBusiness)
+	check("American Bureau of Shipping", TypeBusiness)
+	check("House of Commons", TypeGovernment)
+	check("Deutscher Wetterdienst", TypeGovernment)
+	check("Central Bank of Ireland", TypeGovernment)
+	check("Bank of America", TypeBusiness)
+	check("Comunidad Autonoma de la Region de Murcia", TypeGovernment)
+	check("Polismyndigheten", TypeGovernment)
+	check("Sparkassan Sjuharad", TypeBusiness)
+	check("Zoom Video Communications, Inc", TypeHosting)
 }
 
 func TestClassifyEvidence(t *testing.T) {

@@ -125,7 +125,7 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 		return nil, fmt.Errorf("ASN data: %w", err)
 	}
 	db.classes = make([]netClass, len(db.asn.networks))
-	shares := legacyShares(db.asn)
+	space := spaceStatsOf(db.asn)
 	for i, nw := range db.asn.networks {
 		c := cls.Classify(nw.ASN, nw.Org)
 		src := "default"
@@ -141,7 +141,7 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 			c, src = Classification{Type: TypeBusiness, Confidence: 0.9, Evidence: []Evidence{{Source: "profiles",
 				Says: fmt.Sprintf("AS%d is an organisation's own network (%s)", nw.ASN, CompanyProfilesFile)}}}, "profiles"
 		case src == SourceDefault && c.Type == TypeBusiness:
-			c, src = fallBack(c, shares[nw.ASN]), SourceAddressSpace
+			c, src = fallBack(c, space[nw.ASN]), SourceAddressSpace
 		}
 		db.classes[i] = netClass{Classification: c, source: src}
 	}

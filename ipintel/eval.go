@@ -90,9 +90,10 @@ type EvalReport struct {
 	// Domains: of the cases with an expected domain that leadpipe
 	// identified, how many it gave that domain.
 	DomainCases, DomainRight int
-	// ByLayer counts cases and correct answers by the source that decided.
-	ByLayer map[string][2]int
-	Misses  []EvalMiss
+	// ByLayer counts cases and correct answers by the source that decided;
+	// BusinessByLayer business verdicts and right ones.
+	ByLayer, BusinessByLayer map[string][2]int
+	Misses                   []EvalMiss
 }
 
 // EvalMiss is a case leadpipe got wrong.
@@ -125,7 +126,7 @@ func isOrganisation(t string) bool {
 
 // Evaluate answers every case (without reverse DNS) and compares.
 func (db *DB) Evaluate(cases []EvalCase) EvalReport {
-	rep := EvalReport{ByLayer: map[string][2]int{}}
+	rep := EvalReport{ByLayer: map[string][2]int{}, BusinessByLayer: map[string][2]int{}}
 	for _, c := range cases {
 		a := db.Explain(c.IP, nil)
 		rep.Cases++
@@ -159,10 +160,14 @@ func (db *DB) Evaluate(cases []EvalCase) EvalReport {
 			rep.Identified++
 		}
 		if a.NetworkType == TypeBusiness {
+			b := rep.BusinessByLayer[layer]
 			rep.BusinessVerdicts++
+			b[0]++
 			if c.Type == TypeBusiness {
 				rep.BusinessRight++
+				b[1]++
 			}
+			rep.BusinessByLayer[layer] = b
 		}
 		if c.Domain != "" && identified {
 			rep.DomainCases++

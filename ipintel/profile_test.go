@@ -205,17 +205,19 @@ func loadRealDB(t *testing.T, src Sources) *DB {
 
 // TestFallBackByAddressSpace: a network no curated entry and no name rule
 // claims is a business candidate only when most of its space is legacy
-// class B space; else it is unknown, with the evidence saying why. Xerox
-// (AS26662) holds legacy space; Cogeco, a cable ISP named by its brand
-// (AS7992), holds registry space.
+// class B space in a few /8 blocks; else it is unknown, with the evidence
+// saying why. Xerox (AS26662) holds legacy space in one block; Cogeco, a
+// cable ISP named by its brand (AS7992), holds registry space; Radware, a
+// security service (AS198949), holds legacy space scattered over 40 blocks.
 func TestFallBackByAddressSpace(t *testing.T) {
 	db := loadRealDB(t, realSources(t))
 	for _, c := range []struct {
 		asn  uint32
 		want string
-	}{{26662, TypeBusiness}, {7992, TypeUnknown}} {
+		says string
+	}{{26662, TypeBusiness, "legacy space"}, {7992, TypeUnknown, "legacy space"}, {198949, TypeUnknown, "/8 blocks"}} {
 		a := db.Explain(loadReal(t).PrefixesOf(c.asn)[0].Addr().Next(), nil)
-		if a.NetworkType != c.want || a.Decided != SourceAddressSpace || !strings.Contains(a.Evidence[1].Says, "legacy space") {
+		if a.NetworkType != c.want || a.Decided != SourceAddressSpace || !strings.Contains(a.Evidence[1].Says, c.says) {
 			t.Errorf("AS%d %s: %s by %s, evidence %v; want %s by %s", c.asn, a.ASOrg, a.NetworkType, a.Decided, a.Evidence, c.want, SourceAddressSpace)
 		}
 		if (a.Company != nil) != (c.want == TypeBusiness) {

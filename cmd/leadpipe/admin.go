@@ -310,8 +310,9 @@ func runIPEval(args []string, stdout, stderr io.Writer) error {
 			m.Case.Line, m.Case.IP, m.Case.Type, m.Answer.NetworkType, m.Answer.Decided, m.Answer.ASN, m.Answer.ASOrg)
 	}
 	for _, l := range rep.Layers() {
-		n := rep.ByLayer[l]
-		fmt.Fprintf(stdout, "layer: %s cases=%d correct=%d accuracy=%.3f\n", l, n[0], n[1], ipintel.Ratio(n[1], n[0]))
+		n, b := rep.ByLayer[l], rep.BusinessByLayer[l]
+		fmt.Fprintf(stdout, "layer: %s cases=%d correct=%d accuracy=%.3f business_verdicts=%d business_precision=%.3f\n",
+			l, n[0], n[1], ipintel.Ratio(n[1], n[0]), b[0], ipintel.Ratio(b[1], b[0]))
 	}
 	// decision: whether leadpipe shows the address as a company's when it
 	// is one, and drops it when it is not — what the feed gets right.
