@@ -132,14 +132,16 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 		if len(c.Evidence) > 0 {
 			src = c.Evidence[0].Source
 		}
-		_, profiled := curatedProfiles[nw.ASN]
+		prof, profiled := curatedProfiles[nw.ASN]
 		switch {
 		case profiled && src != "asn-list" && c.Type != TypeEducation && c.Type != TypeGovernment:
 			// A network the curated profiles name is its organisation's
 			// own, whatever words its registered name uses ("FedEx Internet
-			// Technologies"); only the curated type list says otherwise.
-			c, src = Classification{Type: TypeBusiness, Confidence: 0.9, Evidence: []Evidence{{Source: "profiles",
-				Says: fmt.Sprintf("AS%d is an organisation's own network (%s)", nw.ASN, CompanyProfilesFile)}}}, "profiles"
+			// Technologies"), of the kind its industry says; only the
+			// curated type list says otherwise.
+			typ := prof.OrgType()
+			c, src = Classification{Type: typ, Confidence: 0.9, Evidence: []Evidence{{Source: "profiles",
+				Says: fmt.Sprintf("%s: AS%d is an organisation's own network (%s, industry %q)", typ, nw.ASN, CompanyProfilesFile, prof.Industry)}}}, "profiles"
 		case src == SourceDefault && c.Type == TypeBusiness:
 			c, src = fallBack(c, space[nw.ASN]), SourceAddressSpace
 		}

@@ -40,6 +40,19 @@ type Profile struct {
 	Sources map[string]string `json:"sources,omitempty"`
 }
 
+// OrgType is the network type of an organisation's own network by its
+// industry: a public administration's is government, a school's or
+// university's education, any other business.
+func (p *Profile) OrgType() string {
+	switch p.Industry {
+	case "Government Administration", "Armed Forces", "Law Enforcement", "International Affairs":
+		return TypeGovernment
+	case "Higher Education", "Primary and Secondary Education", "Education Administration Programs":
+		return TypeEducation
+	}
+	return TypeBusiness
+}
+
 // profileFields are a profile's fields by the names files and Sources use.
 func (p *Profile) fields() []struct {
 	name string

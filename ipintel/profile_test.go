@@ -22,8 +22,10 @@ func TestCompanyProfilesMatchData(t *testing.T) {
 		"the": true, "and": true, "of": true, "services": true, "limited": true, "technology": true, "information": true,
 		"international": true, "systems": true, "bank": true, "national": true, "association": true, "network": true,
 		"global": true, "ag": true, "se": true, "sa": true, "plc": true, "co": true, "nv": true, "lp": true, "spa": true, "s": true, "p": true, "a": true}
-	// Organisations renamed since they registered their networks.
-	renamed := map[string]string{"GlaxoSmithKline": "GSK"}
+	// Organisations renamed or bought since they registered their networks,
+	// or registered under an abbreviation.
+	renamed := map[string]string{"GlaxoSmithKline": "GSK", "West Publishing Corporation": "Thomson Reuters", "IBRD": "World Bank",
+		"LVHN": "Lehigh Valley Health Network", "C I C E S E": "CICESE"}
 	for asn, p := range curatedProfiles {
 		names, ok := orgs[asn]
 		if !ok {
@@ -52,15 +54,22 @@ func TestCompanyProfilesMatchData(t *testing.T) {
 func TestProfiledNetworksAnswerWithTheirProfile(t *testing.T) {
 	db := loadRealDB(t, realSources(t))
 	tab := loadReal(t)
+	// The first address of each profiled network, in one walk of the table.
+	first := make(map[uint32]netip.Addr, len(curatedProfiles))
+	for p, nw := range tab.All() {
+		if _, profiled := curatedProfiles[nw.ASN]; profiled && !first[nw.ASN].IsValid() {
+			first[nw.ASN] = p.Addr().Next()
+		}
+	}
 	networks, answered := 0, 0
 	var misses []string
 	for asn, p := range curatedProfiles {
-		prefixes := tab.PrefixesOf(asn)
-		if len(prefixes) == 0 {
+		addr, ok := first[asn]
+		if !ok {
 			continue
 		}
 		networks++
-		a := db.Explain(prefixes[0].Addr().Next(), nil)
+		a := db.Explain(addr, nil)
 		c := a.Company
 		if c != nil && c.Name == p.Name && c.Domain == p.Domain && c.Industry == p.Industry && c.Country == p.Country && c.City == p.City &&
 			c.Sources["name"] != "" {
@@ -255,6 +264,23 @@ func TestLongTailSetStaysOutsideTheCuratedLists(t *testing.T) {
 		}
 		if _, profiled := curatedProfiles[nw.ASN]; profiled {
 			t.Errorf("line %d: AS%d is in %s", lc.Line, nw.ASN, CompanyProfilesFile)
+		}
+	}
+}
+
+// TestProfiledNetworkTypeFollowsIndustry: a profiled network is its
+// organisation's own, of the kind its industry says, even where the name
+// rules and the address space would have answered business.
+func TestProfiledNetworkTypeFollowsIndustry(t *testing.T) {
+	db := loadRealDB(t, realSources(t))
+	tab := loadReal(t)
+	for _, c := range []struct {
+		asn  uint32
+		want string
+	}{{3923, TypeGovernment}, {62600, TypeEducation}, {22390, TypeBusiness}} {
+		a := db.Explain(tab.PrefixesOf(c.asn)[0].Addr().Next(), nil)
+		if a.NetworkType != c.want || a.Decided != "profiles" || a.Company == nil {
+			t.Errorf("AS%d %s: %s by %s, company %v; want %s by profiles", c.asn, a.ASOrg, a.NetworkType, a.Decided, a.Company, c.want)
 		}
 	}
 }
