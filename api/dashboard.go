@@ -253,7 +253,7 @@ func (s *Server) dashSite(w http.ResponseWriter, r *http.Request, key string) (t
 	return site, true
 }
 
-var feedFormFields = []string{"from", "to", "country", "network_type", "industry", "source", "min_visits", "page", "q", "sort", "feed", "cursor"}
+var feedFormFields = []string{"from", "to", "country", "network_type", "industry", "source", "min_visits", "page", "q", "sort", "candidates", "feed", "cursor"}
 
 func (s *Server) feedPage(w http.ResponseWriter, r *http.Request, key string) {
 	site, ok := s.dashSite(w, r, key)

@@ -43,7 +43,12 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, key tenant.Key) 
 		writeError(w, http.StatusBadRequest, "format: must be csv, ndjson or arrow")
 		return
 	}
-	next, done, err := s.db.ExportRows(r.Context(), site.ID, from, to)
+	candidates, err := boolParam(r.URL.Query(), "candidates")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	next, done, err := s.db.ExportRows(r.Context(), site.ID, from, to, candidates)
 	if err != nil {
 		s.dbUnavailable(w, "querying export", err)
 		return

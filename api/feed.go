@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,6 +63,18 @@ func (s *Server) withProfiles(rows []store.Company) []Company {
 		out[i] = Company{Company: c, Profile: db.ProfileOf(c.ID, c.Domain)}
 	}
 	return out
+}
+
+// boolParam reads a yes/no query parameter: absent, "false" or "0" is
+// no, "true" or "1" yes; anything else is an error naming it.
+func boolParam(q url.Values, name string) (bool, error) {
+	switch q.Get(name) {
+	case "", "false", "0":
+		return false, nil
+	case "true", "1":
+		return true, nil
+	}
+	return false, errors.New(name + ": must be true or false")
 }
 
 // feedPlan is how a feed request is answered.
@@ -124,6 +137,11 @@ func feedQuery(r *http.Request, site, from, to string) (feedPlan, error) {
 		}
 		f.Search = v
 	}
+	candidates, err := boolParam(q, "candidates")
+	if err != nil {
+		return feedPlan{}, err
+	}
+	f.Candidates = candidates
 	sort := q.Get("sort")
 	if sort == "" {
 		sort = "last_seen"

@@ -961,7 +961,7 @@ func TestFeedFiltersSortAndPages(t *testing.T) {
 	if code, out := a.call(t, a.owner, "PATCH", "/api/v1/sites/"+site, `{"intent_pages":[]}`); code != 200 || fmt.Sprint(out["intent_pages"]) != "[pricing plans contact demo quote trial]" {
 		t.Errorf("PATCH intent_pages [] (the defaults again): %d %v", code, out)
 	}
-	for _, bad := range []string{"sort=random", "country=Germany", "network_type=cable", "min_visits=-1", "page=x&page_match=regex", "cursor=!!", "source=google", "page_match=equals"} {
+	for _, bad := range []string{"sort=random", "country=Germany", "network_type=cable", "min_visits=-1", "page=x&page_match=regex", "cursor=!!", "source=google", "page_match=equals", "candidates=maybe"} {
 		if code, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/companies?"+bad, ""); code != 400 {
 			t.Errorf("feed ?%s: %d %v, want 400", bad, code, out)
 		}

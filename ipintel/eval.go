@@ -81,8 +81,10 @@ type EvalReport struct {
 	// government; Identified those leadpipe shows as a company (of any of
 	// the three types); Covered the organisations among them.
 	Organisations, Identified, Covered int
-	// Business verdicts, and those labelled business.
-	BusinessVerdicts, BusinessRight int
+	// Business verdicts, and those labelled business; of them, those the
+	// feed shows by default (not candidates: Result.Candidate).
+	BusinessVerdicts, BusinessRight         int
+	FeedBusinessVerdicts, FeedBusinessRight int
 	// FalseIdentifications are cases labelled residential, mobile, hosting
 	// or unknown that leadpipe shows as a company; Others how many such
 	// cases there are.
@@ -168,6 +170,12 @@ func (db *DB) Evaluate(cases []EvalCase) EvalReport {
 				b[1]++
 			}
 			rep.BusinessByLayer[layer] = b
+			if a.Decided != SourceAddressSpace {
+				rep.FeedBusinessVerdicts++
+				if c.Type == TypeBusiness {
+					rep.FeedBusinessRight++
+				}
+			}
 		}
 		if c.Domain != "" && identified {
 			rep.DomainCases++

@@ -232,6 +232,15 @@ func TestFallBackByAddressSpace(t *testing.T) {
 		if (a.Company != nil) != (c.want == TypeBusiness) {
 			t.Errorf("AS%d: company %v", c.asn, a.Company)
 		}
+		// The fall-back's business answer is a candidate the feed shows
+		// only when asked.
+		if r := db.Enrich(loadReal(t).PrefixesOf(c.asn)[0].Addr().Next()); r.Candidate() != (c.want == TypeBusiness) {
+			t.Errorf("AS%d: candidate %v", c.asn, r.Candidate())
+		}
+	}
+	// A profiled company's network is no candidate.
+	if r := db.Enrich(loadReal(t).PrefixesOf(22390)[0].Addr().Next()); r.Type != TypeBusiness || r.Candidate() {
+		t.Errorf("Xerox AS22390: %s, candidate %v; want business, no candidate", r.Type, r.Candidate())
 	}
 }
 

@@ -124,9 +124,12 @@ func (p *Processor) buildHit(ctx context.Context, b *batch, db *ipintel.DB, m je
 		retention = uint16(site.Retention())
 	}
 	path := urlPath(hit.URL)
-	var intent uint8
+	var intent, candidate uint8
 	if hit.Type == "pageview" && site.IntentPath(path) {
 		intent = 1
+	}
+	if res.Candidate() {
+		candidate = 1
 	}
 	b.rows = append(b.rows, row{Hit: store.Hit{
 		SiteID: hit.Site, HitID: hit.ID, Type: hit.Type, URL: hit.URL, Path: path, Intent: intent,
@@ -135,7 +138,7 @@ func (p *Processor) buildHit(ctx context.Context, b *batch, db *ipintel.DB, m je
 		CompanyID: res.CompanyID, CompanyName: res.CompanyName, CompanyDomain: res.CompanyDomain,
 		CompanyIndustry: res.Industry, CompanySize: res.Size, CompanyCountry: res.CompanyCountry, ASOrg: res.ASOrg, ASN: res.ASN,
 		NetworkType: res.Type, Country: res.Country, City: db.City(ip), Lang: hit.Lang, StreamSeq: seq,
-		RetentionDays: retention,
+		RetentionDays: retention, Candidate: candidate,
 	}, msg: m, raw: raw})
 	return nil
 }

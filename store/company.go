@@ -26,6 +26,9 @@ type Company struct {
 	FirstSeen      string  `json:"first_seen"`
 	LastSeen       string  `json:"last_seen"`
 	LeadScore      float64 `json:"lead_score"`
+	// Candidate: only the address-space fall-back named the company in the
+	// range (no curated entry, name rule, reverse DNS or operator file).
+	Candidate bool `json:"candidate,omitempty"`
 }
 
 const (
@@ -43,6 +46,10 @@ const (
 	// from (ties go to the first code in alphabetical order), so it does
 	// not flip with whoever visited last; the last seen country only for a
 	// range without pageviews.
+	// companyCandidateSQL is whether only the address-space fall-back named
+	// the company in the range (Company.Candidate).
+	companyCandidateSQL = `toBool(max(confirmed) = 0)`
+
 	companyCountrySQL = `if(max(company_country) != '', max(company_country), if(empty(sumMap(countries)), anyLast(country),
        arrayElement(mapKeys(sumMap(countries)), indexOf(mapValues(sumMap(countries)), arrayMax(mapValues(sumMap(countries)))))))`
 
@@ -86,7 +93,7 @@ type Score struct {
 // country, and its latest hits, from which the API builds its visits.
 const (
 	companySQL = `
-SELECT company_id, ` + companyAggregates + `, ` + leadScoreSQL + `,
+SELECT company_id, ` + companyAggregates + `, ` + leadScoreSQL + `, ` + companyCandidateSQL + `,
        sumMap(sources), sumMap(countries),
        sum(intent_pageviews), toUInt64(uniqExact(day) - 1), sum(engaged_ms) / 60000, ` + scorePointsSQL + `,
        greatest(0, dateDiff('second', max(last_seen), now64(3))) / 86400, ` + scoreRecencySQL + `
@@ -181,7 +188,7 @@ func (db *DB) CompanyActivity(ctx context.Context, site, company, from, to strin
 		var first, last time.Time
 		c, sc := &a.Company, &a.Score
 		err := db.conn.QueryRow(ctx, companySQL).Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country,
-			&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore, &a.Sources, &a.Countries,
+			&c.Visits, &c.Pageviews, &c.Visitors, &c.EngagedSeconds, &first, &last, &c.LeadScore, &c.Candidate, &a.Sources, &a.Countries,
 			&sc.IntentPageviews, &sc.ReturningDays, &sc.EngagedMinutes, &sc.Points, &sc.DaysSinceLastSeen, &sc.Recency)
 		c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
 		sc.Pageviews, sc.Visits, sc.Score = c.Pageviews, c.Visits, c.LeadScore

@@ -26,6 +26,9 @@ type Feed struct {
 	Network    string // network type
 	MinVisits  uint64
 	Search     string // in the company's name or domain
+	// Candidates includes the companies only the address-space fall-back
+	// named (Company.Candidate); the feed leaves them out by default.
+	Candidates bool
 	Sort       string // one of FeedSorts
 	Limit      int
 	Offset     int
@@ -48,7 +51,7 @@ SELECT company_id
 FROM company_daily
 WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
 	feedRows = `
-SELECT company_id, ` + companyAggregates + `, ` + leadScoreSQL + `
+SELECT company_id, ` + companyAggregates + `, ` + leadScoreSQL + `, ` + companyCandidateSQL + `
 FROM company_daily
 WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
   AND company_id IN {ids:Array(String)}`
@@ -70,6 +73,7 @@ HAVING 1`
 	feedIndustry  = ` AND anyLast(company_industry) = {industry:String}`
 	feedSource    = ` AND sum(sources[{source:String}]) > 0`
 	feedMinVisits = ` AND sum(visits) >= {min_visits:UInt64}`
+	feedConfirmed = ` AND max(confirmed) = 1`
 	feedSearch    = ` AND (positionCaseInsensitive(anyLast(company_name), {q:String}) > 0 OR positionCaseInsensitive(anyLast(company_domain), {q:String}) > 0)`
 	feedLimit     = `
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}`
@@ -123,6 +127,9 @@ func (db *DB) FeedCompanies(ctx context.Context, f Feed) ([]Company, error) {
 		p["min_visits"] = strconv.FormatUint(f.MinVisits, 10)
 		having.WriteString(feedMinVisits)
 	}
+	if !f.Candidates {
+		having.WriteString(feedConfirmed)
+	}
 	ctx = params(ctx, p)
 	ids, err := readAll(ctx, db.conn, feedPick+where.String()+feedGroup+having.String()+order+feedLimit,
 		func(rows driver.Rows) (id string, err error) { return id, rows.Scan(&id) })
@@ -134,7 +141,7 @@ func (db *DB) FeedCompanies(ctx context.Context, f Feed) ([]Company, error) {
 		var c Company
 		var first, last time.Time
 		err := rows.Scan(&c.ID, &c.Name, &c.Domain, &c.NetworkType, &c.Country, &c.Visits, &c.Pageviews, &c.Visitors,
-			&c.EngagedSeconds, &first, &last, &c.LeadScore)
+			&c.EngagedSeconds, &first, &last, &c.LeadScore, &c.Candidate)
 		c.FirstSeen, c.LastSeen = first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano)
 		return c, err
 	})
@@ -183,18 +190,32 @@ type ExportRow struct {
 	LastSeen       string `json:"last_seen"`
 }
 
-const exportSQL = `
+const (
+	exportSQL = `
 SELECT day, company_id, ` + companyAggregates + `
 FROM company_daily
-WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
+WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
+	// exportConfirmed leaves out the companies only the address-space
+	// fall-back named over the range, as the feed does by default.
+	exportConfirmed = `
+  AND company_id IN (SELECT company_id FROM company_daily
+                     WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
+                     GROUP BY company_id HAVING max(confirmed) = 1)`
+	exportEnd = `
 GROUP BY day, company_id
 ORDER BY day, company_id`
+)
 
-// ExportRows streams a site's company-day rows of a date range: next
-// fills row and reports whether there was one (false with the error, if
-// any, at the end); close releases the result.
-func (db *DB) ExportRows(ctx context.Context, site, from, to string) (next func(row *ExportRow) (bool, error), close func(), err error) {
-	rows, err := db.conn.Query(params(ctx, clickhouse.Parameters{"site": site, "from": from, "to": to}), exportSQL)
+// ExportRows streams a site's company-day rows of a date range, with the
+// candidate companies (Company.Candidate) or without: next fills row and
+// reports whether there was one (false with the error, if any, at the
+// end); close releases the result.
+func (db *DB) ExportRows(ctx context.Context, site, from, to string, candidates bool) (next func(row *ExportRow) (bool, error), close func(), err error) {
+	query := exportSQL + exportConfirmed + exportEnd
+	if candidates {
+		query = exportSQL + exportEnd
+	}
+	rows, err := db.conn.Query(params(ctx, clickhouse.Parameters{"site": site, "from": from, "to": to}), query)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -45,6 +45,7 @@ type Hit struct {
 	RetentionDays   uint16    `ch:"retention_days"`
 	CompanyCountry  string    `ch:"company_country"` // headquarters, from the company's profile
 	Intent          uint8     `ch:"intent"`          // 1: a view of one of the site's high-intent pages
+	Candidate       uint8     `ch:"candidate"`       // 1: a company only the address-space fall-back names
 }
 
 // Filtered is one row of filtered_hits: a hit the processor did not keep,
@@ -115,7 +116,7 @@ type hitColumns struct {
 	companyCountry                                                  []string
 	ts, receivedAt, visitStart                                      []time.Time
 	visitorID, visitID, streamSeq                                   []uint64
-	newVisit, intent                                                []uint8
+	newVisit, intent, candidate                                     []uint8
 	engagedMS, asn                                                  []uint32
 	retentionDays                                                   []uint16
 }
@@ -129,7 +130,7 @@ func (c *hitColumns) grow(n int) {
 	c.ts, c.receivedAt, c.visitStart = make([]time.Time, 0, n), make([]time.Time, 0, n), make([]time.Time, 0, n)
 	c.visitorID, c.visitID, c.streamSeq = make([]uint64, 0, n), make([]uint64, 0, n), make([]uint64, 0, n)
 	c.newVisit, c.engagedMS, c.asn, c.retentionDays = make([]uint8, 0, n), make([]uint32, 0, n), make([]uint32, 0, n), make([]uint16, 0, n)
-	c.intent = make([]uint8, 0, n)
+	c.intent, c.candidate = make([]uint8, 0, n), make([]uint8, 0, n)
 }
 
 func (c *hitColumns) add(h *Hit) {
@@ -164,6 +165,7 @@ func (c *hitColumns) add(h *Hit) {
 	c.retentionDays = append(c.retentionDays, h.RetentionDays)
 	c.companyCountry = append(c.companyCountry, h.CompanyCountry)
 	c.intent = append(c.intent, h.Intent)
+	c.candidate = append(c.candidate, h.Candidate)
 }
 
 // columns are the slices in Hit's field order, which is the order of
@@ -172,7 +174,7 @@ func (c *hitColumns) columns() []any {
 	return []any{c.siteID, c.ts, c.receivedAt, c.hitID, c.typ, c.url, c.path, c.referrer, c.source, c.title,
 		c.visitorID, c.visitID, c.visitStart, c.newVisit, c.consent, c.engagedMS, c.companyID, c.companyName,
 		c.companyDomain, c.companyIndustry, c.companySize, c.asn, c.asOrg, c.networkType, c.country, c.city, c.lang,
-		c.streamSeq, c.retentionDays, c.companyCountry, c.intent}
+		c.streamSeq, c.retentionDays, c.companyCountry, c.intent, c.candidate}
 }
 
 // InsertFiltered records filtered hits as one block under the

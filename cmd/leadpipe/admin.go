@@ -317,9 +317,12 @@ func runIPEval(args []string, stdout, stderr io.Writer) error {
 	// decision: whether leadpipe shows the address as a company's when it
 	// is one, and drops it when it is not — what the feed gets right.
 	decision := rep.Covered + rep.Others - rep.FalseIdentifications
-	fmt.Fprintf(stdout, "accuracy=%.3f decision_accuracy=%.3f business_verdicts=%d business_precision=%.3f identified=%d domains=%d/%d\n",
+	// feed_business: the business verdicts the feed shows by default, the
+	// address-space fall-back's candidates aside.
+	fmt.Fprintf(stdout, "accuracy=%.3f decision_accuracy=%.3f business_verdicts=%d business_precision=%.3f feed_business_verdicts=%d feed_business_precision=%.3f identified=%d domains=%d/%d\n",
 		ipintel.Ratio(rep.Correct, rep.Cases), ipintel.Ratio(decision, rep.Cases), rep.BusinessVerdicts,
-		ipintel.Ratio(rep.BusinessRight, rep.BusinessVerdicts), rep.Identified, rep.DomainRight, rep.DomainCases)
+		ipintel.Ratio(rep.BusinessRight, rep.BusinessVerdicts), rep.FeedBusinessVerdicts,
+		ipintel.Ratio(rep.FeedBusinessRight, rep.FeedBusinessVerdicts), rep.Identified, rep.DomainRight, rep.DomainCases)
 	fmt.Fprintf(stdout, "eval: cases=%d business_coverage=%.3f precision=%.3f false_identification=%.3f\n",
 		rep.Cases, ipintel.Ratio(rep.Covered, rep.Organisations), ipintel.Ratio(rep.BusinessRight, rep.BusinessVerdicts),
 		ipintel.Ratio(rep.FalseIdentifications, rep.Others))
