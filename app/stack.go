@@ -295,7 +295,9 @@ func (s *Stack) open(ctx, runCtx context.Context) (backends, error) {
 	var err error
 	needsData := cfg.Stages.Processor || cfg.Stages.API
 	if needsData {
-		if s.IPData, err = ipintel.OpenStore(cfg.IPData.Sources(), log.With("component", "ipdb")); err != nil {
+		src := cfg.IPData.Sources()
+		src.Registry = ipintel.RegistryFile(cfg.DataDir)
+		if s.IPData, err = ipintel.OpenStore(src, log.With("component", "ipdb")); err != nil {
 			return b, fmt.Errorf("IP data: %w (run `make setup` to fetch it)", err)
 		}
 		if cfg.IPData.RDNS {

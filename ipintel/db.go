@@ -27,6 +27,9 @@ type Sources struct {
 	// Profiles is an open company dataset, joined by domain, read with
 	// ProfileColumns (see LoadDataset, ParseColumnMap).
 	Profiles, ProfileColumns string
+	// Registry is the file `leadpipe rir import` writes (RegistryFile);
+	// absent until something was imported.
+	Registry string
 }
 
 // Result is what the hot path needs to know about an IP. Enrich fills it
@@ -88,6 +91,7 @@ type DB struct {
 	cities    *Cities
 	companies *Companies
 	overrides *Overrides
+	registry  *Registry
 	// profiles are the curated profiles by ASN, completed from the dataset;
 	// byCompany the profiles by company id (curated and the company ranges
 	// file's); dataset the open company dataset by domain.
@@ -128,6 +132,11 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 	if src.Companies != "" {
 		if db.companies, err = LoadCompanies(src.Companies); err != nil {
 			return nil, fmt.Errorf("company ranges: %w", err)
+		}
+	}
+	if src.Registry != "" {
+		if db.registry, err = LoadRegistry(src.Registry); err != nil {
+			return nil, fmt.Errorf("registry assignments: %w", err)
 		}
 	}
 	if db.asn, err = LoadASNDir(src.ASNDir); err != nil {
@@ -297,6 +306,9 @@ func (db *DB) Stats() []any {
 	if db.companies != nil {
 		out = append(out, "company_ranges", db.companies.Len())
 	}
+	if db.registry != nil {
+		out = append(out, "registry_assignments", db.registry.Len())
+	}
 	if db.overrides != nil {
 		out = append(out, "overrides", db.overrides.Len())
 	}
@@ -308,8 +320,9 @@ func (db *DB) ASN() *Table { return db.asn }
 
 // Enrich answers type, company and country for ip. Precedence, strongest
 // first: an operator override (CIDR, then ASN); the operator's company
-// ranges; the network's classification (curated ASN list, then name rules,
-// then the default). It does not allocate.
+// ranges; a registry assignment (`leadpipe rir import`); the network's
+// classification (curated ASN list, then name rules, then the default).
+// It does not allocate.
 func (db *DB) Enrich(ip netip.Addr) Result {
 	ip = ip.Unmap()
 	r := Result{Type: TypeUnknown}
@@ -321,6 +334,14 @@ func (db *DB) Enrich(ip netip.Addr) Result {
 		if p, ok := db.profiles[nw.ASN]; ok {
 			r.applyProfile(p)
 		}
+	}
+	if a, ok := db.registry.Lookup(ip); ok {
+		// A registry assigned this range to an organisation (not a
+		// person, not its ISP): the company is that organisation.
+		r.Known = true
+		r.CompanyID, r.CompanyName, r.CompanyDomain = a.CompanyID, a.Name, ""
+		r.Industry, r.Size, r.CompanyCountry, r.Profile = "", "", "", nil
+		r.Type, r.Confidence, r.Source = TypeBusiness, confRegistry, SourceRegistry
 	}
 	if c, ok := db.companies.Lookup(ip); ok {
 		r.Known = true
@@ -361,6 +382,14 @@ func ApplyPTR(r *Result, sig PTRSignal) {
 	if sig.Type == "" || sig.Type == TypeUnknown || r.Source == "override" || r.Source == "companies" {
 		return
 	}
+	if r.Source == SourceRegistry {
+		// A registry assignment outranks a PTR name; the name may still
+		// give the company's domain.
+		if sig.Type == TypeBusiness && r.CompanyDomain == "" {
+			r.CompanyDomain = sig.Domain
+		}
+		return
+	}
 	if sig.Confidence > r.Confidence {
 		r.Type, r.Confidence, r.Source = sig.Type, sig.Confidence, "rdns"
 	}
@@ -386,6 +415,10 @@ func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal) Answer {
 		a.Evidence = append(a.Evidence, db.classes[i].Evidence...)
 	} else {
 		a.Evidence = append(a.Evidence, Evidence{Source: "asn", Says: "no announced network contains this address"})
+	}
+	if rec, ok := db.registry.Lookup(ip); ok {
+		a.Evidence = append(a.Evidence, Evidence{Source: SourceRegistry, Says: fmt.Sprintf("%s holds %s (%s, netname %s, %s) per %s",
+			rec.Name, rec.Prefix, rec.Status, rec.NetName, rec.Country, rec.Source)})
 	}
 	if c, ok := db.companies.Lookup(ip); ok {
 		a.Evidence = append(a.Evidence, Evidence{Source: "companies", Says: fmt.Sprintf("%s (%s) per the company ranges file", c.Name, c.Domain)})

@@ -242,6 +242,7 @@ func runIPLookup(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg ipintel.Config
 	cfg.RegisterFlags(fs)
+	dataDir := fs.String("data-dir", "./data", "data dir whose imported registry assignments (leadpipe rir import) to use")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -259,7 +260,9 @@ func runIPLookup(args []string, stdout, stderr io.Writer) error {
 		}
 		ips = append(ips, ip)
 	}
-	store, err := ipintel.OpenStore(cfg.Sources(), slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	src := cfg.Sources()
+	src.Registry = ipintel.RegistryFile(*dataDir)
+	store, err := ipintel.OpenStore(src, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return fmt.Errorf("IP data: %w", err)
 	}
@@ -282,6 +285,7 @@ func runIPEval(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg ipintel.Config
 	cfg.RegisterFlags(fs)
+	dataDir := fs.String("data-dir", "./data", "data dir whose imported registry assignments (leadpipe rir import) to use")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -300,7 +304,9 @@ func runIPEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	store, err := ipintel.OpenStore(cfg.Sources(), slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	src := cfg.Sources()
+	src.Registry = ipintel.RegistryFile(*dataDir)
+	store, err := ipintel.OpenStore(src, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return fmt.Errorf("IP data: %w", err)
 	}

@@ -35,6 +35,7 @@ Commands:
   sql        run SQL on leadpipe's ClickHouse database, print TSV
   ip lookup  explain what leadpipe knows about IP addresses
   ip eval    compare leadpipe's answers with labelled addresses (CSV)
+  rir import  import registry assignments (RPSL dumps you obtained) into a data dir
   ipdb reload  make every running process reload its IP data files
   dlq list|replay  show or replay hits that could never be processed
   backup     back up the database and the buckets to <data-dir>/backups
@@ -88,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "ipdb":
 		err = runIPDB(args, stdout, stderr)
+	case "rir":
+		err = runRIR(args, stdout, stderr)
 	case "dlq":
 		err = runDLQ(ctx, args, stdout, stderr)
 	case "backup":

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +132,63 @@ func TestIPLookup(t *testing.T) {
 	}
 	if a[2].Company != nil || a[2].ASN != 0 || a[2].NetworkType != "unknown" {
 		t.Errorf("a private address should be unknown without a company: %s", lines[2])
+	}
+}
+
+// TestRIRImportThenLookup imports registry files into a data dir and looks
+// addresses up on it: the paper mill's assignment answers with its holder,
+// decided by the registry, with the assignment as evidence; its ISP's
+// customer block and a dynamic pool do not; a lookup on another data dir
+// knows nothing of the import.
+func TestRIRImportThenLookup(t *testing.T) {
+	dir := t.TempDir()
+	code, out, stderr := runCmd(t, "rir", "import", "--data-dir", dir,
+		"../../ipintel/testdata/rpsl/networks.db", "../../ipintel/testdata/rpsl/organisations.db")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); lines[len(lines)-1] != "rir: networks=10 companies=2 skipped=8" {
+		t.Errorf("rir import printed %q", out)
+	}
+	type answer struct {
+		NetworkType string `json:"network_type"`
+		Decided     string `json:"decided_by"`
+		Company     *struct{ Name string }
+		Evidence    []struct{ Source, Says string }
+	}
+	lookup := func(dataDir string, ips ...string) []answer {
+		t.Helper()
+		code, out, stderr := runCmd(t, append([]string{"ip", "lookup", "--data-dir", dataDir}, ips...)...)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		var as []answer
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var a answer
+			if err := json.Unmarshal([]byte(l), &a); err != nil {
+				t.Fatal(err)
+			}
+			as = append(as, a)
+		}
+		return as
+	}
+	as := lookup(dir, "198.51.100.5", "2001:db8:1234::1", "198.51.100.20", "198.51.100.40")
+	for i, ip := range []string{"198.51.100.5", "2001:db8:1234::1"} {
+		a := as[i]
+		if a.NetworkType != "business" || a.Decided != "registry" || a.Company == nil || a.Company.Name != "Example Paper Mill Oy" ||
+			!slices.ContainsFunc(a.Evidence, func(e struct{ Source, Says string }) bool {
+				return e.Source == "registry" && strings.Contains(e.Says, "PAPERMILL")
+			}) {
+			t.Errorf("%s: %+v; want the paper mill, decided by the registry", ip, a)
+		}
+	}
+	for i, ip := range []string{"198.51.100.20", "198.51.100.40"} {
+		if a := as[2+i]; a.Decided == "registry" || a.Company != nil {
+			t.Errorf("%s: %+v; want no registry company", ip, a)
+		}
+	}
+	if a := lookup(t.TempDir(), "198.51.100.5")[0]; a.Decided == "registry" || a.Company != nil {
+		t.Errorf("another data dir: %+v", a)
 	}
 }
 

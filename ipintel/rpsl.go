@@ -1,0 +1,512 @@
+package ipintel
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/gaissmai/bart"
+)
+
+// This file reads the regional registries' WHOIS databases in RPSL (the
+// split dumps RIPE, APNIC and AFRINIC publish: ripe.db.inetnum.gz,
+// ripe.db.inet6num.gz, ripe.db.organisation.gz) and picks the assignments
+// that are a company's own network: a /28 of an ISP assigned to a paper
+// mill, which the ASN data can only call the ISP's. The operator obtains
+// the files under the registry's terms; leadpipe never fetches them.
+
+// RPSLObject is one object of an RPSL file: its attributes in order, keys
+// lower-cased, continuation lines joined to their attribute's value.
+type RPSLObject struct {
+	Attrs [][2]string
+}
+
+// Class is the object's class: its first attribute's key (inetnum,
+// inet6num, organisation…).
+func (o *RPSLObject) Class() string {
+	if len(o.Attrs) == 0 {
+		return ""
+	}
+	return o.Attrs[0][0]
+}
+
+// Get is the value of the object's first attribute key, or "".
+func (o *RPSLObject) Get(key string) string {
+	for _, a := range o.Attrs {
+		if a[0] == key {
+			return a[1]
+		}
+	}
+	return ""
+}
+
+// All is every value of the attribute key, in order.
+func (o *RPSLObject) All(key string) []string {
+	var out []string
+	for _, a := range o.Attrs {
+		if a[0] == key {
+			out = append(out, a[1])
+		}
+	}
+	return out
+}
+
+// ReadRPSL calls fn with each object of r, plain or gzip-compressed. Lines
+// starting with % or # are comments; a blank line ends an object; a line
+// starting with a space, a tab or + continues the attribute before it.
+// Objects of any class may share a file. A line that is neither is an
+// error naming the file and line.
+func ReadRPSL(r io.Reader, name string, fn func(*RPSLObject) error) error {
+	br := bufio.NewReaderSize(r, 1<<16)
+	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		defer zr.Close()
+		br = bufio.NewReaderSize(zr, 1<<16)
+	}
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
+	var obj RPSLObject
+	flush := func() error {
+		if len(obj.Attrs) == 0 {
+			return nil
+		}
+		err := fn(&obj)
+		obj = RPSLObject{}
+		return err
+	}
+	for line := 0; sc.Scan(); {
+		line++
+		b := sc.Bytes()
+		switch {
+		case len(bytes.TrimSpace(b)) == 0:
+			if err := flush(); err != nil {
+				return err
+			}
+		case b[0] == '%' || b[0] == '#':
+		case b[0] == ' ' || b[0] == '\t' || b[0] == '+':
+			if len(obj.Attrs) == 0 {
+				return fmt.Errorf("%s line %d: a continuation line outside any object", name, line)
+			}
+			last := &obj.Attrs[len(obj.Attrs)-1]
+			if v := strings.TrimSpace(string(b[1:])); v != "" {
+				last[1] = strings.TrimSpace(last[1] + " " + v)
+			}
+		default:
+			key, value, ok := bytes.Cut(b, []byte(":"))
+			if !ok || len(key) == 0 || bytes.ContainsAny(key, " \t") {
+				return fmt.Errorf("%s line %d: %q is not an attribute (key: value)", name, line, truncate(string(b), 60))
+			}
+			obj.Attrs = append(obj.Attrs, [2]string{strings.ToLower(string(key)), strings.TrimSpace(string(value))})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return flush()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// RegistryAssignment is a registry network leadpipe counts as a company's
+// own: an assignment, small, held by an organisation that is not its ISP.
+type RegistryAssignment struct {
+	First, Last netip.Addr // the range, inclusive
+	NetName     string
+	Descr       string // the network's description (descr lines joined)
+	Status      string
+	Country     string
+	OrgID       string
+	OrgName     string
+	Source      string // the file it was read from
+}
+
+// Prefixes are the assignment's range as CIDR prefixes.
+func (a *RegistryAssignment) Prefixes() []netip.Prefix { return rangePrefixes(a.First, a.Last) }
+
+// Why a registry network is not counted as a company's (RegistryStats).
+const (
+	SkipNotAssignment = "not-assignment" // an allocation, a sub-allocation, a reservation
+	SkipTooLarge      = "too-large"      // larger than an IPv4 /22 or an IPv6 /40
+	SkipNoOrg         = "no-organisation"
+	SkipISP           = "isp"      // held by a registry member (LIR) or its parent allocation's holder
+	SkipPool          = "pool"     // named like a dynamic, residential or customer pool
+	SkipProvider      = "provider" // held by a carrier, hoster or mobile operator by its name
+	SkipBadRange      = "bad-range"
+)
+
+// RegistryStats counts what an import read: networks (inetnum and inet6num
+// objects), companies (the assignments kept) and the rest by reason.
+type RegistryStats struct {
+	Networks, Companies int
+	Skipped             map[string]int
+}
+
+// SkippedTotal is how many networks were not kept.
+func (s RegistryStats) SkippedTotal() int {
+	n := 0
+	for _, v := range s.Skipped {
+		n += v
+	}
+	return n
+}
+
+// assignmentStatuses are the statuses of networks assigned to an end user
+// (RIPE, APNIC and AFRINIC spellings).
+var assignmentStatuses = map[string]bool{
+	"ASSIGNED PA": true, "ASSIGNED PI": true, "ASSIGNED": true, "ASSIGNED PORTABLE": true, "ASSIGNED NON-PORTABLE": true,
+}
+
+// allocationStatuses are the statuses of the ISPs' own blocks, whose
+// holder is the ISP every assignment inside them is made by.
+var allocationStatuses = map[string]bool{
+	"ALLOCATED PA": true, "ALLOCATED PI": true, "ALLOCATED UNSPECIFIED": true, "ALLOCATED-BY-RIR": true,
+	"ALLOCATED PORTABLE": true, "ALLOCATED NON-PORTABLE": true, "SUB-ALLOCATED PA": true, "ALLOCATED-BY-LIR": true,
+}
+
+// poolWords name an ISP's pools of customer addresses, not a company
+// (matched as whole words of the network's name, description and holder).
+var poolWords = []string{"pool", "pools", "dynamic", "dyn", "dial", "dialup", "dsl", "adsl", "vdsl", "xdsl", "residential",
+	"broadband", "customer", "customers", "subscriber", "subscribers", "private", "home", "ftth", "fttx", "gpon", "cgnat",
+	"nat", "cable", "wifi", "wireless", "mobile", "clients", "client", "users", "ppp", "pppoe", "bras"}
+
+// RegistryImport reads RPSL files and keeps the assignments that are a
+// company's own network. Feed it every file (inetnum, inet6num and
+// organisation objects, in any order and any files), then call Result.
+type RegistryImport struct {
+	cls         *Classifier
+	orgs        map[string]rpslOrg
+	candidates  []RegistryAssignment
+	allocations []allocation
+	stats       RegistryStats
+}
+
+type rpslOrg struct{ name, typ string }
+
+type allocation struct {
+	first, last netip.Addr
+	org         string
+}
+
+// NewRegistryImport starts an import whose holders' names the classifier
+// judges (a hoster's or carrier's name is not a company's).
+func NewRegistryImport(cls *Classifier) *RegistryImport {
+	return &RegistryImport{cls: cls, orgs: map[string]rpslOrg{}, stats: RegistryStats{Skipped: map[string]int{}}}
+}
+
+// Read reads one RPSL file.
+func (ri *RegistryImport) Read(r io.Reader, name string) error {
+	return ReadRPSL(r, name, func(o *RPSLObject) error {
+		switch o.Class() {
+		case "organisation":
+			ri.orgs[o.Get("organisation")] = rpslOrg{name: o.Get("org-name"), typ: strings.ToUpper(o.Get("org-type"))}
+		case "inetnum", "inet6num":
+			ri.network(o, name)
+		}
+		return nil
+	})
+}
+
+func (ri *RegistryImport) network(o *RPSLObject, file string) {
+	ri.stats.Networks++
+	first, last, ok := parseRPSLRange(o.Get(o.Class()))
+	if !ok {
+		ri.stats.Skipped[SkipBadRange]++
+		return
+	}
+	status := strings.ToUpper(o.Get("status"))
+	if allocationStatuses[status] {
+		ri.allocations = append(ri.allocations, allocation{first, last, o.Get("org")})
+	}
+	switch {
+	case !assignmentStatuses[status]:
+		ri.stats.Skipped[SkipNotAssignment]++
+	case tooLarge(first, last):
+		ri.stats.Skipped[SkipTooLarge]++
+	case o.Get("org") == "":
+		// Without an organisation object the holder is a person or
+		// unnamed: nothing to show, and a person's name must not be.
+		ri.stats.Skipped[SkipNoOrg]++
+	default:
+		ri.candidates = append(ri.candidates, RegistryAssignment{First: first, Last: last, NetName: o.Get("netname"),
+			Descr: strings.Join(o.All("descr"), " "), Status: status, Country: strings.ToUpper(o.Get("country")),
+			OrgID: o.Get("org"), Source: file})
+	}
+}
+
+// Result resolves the holders (organisation objects may come after the
+// networks, or in another file) and returns the assignments kept, in
+// address order, with the counts.
+func (ri *RegistryImport) Result() ([]RegistryAssignment, RegistryStats) {
+	slices.SortFunc(ri.allocations, func(a, b allocation) int { return a.first.Compare(b.first) })
+	var out []RegistryAssignment
+	for _, c := range ri.candidates {
+		org, known := ri.orgs[c.OrgID]
+		if !known || org.name == "" {
+			ri.stats.Skipped[SkipNoOrg]++
+			continue
+		}
+		c.OrgName = org.name
+		switch {
+		case org.typ == "LIR" || org.typ == "RIR" || org.typ == "NIR" || org.typ == "IANA" || ri.parentOrg(c.First) == c.OrgID:
+			ri.stats.Skipped[SkipISP]++
+		case hasPoolWord(c.NetName) || hasPoolWord(c.Descr) || hasPoolWord(org.name):
+			ri.stats.Skipped[SkipPool]++
+		case ri.provider(org.name):
+			ri.stats.Skipped[SkipProvider]++
+		default:
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b RegistryAssignment) int { return a.First.Compare(b.First) })
+	ri.stats.Companies = len(out)
+	return out, ri.stats
+}
+
+// parentOrg is the holder of the allocation containing ip, or "".
+func (ri *RegistryImport) parentOrg(ip netip.Addr) string {
+	i, _ := slices.BinarySearchFunc(ri.allocations, ip, func(a allocation, ip netip.Addr) int {
+		if a.first.Compare(ip) > 0 {
+			return 1
+		}
+		return -1
+	})
+	// The allocations starting at or before ip, nearest first; the
+	// innermost containing one is the assigning ISP.
+	for j := i - 1; j >= 0 && j >= i-64; j-- {
+		if a := ri.allocations[j]; a.last.Compare(ip) >= 0 && a.first.BitLen() == ip.BitLen() {
+			return a.org
+		}
+	}
+	return ""
+}
+
+// provider reports whether the name rules say the holder is a carrier,
+// hoster or mobile operator: their customers' networks are not theirs.
+func (ri *RegistryImport) provider(name string) bool {
+	if ri.cls == nil {
+		return false
+	}
+	switch ri.cls.ClassifyName(name).Type {
+	case TypeResidential, TypeMobile, TypeHosting:
+		return true
+	}
+	return false
+}
+
+func hasPoolWord(s string) bool {
+	for _, w := range strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
+		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9')
+	}) {
+		if slices.Contains(poolWords, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// tooLarge reports whether a range is larger than an IPv4 /22 (1,024
+// addresses) or an IPv6 /40: the size of a company's own assignment.
+func tooLarge(first, last netip.Addr) bool {
+	ps := rangePrefixes(first, last)
+	if len(ps) == 0 {
+		return true
+	}
+	if first.Is4() {
+		n := 0
+		for _, p := range ps {
+			n += 1 << (32 - p.Bits())
+			if n > 1024 {
+				return true
+			}
+		}
+		return false
+	}
+	for _, p := range ps {
+		if p.Bits() < 40 {
+			return true
+		}
+	}
+	return false
+}
+
+// parseRPSLRange reads an inetnum ("192.0.2.0 - 192.0.2.255") or an
+// inet6num ("2001:db8::/48").
+func parseRPSLRange(s string) (first, last netip.Addr, ok bool) {
+	if lo, hi, found := strings.Cut(s, "-"); found {
+		a, err1 := netip.ParseAddr(strings.TrimSpace(lo))
+		b, err2 := netip.ParseAddr(strings.TrimSpace(hi))
+		if err1 != nil || err2 != nil || a.BitLen() != b.BitLen() || b.Less(a) {
+			return netip.Addr{}, netip.Addr{}, false
+		}
+		return a, b, true
+	}
+	p, err := netip.ParsePrefix(strings.TrimSpace(s))
+	if err != nil {
+		return netip.Addr{}, netip.Addr{}, false
+	}
+	p = p.Masked()
+	return p.Addr(), prefixLast(p), true
+}
+
+// prefixLast is the last address of p.
+func prefixLast(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// rangePrefixes splits [first, last] into the fewest CIDR prefixes.
+func rangePrefixes(first, last netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	bits := first.BitLen()
+	for !last.Less(first) {
+		// The largest prefix starting at first that stays inside the range.
+		n := bits
+		for n > 0 {
+			p := netip.PrefixFrom(first, n-1).Masked()
+			if p.Addr() != first || prefixLast(p).Compare(last) > 0 {
+				break
+			}
+			n--
+		}
+		p := netip.PrefixFrom(first, n)
+		out = append(out, p)
+		end := prefixLast(p)
+		next := end.Next()
+		if !next.IsValid() || next.BitLen() != bits || end == last {
+			break
+		}
+		first = next
+	}
+	return out
+}
+
+// SourceRegistry names the registry assignments' evidence and decisions.
+const SourceRegistry = "registry"
+
+// confRegistry is the confidence of a registry assignment's answer: below
+// the operator's own files, above the name rules.
+const confRegistry = 0.85
+
+// RegistryFile is where `leadpipe rir import` writes the assignments it
+// keeps, under a data dir; every stage on that data dir reads it.
+func RegistryFile(dataDir string) string { return filepath.Join(dataDir, "ipdb", "registry.csv") }
+
+// registryHeader is the registry file's header.
+var registryHeader = []string{"cidr", "name", "country", "netname", "status", "org_id", "source"}
+
+// WriteRegistry writes the kept assignments to path, one line per prefix,
+// atomically: a stage loading the file meanwhile reads the old one whole.
+func WriteRegistry(path string, kept []RegistryAssignment) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".registry-*.csv")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	w := csv.NewWriter(bufio.NewWriter(f))
+	w.Write(registryHeader)
+	for _, a := range kept {
+		for _, p := range a.Prefixes() {
+			w.Write([]string{p.String(), a.OrgName, a.Country, a.NetName, a.Status, a.OrgID, a.Source})
+		}
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// RegistryRecord is one imported assignment: the organisation a registry
+// says holds the range.
+type RegistryRecord struct {
+	Prefix                         netip.Prefix
+	Name, Country, NetName, Status string
+	OrgID, Source                  string
+	CompanyID                      string // companyID(Name), as the ASN data would give it
+}
+
+// Registry is the imported assignments, by longest prefix match.
+type Registry struct {
+	table bart.Table[*RegistryRecord]
+	n     int
+}
+
+// Lookup returns the assignment containing ip.
+func (r *Registry) Lookup(ip netip.Addr) (*RegistryRecord, bool) {
+	if r == nil {
+		return nil, false
+	}
+	return r.table.Lookup(ip)
+}
+
+// Len is the number of prefixes imported.
+func (r *Registry) Len() int {
+	if r == nil {
+		return 0
+	}
+	return r.n
+}
+
+// LoadRegistry reads a file WriteRegistry wrote. A missing file is no
+// registry, not an error: nothing was imported yet.
+func LoadRegistry(path string) (*Registry, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cr := csv.NewReader(bufio.NewReader(f))
+	cr.ReuseRecord = true
+	head, err := cr.Read()
+	if err != nil || !slices.Equal(head, registryHeader) {
+		return nil, fmt.Errorf("%s: not a registry file written by leadpipe rir import (header %v)", path, head)
+	}
+	reg := &Registry{}
+	for line := 2; ; line++ {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return reg, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		p, err := netip.ParsePrefix(rec[0])
+		if err != nil || rec[1] == "" {
+			return nil, fmt.Errorf("%s line %d: want a CIDR and a name", path, line)
+		}
+		reg.table.Insert(p, &RegistryRecord{Prefix: p, Name: rec[1], Country: rec[2], NetName: rec[3], Status: rec[4],
+			OrgID: rec[5], Source: rec[6], CompanyID: companyID(rec[1])})
+		reg.n++
+	}
+}

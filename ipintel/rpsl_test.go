@@ -1,0 +1,102 @@
+package ipintel
+
+import (
+	"bytes"
+	"compress/gzip"
+	"maps"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestRegistryImportKeepsCompanyAssignments reads networks and their
+// holders from two files (holders after networks, one file gzipped) and
+// keeps only the assignments that are a company's own: the paper mill's
+// IPv4 /28 and IPv6 /48; not the ISP's own customer block, a dynamic pool,
+// a person's assignment, a hoster's, one larger than a /22, an allocation
+// or a malformed range — each counted by its reason.
+func TestRegistryImportKeepsCompanyAssignments(t *testing.T) {
+	networks, err := os.ReadFile("testdata/rpsl/networks.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(networks)
+	zw.Close()
+	orgs, err := os.Open("testdata/rpsl/organisations.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orgs.Close()
+
+	ri := NewRegistryImport(mustDefaultClassifier(t))
+	if err := ri.Read(&gz, "networks.db.gz"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ri.Read(orgs, "organisations.db"); err != nil {
+		t.Fatal(err)
+	}
+	kept, stats := ri.Result()
+	var got []string
+	for _, a := range kept {
+		for _, p := range a.Prefixes() {
+			got = append(got, p.String()+" "+a.OrgName+" "+a.NetName+" "+a.Country)
+		}
+	}
+	want := []string{"198.51.100.0/28 Example Paper Mill Oy PAPERMILL-NET FI", "2001:db8:1234::/48 Example Paper Mill Oy PAPERMILL-V6 FI"}
+	if !slices.Equal(got, want) {
+		t.Errorf("kept:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if kept[0].Descr != "Example Paper Mill Oy head office, Kotka" || kept[0].Source != "networks.db.gz" {
+		t.Errorf("first assignment: descr %q, source %q", kept[0].Descr, kept[0].Source)
+	}
+	wantSkipped := map[string]int{SkipNotAssignment: 2, SkipISP: 1, SkipPool: 1, SkipNoOrg: 1, SkipProvider: 1, SkipTooLarge: 1, SkipBadRange: 1}
+	if stats.Networks != 10 || stats.Companies != 2 || !maps.Equal(stats.Skipped, wantSkipped) {
+		t.Errorf("stats %+v; want 10 networks, 2 companies, skipped %v", stats, wantSkipped)
+	}
+	if stats.Networks != stats.Companies+stats.SkippedTotal() {
+		t.Errorf("networks %d != companies %d + skipped %d", stats.Networks, stats.Companies, stats.SkippedTotal())
+	}
+}
+
+// TestReadRPSLRejectsNonsense: a line that is no attribute, or a
+// continuation outside an object, is an error naming the file and line.
+func TestReadRPSLRejectsNonsense(t *testing.T) {
+	for in, want := range map[string]string{
+		"inetnum: 192.0.2.0 - 192.0.2.255\nthis is not rpsl\n": "x.db line 2",
+		"\n  continued\n":                        "x.db line 2",
+		"inetnum 192.0.2.0\n":                    "x.db line 1",
+		"organisation: ORG-1\norg-name: A\n\n\n": "",
+	} {
+		err := ReadRPSL(strings.NewReader(in), "x.db", func(*RPSLObject) error { return nil })
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%q: error %v, want %q", in, err, want)
+		}
+	}
+}
+
+// TestRangePrefixes splits ranges into the fewest prefixes.
+func TestRangePrefixes(t *testing.T) {
+	for _, c := range []struct {
+		first, last string
+		want        string
+	}{
+		{"10.0.0.1", "10.0.0.6", "10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32"},
+		{"10.0.0.0", "10.0.0.255", "10.0.0.0/24"},
+		{"10.0.0.0", "10.0.2.255", "10.0.0.0/23 10.0.2.0/24"},
+		{"255.255.255.254", "255.255.255.255", "255.255.255.254/31"},
+		{"0.0.0.0", "255.255.255.255", "0.0.0.0/0"},
+		{"2001:db8::", "2001:db8::ffff", "2001:db8::/112"},
+	} {
+		var got []string
+		for _, p := range rangePrefixes(netip.MustParseAddr(c.first), netip.MustParseAddr(c.last)) {
+			got = append(got, p.String())
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("%s - %s: %v, want %s", c.first, c.last, got, c.want)
+		}
+	}
+}
