@@ -643,6 +643,46 @@ func TestIPDataReloadOverNATS(t *testing.T) {
 	if got := typeOf(); got != "education" {
 		t.Errorf("after a failed reload: %s, want the previous data (education)", got)
 	}
+
+	// Registry assignments imported into the data dir (leadpipe rir
+	// import) answer after a reload.
+	os.WriteFile(cfg.IPData.Overrides, []byte("match,type\n"), 0o600)
+	registry := func() (decided, company string) {
+		var a struct {
+			Decided string `json:"decided_by"`
+			Company *struct{ Name string }
+		}
+		c.do(t, "GET", "/api/v1/ip/2001:db8:1234::1", nil, &a)
+		if a.Company != nil {
+			company = a.Company.Name
+		}
+		return a.Decided, company
+	}
+	if d, _ := registry(); d == ipintel.SourceRegistry {
+		t.Fatal("a registry answer before anything was imported")
+	}
+	ri := ipintel.NewRegistryImport(nil)
+	for _, name := range []string{"networks.db", "organisations.db"} {
+		f, err := os.Open(filepath.Join("..", "ipintel", "testdata", "rpsl", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = ri.Read(f, name)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept, _ := ri.Result()
+	if err := ipintel.WriteRegistry(ipintel.RegistryFile(cfg.DataDir), kept); err != nil {
+		t.Fatal(err)
+	}
+	if r := ask(); !r.OK {
+		t.Fatalf("reload after an import failed: %+v", r)
+	}
+	if d, name := registry(); d != ipintel.SourceRegistry || name != "Example Paper Mill Oy" {
+		t.Errorf("after an import and a reload: decided by %q, company %q; want the registry's paper mill", d, name)
+	}
 }
 
 // TestNoVisitorIPAtRest posts hits from many IPv4 and IPv6 addresses (kept
