@@ -620,7 +620,9 @@ func TestIPDataReloadOverNATS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer nc.Close()
-		msg, err := nc.Request(bus.IPDBReloadSubject, nil, 30*time.Second)
+		// A reload takes about 20 s under the race detector, longer while
+		// other packages' tests share the CPU: the wait is generous.
+		msg, err := nc.Request(bus.IPDBReloadSubject, nil, 2*time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
