@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -961,5 +963,58 @@ func TestWrittenHitsOfAWholeBatch(t *testing.T) {
 	}
 	if _, err := p.sessions.lookup(context.Background(), rows, idx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRegistryAndCandidateStamped: with registry assignments imported, a
+// hit from a company's assignment is stored under the company the registry
+// names, confirmed; a hit from a network only the address-space fall-back
+// calls a company is stored as a candidate; a hit from the assigning ISP's
+// own block (in no announced network) is dropped as unknown.
+func TestRegistryAndCandidateStamped(t *testing.T) {
+	ri := ipintel.NewRegistryImport(nil)
+	for _, name := range []string{"networks.db", "organisations.db"} {
+		f, err := os.Open(filepath.Join("..", "ipintel", "testdata", "rpsl", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = ri.Read(f, name)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept, _ := ri.Result()
+	src := testenv.IPSources()
+	src.Registry = ipintel.RegistryFile(t.TempDir())
+	if err := ipintel.WriteRegistry(src.Registry, kept); err != nil {
+		t.Fatal(err)
+	}
+	ipdata, err := ipintel.OpenStore(src, testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	d := deps(t, b, conn)
+	d.IPData = ipdata
+	run(t, New(testConfig(), d, prometheus.NewRegistry(), testenv.Quiet()))
+
+	// AS26662 (Xerox's legacy /16, in no curated list) is a candidate by the
+	// address-space fall-back alone.
+	legacy := businessIPs(t, testenv.ASN(t), 26662, 1)[0]
+	ips := []netip.Addr{netip.MustParseAddr("198.51.100.5"), legacy, netip.MustParseAddr("198.51.100.20")}
+	publish(t, b.JS, "reg", ips, "reg")
+	expectCounts(t, conn, "reg", 2, 1)
+	for ip, want := range map[string]string{"reg-0": "Example Paper Mill Oy business 0", "reg-1": "XEROX CORPORATION business 1"} {
+		var name, typ string
+		var candidate uint8
+		if err := conn.QueryRow(context.Background(), "SELECT company_name, toString(network_type), candidate FROM hits WHERE site_id = 'reg' AND hit_id = ?", ip).
+			Scan(&name, &typ, &candidate); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%s %s %d", name, typ, candidate); got != want {
+			t.Errorf("%s: stored %q, want %q", ip, got, want)
+		}
 	}
 }
