@@ -181,10 +181,14 @@ var allocationStatuses = map[string]bool{
 }
 
 // poolWords name an ISP's pools of customer addresses, not a company
-// (matched as whole words of the network's name, description and holder).
+// (whole words of the network's name, description and holder). Words that
+// also name companies stay out: "private" (Indian companies are "Private
+// Limited"), "home", "cable", "mobile", "wireless", a single "customer".
 var poolWords = []string{"pool", "pools", "dynamic", "dyn", "dial", "dialup", "dsl", "adsl", "vdsl", "xdsl", "residential",
-	"broadband", "customer", "customers", "subscriber", "subscribers", "private", "home", "ftth", "fttx", "gpon", "cgnat",
-	"nat", "cable", "wifi", "wireless", "mobile", "clients", "client", "users", "ppp", "pppoe", "bras"}
+	"broadband", "customers", "subscriber", "subscribers", "ftth", "fttx", "fttb", "gpon", "cgnat", "ppp", "pppoe", "bras"}
+
+// poolPhrases are pools named by two words.
+var poolPhrases = []string{"private customer", "private customers", "home users", "end users"}
 
 // RegistryImport reads RPSL files and keeps the assignments that are a
 // company's own network. Feed it every file (inetnum, inet6num and
@@ -311,10 +315,11 @@ func (ri *RegistryImport) provider(name string) bool {
 }
 
 func hasPoolWord(s string) bool {
-	for _, w := range strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
+	words := strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
 		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9')
-	}) {
-		if slices.Contains(poolWords, w) {
+	})
+	for i, w := range words {
+		if slices.Contains(poolWords, w) || i > 0 && slices.Contains(poolPhrases, words[i-1]+" "+w) {
 			return true
 		}
 	}

@@ -100,3 +100,17 @@ func TestRangePrefixes(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolWords: pools are named so; companies whose names share a word
+// with a pool are not.
+func TestPoolWords(t *testing.T) {
+	for s, want := range map[string]bool{
+		"DYN-POOL-12": true, "Dynamic pool for business DSL lines": true, "EXAMPLE-FTTH-CUSTOMERS": true,
+		"Private customers, Kotka": true, "Example Private Limited": false, "Home Depot": false,
+		"Example Cable Works Oy": false, "CUSTOMER-NET": false, "PAPERMILL-NET": false,
+	} {
+		if got := hasPoolWord(s); got != want {
+			t.Errorf("hasPoolWord(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
