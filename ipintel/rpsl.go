@@ -149,6 +149,7 @@ const (
 	SkipPool          = "pool"     // named like a dynamic, residential or customer pool
 	SkipProvider      = "provider" // held by a carrier, hoster or mobile operator by its name
 	SkipBadRange      = "bad-range"
+	SkipCountry       = "other-country" // outside RegistryImport.Countries
 )
 
 // RegistryStats counts what an import read: networks (inetnum and inet6num
@@ -194,6 +195,12 @@ var poolPhrases = []string{"private customer", "private customers", "home users"
 // company's own network. Feed it every file (inetnum, inet6num and
 // organisation objects, in any order and any files), then call Result.
 type RegistryImport struct {
+	// Countries, when not empty, keeps only assignments registered in
+	// these countries (two-letter codes, upper case): a full dump holds
+	// millions of networks, most of them in markets the operator does not
+	// sell to.
+	Countries map[string]bool
+
 	cls         *Classifier
 	orgs        map[string]rpslOrg
 	candidates  []RegistryAssignment
@@ -238,9 +245,12 @@ func (ri *RegistryImport) network(o *RPSLObject, file string) {
 	if allocationStatuses[status] {
 		ri.allocations = append(ri.allocations, allocation{first, last, o.Get("org")})
 	}
+	country := strings.ToUpper(o.Get("country"))
 	switch {
 	case !assignmentStatuses[status]:
 		ri.stats.Skipped[SkipNotAssignment]++
+	case len(ri.Countries) > 0 && !ri.Countries[country]:
+		ri.stats.Skipped[SkipCountry]++
 	case tooLarge(first, last):
 		ri.stats.Skipped[SkipTooLarge]++
 	case o.Get("org") == "":
@@ -249,7 +259,7 @@ func (ri *RegistryImport) network(o *RPSLObject, file string) {
 		ri.stats.Skipped[SkipNoOrg]++
 	default:
 		ri.candidates = append(ri.candidates, RegistryAssignment{First: first, Last: last, NetName: o.Get("netname"),
-			Descr: strings.Join(o.All("descr"), " "), Status: status, Country: strings.ToUpper(o.Get("country")),
+			Descr: strings.Join(o.All("descr"), " "), Status: status, Country: country,
 			OrgID: o.Get("org"), Source: file})
 	}
 }

@@ -114,3 +114,27 @@ func TestPoolWords(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistryImportByCountry keeps only the assignments of the countries
+// asked for, counting the others.
+func TestRegistryImportByCountry(t *testing.T) {
+	ri := NewRegistryImport(nil)
+	ri.Countries = map[string]bool{"DE": true}
+	for _, name := range []string{"testdata/rpsl/networks.db", "testdata/rpsl/organisations.db"} {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = ri.Read(f, name)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept, stats := ri.Result()
+	// Of the Finnish paper mill's two assignments and the other Finnish
+	// ones, none is kept; the German /21 is too large.
+	if len(kept) != 0 || stats.Skipped[SkipCountry] != 6 || stats.Networks != stats.Companies+stats.SkippedTotal() {
+		t.Errorf("kept %v, stats %+v; want none kept, 6 of another country", kept, stats)
+	}
+}

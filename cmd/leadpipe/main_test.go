@@ -150,6 +150,9 @@ func TestRIRImportThenLookup(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); lines[len(lines)-1] != "rir: networks=10 companies=2 skipped=8" {
 		t.Errorf("rir import printed %q", out)
 	}
+	if code, _, stderr := runCmd(t, "rir", "import", "--data-dir", t.TempDir(), "--countries", "Finland", "../../ipintel/testdata/rpsl/networks.db"); code != 2 || !strings.Contains(stderr, "--countries") {
+		t.Errorf("--countries Finland: exit %d, %q; want a usage error naming the flag", code, stderr)
+	}
 	type answer struct {
 		NetworkType string `json:"network_type"`
 		Decided     string `json:"decided_by"`

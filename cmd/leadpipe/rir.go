@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/leadpipe/leadpipe/ipintel"
 )
@@ -24,6 +25,7 @@ func runRIR(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rir import", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "./data", "the data dir the assignments are imported into")
+	countries := fs.String("countries", "", "keep only assignments registered in these countries: two-letter codes, comma-separated (empty = all)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -35,6 +37,16 @@ func runRIR(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	ri := ipintel.NewRegistryImport(cls)
+	if *countries != "" {
+		ri.Countries = map[string]bool{}
+		for _, c := range strings.Split(*countries, ",") {
+			c = strings.ToUpper(strings.TrimSpace(c))
+			if len(c) != 2 {
+				return usageError{fmt.Errorf("--countries: %q is not a two-letter country code", c)}
+			}
+			ri.Countries[c] = true
+		}
+	}
 	for _, name := range fs.Args() {
 		f, err := os.Open(name)
 		if err != nil {
