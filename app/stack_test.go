@@ -664,16 +664,8 @@ func TestIPDataReloadOverNATS(t *testing.T) {
 		t.Fatal("a registry answer before anything was imported")
 	}
 	ri := ipintel.NewRegistryImport(nil)
-	for _, name := range []string{"networks.db", "organisations.db"} {
-		f, err := os.Open(filepath.Join("..", "ipintel", "testdata", "rpsl", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = ri.Read(f, name)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := ri.ReadFiles("../ipintel/testdata/rpsl/networks.db", "../ipintel/testdata/rpsl/organisations.db"); err != nil {
+		t.Fatal(err)
 	}
 	kept, _ := ri.Result()
 	if err := ipintel.WriteRegistry(ipintel.RegistryFile(cfg.DataDir), kept); err != nil {

@@ -60,8 +60,11 @@ type Result struct {
 // rule, no reverse DNS, no operator file). Measured on the held-out long
 // tail, about half of those are companies (README, "On the long tail"), so
 // the feed shows them only when asked.
-func (r *Result) Candidate() bool {
-	return r.Type == TypeBusiness && r.Source == SourceAddressSpace
+func (r *Result) Candidate() bool { return isCandidate(r.Type, r.Source) }
+
+// isCandidate: a business answer decided by the address-space fall-back.
+func isCandidate(typ, decidedBy string) bool {
+	return typ == TypeBusiness && decidedBy == SourceAddressSpace
 }
 
 // Identified reports whether the network is an organisation leadpipe shows
@@ -157,7 +160,7 @@ func Load(src Sources, cls *Classifier) (*DB, error) {
 			// own, whatever words its registered name uses ("FedEx Internet
 			// Technologies"), of the kind its industry says; only the
 			// curated type list says otherwise.
-			typ := prof.OrgType()
+			typ := prof.orgType()
 			c, src = Classification{Type: typ, Confidence: 0.9, Evidence: []Evidence{{Source: "profiles",
 				Says: fmt.Sprintf("%s: AS%d is an organisation's own network (%s, industry %q)", typ, nw.ASN, CompanyProfilesFile, prof.Industry)}}}, "profiles"
 		case src == SourceDefault && c.Type == TypeBusiness:

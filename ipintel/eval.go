@@ -170,7 +170,7 @@ func (db *DB) Evaluate(cases []EvalCase) EvalReport {
 				b[1]++
 			}
 			rep.BusinessByLayer[layer] = b
-			if a.Decided != SourceAddressSpace {
+			if !isCandidate(a.NetworkType, a.Decided) {
 				rep.FeedBusinessVerdicts++
 				if c.Type == TypeBusiness {
 					rep.FeedBusinessRight++

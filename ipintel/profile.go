@@ -40,10 +40,10 @@ type Profile struct {
 	Sources map[string]string `json:"sources,omitempty"`
 }
 
-// OrgType is the network type of an organisation's own network by its
+// orgType is the network type of an organisation's own network by its
 // industry: a public administration's is government, a school's or
 // university's education, any other business.
-func (p *Profile) OrgType() string {
+func (p *Profile) orgType() string {
 	switch p.Industry {
 	case "Government Administration", "Armed Forces", "Law Enforcement", "International Affairs":
 		return TypeGovernment

@@ -221,6 +221,22 @@ func NewRegistryImport(cls *Classifier) *RegistryImport {
 	return &RegistryImport{cls: cls, orgs: map[string]rpslOrg{}, stats: RegistryStats{Skipped: map[string]int{}}}
 }
 
+// ReadFiles reads RPSL files by name.
+func (ri *RegistryImport) ReadFiles(names ...string) error {
+	for _, name := range names {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		err = ri.Read(f, name)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Read reads one RPSL file.
 func (ri *RegistryImport) Read(r io.Reader, name string) error {
 	return ReadRPSL(r, name, func(o *RPSLObject) error {

@@ -120,16 +120,8 @@ func TestPoolWords(t *testing.T) {
 func TestRegistryImportByCountry(t *testing.T) {
 	ri := NewRegistryImport(nil)
 	ri.Countries = map[string]bool{"DE": true}
-	for _, name := range []string{"testdata/rpsl/networks.db", "testdata/rpsl/organisations.db"} {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = ri.Read(f, name)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := ri.ReadFiles("testdata/rpsl/networks.db", "testdata/rpsl/organisations.db"); err != nil {
+		t.Fatal(err)
 	}
 	kept, stats := ri.Result()
 	// Of the Finnish paper mill's two assignments and the other Finnish

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -973,16 +971,8 @@ func TestWrittenHitsOfAWholeBatch(t *testing.T) {
 // own block (in no announced network) is dropped as unknown.
 func TestRegistryAndCandidateStamped(t *testing.T) {
 	ri := ipintel.NewRegistryImport(nil)
-	for _, name := range []string{"networks.db", "organisations.db"} {
-		f, err := os.Open(filepath.Join("..", "ipintel", "testdata", "rpsl", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = ri.Read(f, name)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := ri.ReadFiles("../ipintel/testdata/rpsl/networks.db", "../ipintel/testdata/rpsl/organisations.db"); err != nil {
+		t.Fatal(err)
 	}
 	kept, _ := ri.Result()
 	src := testenv.IPSources()

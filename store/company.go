@@ -46,12 +46,12 @@ const (
 	// from (ties go to the first code in alphabetical order), so it does
 	// not flip with whoever visited last; the last seen country only for a
 	// range without pageviews.
+	companyCountrySQL = `if(max(company_country) != '', max(company_country), if(empty(sumMap(countries)), anyLast(country),
+       arrayElement(mapKeys(sumMap(countries)), indexOf(mapValues(sumMap(countries)), arrayMax(mapValues(sumMap(countries)))))))`
+
 	// companyCandidateSQL is whether only the address-space fall-back named
 	// the company in the range (Company.Candidate).
 	companyCandidateSQL = `toBool(max(confirmed) = 0)`
-
-	companyCountrySQL = `if(max(company_country) != '', max(company_country), if(empty(sumMap(countries)), anyLast(country),
-       arrayElement(mapKeys(sumMap(countries)), indexOf(mapValues(sumMap(countries)), arrayMax(mapValues(sumMap(countries)))))))`
 
 	// The lead score ranks a site's companies by how likely they are
 	// buying (README, "Lead score"): points for what the company did in

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 
@@ -47,16 +46,8 @@ func runRIR(args []string, stdout, stderr io.Writer) error {
 			ri.Countries[c] = true
 		}
 	}
-	for _, name := range fs.Args() {
-		f, err := os.Open(name)
-		if err != nil {
-			return err
-		}
-		err = ri.Read(f, name)
-		f.Close()
-		if err != nil {
-			return err
-		}
+	if err := ri.ReadFiles(fs.Args()...); err != nil {
+		return err
 	}
 	kept, stats := ri.Result()
 	path := ipintel.RegistryFile(*dataDir)
