@@ -281,7 +281,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, key tenant.Key) 
 		out.Recent = []RecentHit{}
 	}
 	if ip, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		a := s.ipdata.DB().Explain(ip.Addr(), nil)
+		a := s.explain(ip.Addr())
 		out.ThisLine = &statusLine{NetworkType: a.NetworkType, Company: a.Company, ASOrg: a.ASOrg, Country: a.Country,
 			Kept: a.Company != nil || a.NetworkType == ipintel.TypeHosting && site.KeepHosting}
 	}
@@ -295,11 +295,23 @@ func (s *Server) ip(w http.ResponseWriter, r *http.Request, _ tenant.Key) {
 		writeError(w, http.StatusBadRequest, "ip: not an IPv4 or IPv6 address")
 		return
 	}
+	writeJSON(w, http.StatusOK, s.explain(ip))
+}
+
+// explain is what leadpipe knows of ip, with the reverse-DNS and RDAP
+// answers known so far (it never waits for either).
+func (s *Server) explain(ip netip.Addr) ipintel.Answer {
 	var sig *ipintel.PTRSignal
 	if s.ptr != nil {
 		if v, ok := s.ptr.Peek(ip); ok {
 			sig = &v
 		}
 	}
-	writeJSON(w, http.StatusOK, s.ipdata.DB().Explain(ip, sig))
+	var rdap *ipintel.RDAPAnswer
+	if s.rdap != nil {
+		if a, ok := s.rdap.Lookup(ip); ok && time.Now().Before(a.Expires) {
+			rdap = a
+		}
+	}
+	return s.ipdata.DB().Explain(ip, sig, rdap)
 }

@@ -91,6 +91,12 @@ type IPData interface {
 	DB() *ipintel.DB
 }
 
+// RDAPAnswers gives the RDAP answer known for an IP's network, without
+// asking a registry; *ipintel.RDAP is one.
+type RDAPAnswers interface {
+	Lookup(ip netip.Addr) (*ipintel.RDAPAnswer, bool)
+}
+
 // PTR gives what reverse DNS says of an IP without waiting; *ipintel.RDNS
 // is one.
 type PTR interface {
@@ -104,6 +110,7 @@ type Server struct {
 	tenants  *tenant.Store
 	ipdata   IPData
 	ptr      PTR
+	rdap     RDAPAnswers
 	visitors *visitorid.Keys
 	erased   *visitorid.Erased
 	audit    *auditLog
@@ -127,6 +134,8 @@ type Deps struct {
 	IPData     IPData
 	// PTR may be nil: reverse DNS off.
 	PTR PTR
+	// RDAP may be nil: RDAP off.
+	RDAP RDAPAnswers
 	// Ready reports whether the whole pipeline can take and serve hits;
 	// /readyz answers from it.
 	Ready func(context.Context) error
@@ -135,7 +144,7 @@ type Deps struct {
 // New builds the API; its own metrics are registered with reg.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, db: store.New(deps.ClickHouse), tenants: deps.Tenants, visitors: deps.Visitors, erased: deps.Erased,
-		ipdata: deps.IPData, ptr: deps.PTR, ready: deps.Ready, log: log}
+		ipdata: deps.IPData, ptr: deps.PTR, rdap: deps.RDAP, ready: deps.Ready, log: log}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})

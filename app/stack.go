@@ -183,6 +183,7 @@ type Stack struct {
 	conn      driver.Conn
 	proc      *processor.Processor
 	rdns      *ipintel.RDNS
+	rdap      *ipintel.RDAP
 	reloadSub *nats.Subscription
 	pprofLn   net.Listener
 	lock      *os.File
@@ -310,6 +311,14 @@ func (s *Stack) open(ctx, runCtx context.Context) (backends, error) {
 	if s.Tenants, err = tenant.Open(runCtx, s.Bus.JS, log); err != nil {
 		return b, err
 	}
+	if needsData && cfg.IPData.RDAP {
+		kv, err := s.Bus.JS.KeyValue(ctx, bus.RDAPBucket)
+		if err != nil {
+			return b, fmt.Errorf("bucket %s: %w", bus.RDAPBucket, err)
+		}
+		s.rdap = ipintel.NewRDAP(cfg.IPData.RDAPConfig(), kv, s.IPData.Classifier(), log.With("component", "rdap"))
+		registerRDAPMetrics(s.Registry, s.rdap)
+	}
 	if needsData {
 		if s.ClickHouse, err = chengine.Start(ctx, cfg.ClickHouse, cfg.DataDir, log); err != nil {
 			return b, err
@@ -381,6 +390,9 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 	if s.rdns != nil {
 		stage("rdns", func() error { return s.rdns.Run(runCtx) })
 	}
+	if s.rdap != nil {
+		stage("rdap", func() error { return s.rdap.Run(runCtx) })
+	}
 	if s.ClickHouse != nil && s.ClickHouse.Managed() {
 		// A managed engine that exits is restarted; one that cannot be
 		// brought back stops the process rather than leave it half up.
@@ -390,6 +402,9 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		deps := processor.Deps{JS: s.Bus.JS, ClickHouse: s.conn, IPData: s.IPData, Sites: s.Tenants, Erased: b.erased}
 		if s.rdns != nil {
 			deps.PTR = s.rdns
+		}
+		if s.rdap != nil {
+			deps.RDAP = s.rdap
 		}
 		s.proc = processor.New(cfg.Processor, deps, s.Registry, log.With("component", "processor"))
 		stage("processor", func() error { return s.proc.Run(procCtx) })
@@ -409,6 +424,10 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		if s.rdns != nil {
 			ptr = s.rdns
 		}
+		var rdap api.RDAPAnswers
+		if s.rdap != nil {
+			rdap = s.rdap
+		}
 		apiCfg := cfg.API
 		if apiCfg.CollectorURL == "" && s.CollectorAddr != "" {
 			apiCfg.CollectorURL = "http://" + s.CollectorAddr
@@ -417,7 +436,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 			}
 		}
 		api := api.New(apiCfg, api.Deps{ClickHouse: s.conn, Tenants: s.Tenants, Visitors: visitorid.NewKeys(s.Bus.JS), Erased: b.erased,
-			IPData: s.IPData, PTR: ptr, Ready: s.Ready}, s.Registry, log.With("component", "api"))
+			IPData: s.IPData, PTR: ptr, RDAP: rdap, Ready: s.Ready}, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, ln.api) })
 	}
 	if ln.metrics != nil {

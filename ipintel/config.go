@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +29,12 @@ type Config struct {
 	RDNS        bool
 	RDNSServers string
 	RDNSRate    float64
+	// RDAP turns on asking the regional registries who holds the ISP
+	// networks visitors come from.
+	RDAP          bool
+	RDAPBootstrap string
+	RDAPRate      float64
+	RDAPDailyCap  int
 }
 
 // RegisterFlags registers the ipdb.* flags.
@@ -43,6 +50,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.RDNS, "ipdb.rdns", false, "use reverse DNS (PTR) of visitor IPs as a classification signal")
 	fs.StringVar(&c.RDNSServers, "ipdb.rdns-servers", "", "DNS servers host:port, comma-separated, for reverse lookups (empty = /etc/resolv.conf)")
 	fs.Float64Var(&c.RDNSRate, "ipdb.rdns-rate", 50, "most reverse lookups per second")
+	const rdapUsage = "ask the regional registries over RDAP who holds the ISP networks visitors come from (sends network addresses to the registries; see PRIVACY.md)"
+	fs.BoolVar(&c.RDAP, "ipdb.rdap", false, rdapUsage)
+	fs.BoolVar(&c.RDAP, "ipintel.rdap", false, "the same as --ipdb.rdap")
+	fs.StringVar(&c.RDAPBootstrap, "ipdb.rdap-bootstrap", DefaultRDAPBootstrap, "where the RDAP bootstrap files ipv4.json and ipv6.json are read from")
+	fs.Float64Var(&c.RDAPRate, "ipdb.rdap-rate", 1, "most RDAP queries per second to one registry")
+	fs.IntVar(&c.RDAPDailyCap, "ipdb.rdap-daily-cap", 5000, "most RDAP queries a process sends in a UTC day")
 }
 
 // Validate checks the files exist, naming the flag.
@@ -71,6 +84,17 @@ func (c *Config) Validate() error {
 	if c.RDNSRate <= 0 {
 		return fmt.Errorf("--ipdb.rdns-rate: must be positive")
 	}
+	if c.RDAP {
+		if u, err := url.Parse(c.RDAPBootstrap); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("--ipdb.rdap-bootstrap: %q is not an http(s) URL", c.RDAPBootstrap)
+		}
+		if c.RDAPRate <= 0 {
+			return fmt.Errorf("--ipdb.rdap-rate: must be positive")
+		}
+		if c.RDAPDailyCap <= 0 {
+			return fmt.Errorf("--ipdb.rdap-daily-cap: must be positive")
+		}
+	}
 	return nil
 }
 
@@ -88,6 +112,11 @@ func (c *Config) servers() []string {
 func (c *Config) Sources() Sources {
 	return Sources{ASNDir: c.ASNDir, CountryMMDB: c.CountryMMDB, CityMMDB: c.CityMMDB, Companies: c.Companies, Overrides: c.Overrides,
 		Profiles: c.Profiles, ProfileColumns: c.ProfileColumns}
+}
+
+// RDAPConfig is the RDAP layer's configuration.
+func (c *Config) RDAPConfig() RDAPConfig {
+	return RDAPConfig{Bootstrap: c.RDAPBootstrap, Rate: c.RDAPRate, DailyCap: c.RDAPDailyCap}
 }
 
 // RDNSConfig is the reverse resolver's configuration.

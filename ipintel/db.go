@@ -403,12 +403,15 @@ func ApplyPTR(r *Result, sig PTRSignal) {
 
 // Explain answers what leadpipe knows about ip with the evidence of every
 // source: the shape of GET /api/v1/ip/{ip}. ptr, if not nil, is the
-// reverse-DNS signal known for ip.
-func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal) Answer {
+// reverse-DNS signal known for ip; rdap the RDAP answer for its network.
+func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal, rdap *RDAPAnswer) Answer {
 	ip = ip.Unmap()
 	r := db.Enrich(ip)
 	if ptr != nil {
 		ApplyPTR(&r, *ptr)
+	}
+	if rdap != nil {
+		ApplyRDAP(&r, rdap)
 	}
 	a := Answer{IP: ip.String(), NetworkType: r.Type, ASN: r.ASN, ASOrg: r.ASOrg, Country: r.Country,
 		Confidence: r.Confidence, Evidence: []Evidence{}, Decided: r.Source}
@@ -431,6 +434,9 @@ func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal) Answer {
 	}
 	if ov, ok := db.overrides.ForIP(ip); ok {
 		a.Evidence = append(a.Evidence, Evidence{Source: "override", Says: overrideSays(ov)})
+	}
+	if rdap != nil {
+		a.Evidence = append(a.Evidence, Evidence{Source: SourceRDAP, Says: rdap.Says()})
 	}
 	if ptr != nil && ptr.Evidence.Source != "" {
 		a.Evidence = append(a.Evidence, ptr.Evidence)
@@ -496,6 +502,9 @@ func OpenStore(src Sources, log *slog.Logger) (*Store, error) {
 	log.Info("IP data loaded", append(db.Stats(), "took", time.Since(start).Round(time.Millisecond))...)
 	return s, nil
 }
+
+// Classifier is the classifier the snapshots are built with.
+func (s *Store) Classifier() *Classifier { return s.cls }
 
 // DB returns the current snapshot. Callers hold it for one lookup or one
 // batch, not longer.

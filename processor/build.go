@@ -150,11 +150,20 @@ func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip
 		return ipintel.Result{}, ReasonBot
 	}
 	res := db.Enrich(ip)
+	var rdap *ipintel.RDAPAnswer
+	if p.rdap != nil {
+		// Asked with what the IP data says: a registry's answer outranks
+		// reverse DNS, so the PTR name must not stop the question.
+		rdap, _ = p.rdap.Peek(ip, &res)
+	}
 	if p.ptr != nil {
 		if sig, ok := p.ptr.Peek(ip); ok {
 			ipintel.ApplyPTR(&res, sig)
 			db.AttachProfile(&res)
 		}
+	}
+	if rdap != nil {
+		ipintel.ApplyRDAP(&res, rdap)
 	}
 	switch res.Type {
 	case ipintel.TypeResidential:

@@ -32,6 +32,12 @@ type PTR interface {
 	Peek(ip netip.Addr) (ipintel.PTRSignal, bool)
 }
 
+// RDAP names the organisation a registry assigned a visitor's network to,
+// without waiting for the registry; *ipintel.RDAP is one.
+type RDAP interface {
+	Peek(ip netip.Addr, res *ipintel.Result) (*ipintel.RDAPAnswer, bool)
+}
+
 // Sites gives a site's settings; *tenant.Store is one.
 type Sites interface {
 	LookupSite(ctx context.Context, id string) (tenant.Site, bool)
@@ -46,7 +52,9 @@ type Deps struct {
 	ClickHouse driver.Conn
 	IPData     IPData
 	// PTR is nil when reverse DNS is off.
-	PTR   PTR
+	PTR PTR
+	// RDAP is nil when RDAP is off.
+	RDAP  RDAP
 	Sites Sites
 	// Erased, if set, names visitors erased on request whose queued hits
 	// must be dropped on arrival.
@@ -77,6 +85,7 @@ type Processor struct {
 	db       *store.DB
 	ipdata   IPData
 	ptr      PTR
+	rdap     RDAP
 	sites    Sites
 	keys     *visitorid.Keys
 	erased   *visitorid.Erased
@@ -97,7 +106,7 @@ type Processor struct {
 // New builds a processor.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Processor {
 	db := store.New(deps.ClickHouse)
-	return &Processor{cfg: cfg, js: deps.JS, db: db, ipdata: deps.IPData, ptr: deps.PTR, sites: deps.Sites,
+	return &Processor{cfg: cfg, js: deps.JS, db: db, ipdata: deps.IPData, ptr: deps.PTR, rdap: deps.RDAP, sites: deps.Sites,
 		keys: visitorid.NewKeys(deps.JS), erased: deps.Erased, sessions: newSessions(db), log: log, metrics: newMetrics(reg)}
 }
 

@@ -1008,3 +1008,53 @@ func TestRegistryAndCandidateStamped(t *testing.T) {
 		}
 	}
 }
+
+// TestRDAPCompanyStored: with RDAP on, the first hit from a network in no
+// organisation's space is processed with what is known (dropped as
+// unknown) while the registry is asked in the background; a later hit from
+// the network is stored under the company the registry assigned it to. A
+// person's assignment and a residential pool never name a company.
+func TestRDAPCompanyStored(t *testing.T) {
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	srv := testenv.StartRDAP(t, "../ipintel/testdata/rdap")
+	kv, err := b.JS.KeyValue(context.Background(), bus.RDAPBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := deps(t, b, conn)
+	rdap := ipintel.NewRDAP(ipintel.RDAPConfig{Bootstrap: srv.Bootstrap, Rate: 100}, kv, d.IPData.(*ipintel.Store).Classifier(), testenv.Quiet())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rdap.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	d.RDAP = rdap
+	run(t, New(testConfig(), d, prometheus.NewRegistry(), testenv.Quiet()))
+
+	first := []netip.Addr{netip.MustParseAddr("198.51.100.5"), netip.MustParseAddr("198.51.100.66"), netip.MustParseAddr("198.51.100.200")}
+	publish(t, b.JS, "rdap", first, "first")
+	expectCounts(t, conn, "rdap", 0, 3)
+	for _, ip := range first {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if _, ok := rdap.Lookup(ip); !ok {
+				return fmt.Errorf("no RDAP answer for %s yet", ip)
+			}
+			return nil
+		})
+	}
+	later := []netip.Addr{netip.MustParseAddr("198.51.100.9"), netip.MustParseAddr("198.51.100.67"), netip.MustParseAddr("198.51.100.201")}
+	publish(t, b.JS, "rdap", later, "later")
+	expectCounts(t, conn, "rdap", 1, 5)
+	var name, typ string
+	var candidate uint8
+	if err := conn.QueryRow(context.Background(), "SELECT company_name, toString(network_type), candidate FROM hits WHERE site_id = 'rdap'").
+		Scan(&name, &typ, &candidate); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%s %s %d", name, typ, candidate); got != "Example Paper Mill Oy business 0" {
+		t.Errorf("stored %q, want the paper mill, confirmed", got)
+	}
+	if n := len(srv.Queries()); n != 3 {
+		t.Errorf("%d RDAP queries for three networks", n)
+	}
+}

@@ -40,7 +40,8 @@ import (
 )
 
 // Buckets are the key-value buckets a backup holds. The logins bucket
-// (sign-ins in progress, ten minutes) is not among them.
+// (sign-ins in progress, ten minutes) and the RDAP answers (a cache the
+// registries refill) are not among them.
 var Buckets = []string{bus.AccountsBucket, bus.SitesBucket, bus.KeysBucket, bus.UsersBucket,
 	bus.SecretsBucket, bus.SaltsBucket, bus.FeedsBucket, bus.ErasedBucket}
 

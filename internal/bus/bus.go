@@ -37,6 +37,7 @@ const (
 	ErasedBucket   = "leadpipe_erased"
 	UsersBucket    = "leadpipe_users"
 	LoginsBucket   = "leadpipe_logins"
+	RDAPBucket     = "leadpipe_rdap"
 )
 
 // Dead letters: hits that can never be processed, kept with the reason for
@@ -462,6 +463,10 @@ func (b *Bus) ensure(ctx context.Context) error {
 		// marker outlives them, so processors drop them on arrival. It is
 		// kept longer than backups are (ErasedKept), so a restore from a
 		// backup older than the erasure erases the visitor again.
+		// What the registries said of the networks visitors came from,
+		// keyed by network (never by visitor address): answers are used
+		// for 30 days, misses for one; the age limit deletes both.
+		{Bucket: RDAPBucket, Description: "RDAP answers: network → registrant organisation or why none", TTL: 31 * 24 * time.Hour},
 		{Bucket: ErasedBucket, Description: "erased visitors: <site>.<visitor id> → until when their queued hits are dropped", TTL: max(b.cfg.HitsMaxAge+time.Hour, ErasedKept)},
 	}
 	for _, kv := range buckets {

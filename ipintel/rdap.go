@@ -1,0 +1,702 @@
+package ipintel
+
+import (
+	"cmp"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gaissmai/bart"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+)
+
+// RDAPConfig configures the RDAP layer. Zero fields take the defaults of
+// withDefaults.
+type RDAPConfig struct {
+	// Bootstrap is where the IANA bootstrap files (ipv4.json, ipv6.json,
+	// RFC 9224) are read from: which registry answers for which address.
+	Bootstrap string
+	// Rate is the most queries per second sent to one registry.
+	Rate float64
+	// DailyCap is the most queries a process sends in a UTC day, all
+	// registries together.
+	DailyCap int
+	// Timeout bounds one query.
+	Timeout time.Duration
+	// AnswerTTL is how long what a registry said is kept; MissTTL how long
+	// a network the registry knows nothing useful about is left alone.
+	AnswerTTL, MissTTL time.Duration
+	// QueueSize bounds the networks waiting for a query; past it a
+	// network is asked about at a later hit.
+	QueueSize int
+	// FailuresToOpen consecutive failures of a registry open its circuit
+	// for Cooldown (doubling while it keeps failing, up to an hour).
+	FailuresToOpen int
+	Cooldown       time.Duration
+}
+
+// DefaultRDAPBootstrap is IANA's bootstrap registry.
+const DefaultRDAPBootstrap = "https://data.iana.org/rdap/"
+
+func (c RDAPConfig) withDefaults() RDAPConfig {
+	if c.Bootstrap == "" {
+		c.Bootstrap = DefaultRDAPBootstrap
+	}
+	if !strings.HasSuffix(c.Bootstrap, "/") {
+		c.Bootstrap += "/"
+	}
+	if c.Rate <= 0 {
+		c.Rate = 1
+	}
+	if c.DailyCap <= 0 {
+		c.DailyCap = 5000
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.AnswerTTL <= 0 {
+		c.AnswerTTL = 30 * 24 * time.Hour
+	}
+	if c.MissTTL <= 0 {
+		c.MissTTL = 24 * time.Hour
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 1024
+	}
+	if c.FailuresToOpen <= 0 {
+		c.FailuresToOpen = 5
+	}
+	if c.Cooldown <= 0 {
+		c.Cooldown = time.Minute
+	}
+	return c
+}
+
+// SourceRDAP names the RDAP layer's evidence and decisions.
+const SourceRDAP = "rdap"
+
+// confRDAP is the confidence of an RDAP answer: the registry's own record,
+// as an imported assignment, read one network at a time.
+const confRDAP = 0.85
+
+// RDAPAnswer is what leadpipe keeps of one RDAP answer, per network:
+// the registry's network, and the company it is assigned to or why it is
+// not counted as one. It never holds a visitor's address: Prefix is the
+// registry's network, or the /24 (/48) a miss is kept for.
+type RDAPAnswer struct {
+	Prefix   netip.Prefix `json:"prefix"`
+	First    netip.Addr   `json:"first,omitzero"`
+	Last     netip.Addr   `json:"last,omitzero"`
+	Handle   string       `json:"handle,omitempty"`
+	NetName  string       `json:"netname,omitempty"`
+	Status   string       `json:"status,omitempty"`
+	Country  string       `json:"country,omitempty"`
+	Company  string       `json:"company,omitempty"`
+	Type     string       `json:"type,omitempty"` // the company's: business, education or government
+	Skip     string       `json:"skip,omitempty"`
+	Registry string       `json:"registry,omitempty"`
+	Checked  time.Time    `json:"checked"`
+	Expires  time.Time    `json:"expires"`
+}
+
+// Says is the answer as evidence.
+func (a *RDAPAnswer) Says() string {
+	if a.Company != "" {
+		return fmt.Sprintf("%s holds %s (%s, %s, %s) per RDAP at %s, %s", a.Company, a.Prefix, a.Status, a.NetName, a.Country,
+			a.Registry, a.Checked.UTC().Format(time.DateOnly))
+	}
+	return fmt.Sprintf("no company's assignment for %s per RDAP at %s (%s), %s", a.Prefix, a.Registry, a.Skip, a.Checked.UTC().Format(time.DateOnly))
+}
+
+// Why an RDAP query did not give an answer worth keeping.
+const (
+	SkipNotFound = "not-found" // 404: the registry has no network for the address
+)
+
+// RDAP asks the regional registries, over RDAP (RFC 9083), who holds the
+// network a visitor came from, when the network is in an ISP's space and
+// no other source names an organisation. It never makes a hit wait: Peek
+// answers from the answers known and queues the network, and Run's worker
+// asks the registry in the background, within per-registry rate limits,
+// Retry-After pauses, a circuit breaker and a daily cap. A later hit from
+// the same network gets the answer.
+//
+// Answers are kept in a JetStream key-value bucket, keyed by network, so
+// every processor shares them and a restart does not ask again; each
+// process holds them in a radix tree for Peek.
+type RDAP struct {
+	cfg    RDAPConfig
+	kv     jetstream.KeyValue
+	cls    *Classifier
+	client *http.Client
+	log    *slog.Logger
+	queue  chan rdapJob
+
+	mu      sync.RWMutex
+	table   bart.Table[*RDAPAnswer]
+	pending map[netip.Prefix]struct{} // by queryPrefix
+
+	boot     atomic.Pointer[rdapBootstrap]
+	regMu    sync.Mutex
+	regs     map[string]*registryState
+	day      string
+	usedDay  int
+	running  atomic.Bool
+	counters rdapCounters
+}
+
+// rdapJob is one network to ask about: the /29 (/48) around a visitor's
+// address, never the address.
+type rdapJob struct {
+	net netip.Prefix
+	isp string
+}
+
+type rdapCounters struct {
+	queries, hits, misses, dropped, capped, paused, broken, errs, companies atomic.Uint64
+}
+
+// RDAPStats counts what an RDAP layer did since it was made.
+type RDAPStats struct {
+	// Queries is the number of RDAP queries sent; Companies how many
+	// answers named a company.
+	Queries, Companies uint64
+	// Hits and Misses count Peek calls answered from the known answers or
+	// not.
+	Hits, Misses uint64
+	// Dropped counts networks not queued (queue full); Capped, Paused and
+	// Broken those not asked because of the daily cap, a registry's
+	// Retry-After, or its open circuit.
+	Dropped, Capped, Paused, Broken uint64
+	// Errors counts failed queries (network errors, timeouts, 5xx, bad
+	// documents).
+	Errors uint64
+}
+
+// registryState is one registry's limiter, pause and circuit breaker.
+type registryState struct {
+	limiter   *rate.Limiter
+	pausedTil time.Time // Retry-After
+	failures  int       // consecutive
+	openTil   time.Time // circuit open until
+	opens     int       // consecutive openings, for the back-off
+}
+
+// NewRDAP returns the RDAP layer over the bucket kv, judging holders'
+// names with cls. It does no I/O; Run starts the work.
+func NewRDAP(cfg RDAPConfig, kv jetstream.KeyValue, cls *Classifier, log *slog.Logger) *RDAP {
+	cfg = cfg.withDefaults()
+	return &RDAP{cfg: cfg, kv: kv, cls: cls, log: log, client: &http.Client{Timeout: cfg.Timeout},
+		queue: make(chan rdapJob, cfg.QueueSize), pending: map[netip.Prefix]struct{}{}, regs: map[string]*registryState{}}
+}
+
+// worthAsking reports whether a registry could name an organisation the
+// other layers did not: the address is in an ISP's space (residential or
+// unknown by its ASN, or a business only by the address-space fall-back),
+// and neither the operator's files nor an imported assignment decided.
+func worthAsking(res *Result) bool {
+	switch res.Source {
+	case "override", "companies", SourceRegistry, SourceRDAP:
+		return false
+	}
+	return res.Type == TypeResidential || res.Type == TypeUnknown || res.Candidate()
+}
+
+// Peek returns the RDAP answer known for ip's network, if res (what the
+// other layers said) leaves room for one. Without a fresh answer it queues
+// the network, unless it is queued already or the queue is full, and
+// returns false. ok is true only for an answer naming a company.
+func (r *RDAP) Peek(ip netip.Addr, res *Result) (a *RDAPAnswer, ok bool) {
+	ip = ip.Unmap()
+	if !ip.IsGlobalUnicast() || ip.IsPrivate() || !worthAsking(res) {
+		return nil, false
+	}
+	now := time.Now()
+	if a, found := r.Lookup(ip); found && now.Before(a.Expires) {
+		r.counters.hits.Add(1)
+		return a, a.Company != ""
+	}
+	r.counters.misses.Add(1)
+	key := queryPrefix(ip)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, queued := r.pending[key]; queued {
+		return nil, false
+	}
+	select {
+	case r.queue <- rdapJob{net: key, isp: res.ASOrg}:
+		r.pending[key] = struct{}{}
+	default:
+		r.counters.dropped.Add(1)
+	}
+	return nil, false
+}
+
+// Lookup returns the answer known for the network containing ip, fresh or
+// not. It does not queue anything.
+func (r *RDAP) Lookup(ip netip.Addr) (*RDAPAnswer, bool) {
+	if r == nil {
+		return nil, false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	a, ok := r.table.Lookup(ip.Unmap())
+	return a, ok
+}
+
+// Stats returns the counters so far.
+func (r *RDAP) Stats() RDAPStats {
+	c := &r.counters
+	return RDAPStats{Queries: c.queries.Load(), Companies: c.companies.Load(), Hits: c.hits.Load(), Misses: c.misses.Load(),
+		Dropped: c.dropped.Load(), Capped: c.capped.Load(), Paused: c.paused.Load(), Broken: c.broken.Load(), Errors: c.errs.Load()}
+}
+
+// missPrefix is the network a miss is kept for: the /24 or /48 of ip.
+func missPrefix(ip netip.Addr) netip.Prefix {
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 24).Masked()
+	}
+	return netip.PrefixFrom(ip, 48).Masked()
+}
+
+// queryPrefix is what a registry is asked about for a visitor's address:
+// its /29 (IPv4) or /48 (IPv6), so that the registry never learns the
+// address itself. The registry answers with the most specific network
+// containing all of it: a company's assignment of a /29 or more (nearly
+// all of them), or the ISP's block. Hits from the same /29 meanwhile
+// queue nothing more.
+func queryPrefix(ip netip.Addr) netip.Prefix {
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 29).Masked()
+	}
+	return netip.PrefixFrom(ip, 48).Masked()
+}
+
+// rdapKey is an answer's key in the bucket: the prefix's address in hex
+// and its length ("c6336400.24"), as bucket keys allow neither ':' nor '/'.
+func rdapKey(p netip.Prefix) string {
+	return hex.EncodeToString(p.Addr().AsSlice()) + "." + strconv.Itoa(p.Bits())
+}
+
+// Run loads the bootstrap, follows the shared answers and asks the
+// registries about queued networks until ctx ends.
+func (r *RDAP) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("BUG: RDAP.Run called twice")
+	}
+	w, err := r.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watching the RDAP answers: %w", err)
+	}
+	defer w.Stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { r.follow(ctx, w) })
+	wg.Go(func() { r.sweepEvery(ctx, time.Hour) })
+	wg.Go(func() { r.work(ctx) })
+	wg.Wait()
+	return nil
+}
+
+// follow inserts every answer written to the bucket, by any process.
+func (r *RDAP) follow(ctx context.Context, w jetstream.KeyWatcher) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue // nil: the initial values are all in
+			}
+			var a RDAPAnswer
+			if err := json.Unmarshal(e.Value(), &a); err != nil || !a.Prefix.IsValid() {
+				r.log.Warn("RDAP answer unreadable; ignored", "key", e.Key(), "err", err)
+				continue
+			}
+			r.insert(&a)
+		}
+	}
+}
+
+func (r *RDAP) insert(a *RDAPAnswer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.table.Insert(a.Prefix, a)
+}
+
+// sweepEvery drops expired answers from the radix tree (the bucket's own
+// age limit deletes them from the bucket).
+func (r *RDAP) sweepEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.mu.Lock()
+			var stale []netip.Prefix
+			for p, a := range r.table.All() {
+				if !now.Before(a.Expires) {
+					stale = append(stale, p)
+				}
+			}
+			for _, p := range stale {
+				r.table.Delete(p)
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// work asks about queued networks, one at a time: the limits are per
+// registry and low, so one worker is enough and keeps the order.
+func (r *RDAP) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			r.drain()
+			return
+		case job := <-r.queue:
+			r.ask(ctx, job)
+			r.mu.Lock()
+			delete(r.pending, job.net)
+			r.mu.Unlock()
+		}
+	}
+}
+
+// drain forgets the queued addresses when Run stops.
+func (r *RDAP) drain() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		select {
+		case <-r.queue:
+		default:
+			clear(r.pending)
+			return
+		}
+	}
+}
+
+// ask queries the registry for job's network, within its limits, and
+// keeps the answer.
+func (r *RDAP) ask(ctx context.Context, job rdapJob) {
+	at := job.net.Addr()
+	if a, ok := r.Lookup(at); ok && time.Now().Before(a.Expires) {
+		return // answered by another process meanwhile
+	}
+	boot, err := r.bootstrap(ctx)
+	if err != nil {
+		r.counters.errs.Add(1)
+		r.log.Warn("RDAP bootstrap unavailable; network not asked about", "err", err)
+		return
+	}
+	base, ok := boot.serviceFor(at)
+	if !ok {
+		r.keep(ctx, &RDAPAnswer{Prefix: missPrefix(at), Skip: SkipNotFound, Registry: "none"}, r.cfg.MissTTL)
+		return
+	}
+	host := hostOf(base)
+	reg, allowed := r.admit(host)
+	if !allowed {
+		return
+	}
+	if err := reg.limiter.Wait(ctx); err != nil {
+		return
+	}
+	if !r.spend() {
+		r.counters.capped.Add(1)
+		return
+	}
+	r.counters.queries.Add(1)
+	ans, ttl, err := r.query(ctx, base, job)
+	r.record(host, err)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.counters.errs.Add(1)
+			r.log.Debug("RDAP query failed", "registry", host, "err", err)
+		}
+		return
+	}
+	ans.Registry = host
+	if ans.Company != "" {
+		r.counters.companies.Add(1)
+	}
+	r.keep(ctx, ans, ttl)
+}
+
+// keep stores an answer in the bucket and in this process's tree.
+func (r *RDAP) keep(ctx context.Context, a *RDAPAnswer, ttl time.Duration) {
+	a.Checked = time.Now().UTC().Truncate(time.Second)
+	a.Expires = a.Checked.Add(ttl)
+	r.insert(a)
+	raw, err := json.Marshal(a)
+	if err != nil {
+		panic("BUG: RDAP answer does not marshal: " + err.Error())
+	}
+	if _, err := r.kv.Put(ctx, rdapKey(a.Prefix), raw); err != nil && ctx.Err() == nil {
+		r.log.Warn("keeping an RDAP answer failed", "network", a.Prefix, "err", err)
+	}
+}
+
+// admit reports whether host may be asked now: not paused by a
+// Retry-After, its circuit not open (a half-open circuit lets one query
+// through).
+func (r *RDAP) admit(host string) (*registryState, bool) {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	reg := r.regs[host]
+	if reg == nil {
+		reg = &registryState{limiter: rate.NewLimiter(rate.Limit(r.cfg.Rate), 1)}
+		r.regs[host] = reg
+	}
+	now := time.Now()
+	switch {
+	case now.Before(reg.pausedTil):
+		r.counters.paused.Add(1)
+		return reg, false
+	case now.Before(reg.openTil):
+		r.counters.broken.Add(1)
+		return reg, false
+	}
+	return reg, true
+}
+
+// record updates host's circuit with a query's outcome.
+func (r *RDAP) record(host string, err error) {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	reg := r.regs[host]
+	var ra *retryAfterError
+	switch {
+	case err == nil:
+		reg.failures, reg.opens = 0, 0
+	case errors.As(err, &ra):
+		reg.pausedTil = time.Now().Add(ra.wait)
+	default:
+		reg.failures++
+		if reg.failures >= r.cfg.FailuresToOpen {
+			reg.opens++
+			wait := min(r.cfg.Cooldown<<min(reg.opens-1, 6), time.Hour)
+			reg.openTil = time.Now().Add(wait)
+			reg.failures = 0
+			r.log.Warn("RDAP registry failing; not asked for a while", "registry", host, "for", wait)
+		}
+	}
+}
+
+// spend takes one query from today's cap.
+func (r *RDAP) spend() bool {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	if day := time.Now().UTC().Format(time.DateOnly); day != r.day {
+		r.day, r.usedDay = day, 0
+	}
+	if r.usedDay >= r.cfg.DailyCap {
+		return false
+	}
+	r.usedDay++
+	return true
+}
+
+// retryAfterError is a registry asking to be left alone for a while.
+type retryAfterError struct{ wait time.Duration }
+
+func (e *retryAfterError) Error() string { return "registry asks to retry after " + e.wait.String() }
+
+// query asks base about job's network (RFC 9082 ip/address/length) and
+// judges the answer.
+func (r *RDAP) query(ctx context.Context, base string, job rdapJob) (*RDAPAnswer, time.Duration, error) {
+	at, end := job.net.Addr(), prefixLast(job.net)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"ip/"+job.net.String(), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set("Accept", "application/rdap+json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return &RDAPAnswer{Prefix: missPrefix(at), Skip: SkipNotFound}, r.cfg.MissTTL, nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+		return nil, 0, &retryAfterError{wait: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	case resp.StatusCode != http.StatusOK:
+		return nil, 0, fmt.Errorf("RDAP %s: %s", req.URL.Host, resp.Status)
+	}
+	n, err := ParseRDAPNetwork(body)
+	if err != nil {
+		return nil, 0, err
+	}
+	if at.BitLen() != n.First.BitLen() || at.Less(n.First) || n.Last.Less(end) {
+		return nil, 0, fmt.Errorf("RDAP %s answered %s - %s, which does not contain the network asked about", req.URL.Host, n.First, n.Last)
+	}
+	v := JudgeRDAP(n, job.isp, r.cls)
+	a := &RDAPAnswer{First: n.First, Last: n.Last, Handle: n.Handle, NetName: n.NetName, Status: n.Status, Country: n.Country,
+		Company: v.Company, Skip: v.Skip}
+	if v.Company != "" {
+		a.Type = organisationType(v.Company, r.cls)
+	}
+	// The answer is kept for the registry's network; a miss for no more
+	// than the /24 (/48) around the address, so that another company's
+	// assignment next door is still asked about.
+	var network netip.Prefix
+	for _, p := range rangePrefixes(n.First, n.Last) {
+		if p.Contains(at) {
+			network = p
+		}
+	}
+	a.Prefix = network
+	if v.Company == "" {
+		if mp := missPrefix(at); network.Bits() < mp.Bits() {
+			a.Prefix = mp
+		}
+		return a, r.cfg.MissTTL, nil
+	}
+	return a, r.cfg.AnswerTTL, nil
+}
+
+// retryAfter reads a Retry-After header (seconds or an HTTP date); a
+// missing or unreadable one means a minute.
+func retryAfter(h string, now time.Time) time.Duration {
+	if s, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && s >= 0 {
+		return min(time.Duration(s)*time.Second, 24*time.Hour)
+	}
+	if t, err := http.ParseTime(h); err == nil && t.After(now) {
+		return min(t.Sub(now), 24*time.Hour)
+	}
+	return time.Minute
+}
+
+func hostOf(base string) string {
+	if u, err := url.Parse(base); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return base
+}
+
+// rdapBootstrap is the IANA bootstrap: registry base URLs by prefix.
+type rdapBootstrap struct {
+	services bart.Table[string]
+	loaded   time.Time
+}
+
+func (b *rdapBootstrap) serviceFor(ip netip.Addr) (string, bool) { return b.services.Lookup(ip) }
+
+// bootstrap returns the bootstrap, reading it when it is missing or a
+// day old (a failed refresh keeps the old one).
+func (r *RDAP) bootstrap(ctx context.Context) (*rdapBootstrap, error) {
+	cur := r.boot.Load()
+	if cur != nil && time.Since(cur.loaded) < 24*time.Hour {
+		return cur, nil
+	}
+	b := &rdapBootstrap{loaded: time.Now()}
+	for _, file := range []string{"ipv4.json", "ipv6.json"} {
+		if err := r.readBootstrap(ctx, r.cfg.Bootstrap+file, b); err != nil {
+			if cur != nil {
+				r.log.Warn("refreshing the RDAP bootstrap failed; keeping the old one", "err", err)
+				cur.loaded = time.Now().Add(-23 * time.Hour) // try again in an hour
+				return cur, nil
+			}
+			return nil, err
+		}
+	}
+	r.boot.Store(b)
+	return b, nil
+}
+
+// readBootstrap reads one RFC 9224 file into b.
+func (r *RDAP) readBootstrap(ctx context.Context, u string, b *rdapBootstrap) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", u, resp.Status)
+	}
+	var doc struct {
+		Services [][][]string `json:"services"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&doc); err != nil {
+		return fmt.Errorf("%s: %w", u, err)
+	}
+	for _, svc := range doc.Services {
+		if len(svc) != 2 || len(svc[1]) == 0 {
+			continue
+		}
+		base := svc[1][0]
+		for _, s := range svc[1] { // prefer HTTPS
+			if strings.HasPrefix(s, "https://") {
+				base = s
+				break
+			}
+		}
+		if !strings.HasSuffix(base, "/") {
+			base += "/"
+		}
+		for _, c := range svc[0] {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				b.services.Insert(p.Masked(), base)
+			}
+		}
+	}
+	return nil
+}
+
+// ApplyRDAP folds an RDAP answer naming a company into a result: it names
+// the organisation the registry assigned the network to, below the
+// operator's files and an imported assignment, above reverse DNS and the
+// ASN's organisation. A university's or a public body's assignment keeps
+// the type its name gives.
+func ApplyRDAP(r *Result, a *RDAPAnswer) {
+	if a == nil || a.Company == "" {
+		return
+	}
+	switch r.Source {
+	case "override", "companies", SourceRegistry:
+		return
+	}
+	r.Known = true
+	r.CompanyID, r.CompanyName, r.CompanyDomain = companyID(a.Company), a.Company, ""
+	r.Industry, r.Size, r.CompanyCountry, r.Profile = "", "", "", nil
+	r.Type, r.Confidence, r.Source = cmp.Or(a.Type, TypeBusiness), confRDAP, SourceRDAP
+}
+
+// organisationType is the type of an organisation named by a registry:
+// education or government when the name rules say so, else business.
+func organisationType(name string, cls *Classifier) string {
+	if cls != nil {
+		if t := cls.ClassifyName(name).Type; t == TypeEducation || t == TypeGovernment {
+			return t
+		}
+	}
+	return TypeBusiness
+}
