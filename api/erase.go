@@ -23,6 +23,11 @@ func (s *Server) eraseSiteData(ctx context.Context, site string) (uint64, error)
 	if err := s.db.EraseSite(ctx, site); err != nil {
 		return 0, err
 	}
+	if s.learned != nil {
+		if _, err := s.learned.Forget(ctx, site, "*"); err != nil {
+			return 0, err
+		}
+	}
 	return n, nil
 }
 

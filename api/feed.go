@@ -313,5 +313,9 @@ func (s *Server) explain(ip netip.Addr) ipintel.Answer {
 			rdap = a
 		}
 	}
-	return s.ipdata.DB().Explain(ip, sig, rdap)
+	var learned *ipintel.LearnedNetwork
+	if s.learned != nil {
+		learned, _ = s.learned.Lookup(ip)
+	}
+	return s.ipdata.DB().Explain(ip, ipintel.Signals{PTR: sig, RDAP: rdap, Learned: learned})
 }

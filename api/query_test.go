@@ -41,6 +41,7 @@ type testAPI struct {
 	owner    string
 	bus      *bus.Bus
 	server   *api.Server
+	learner  *ipintel.Learner
 }
 
 func startAPI(t testing.TB) (*testAPI, func(string, ...any)) {
@@ -80,8 +81,12 @@ func startAPIWith(t testing.TB, configure func(cfg *api.Config, url string)) (*t
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	ids, _ := b.JS.KeyValue(ctx, bus.IdentitiesBucket)
+	removals, _ := b.JS.KeyValue(ctx, bus.LearnedBucket)
+	learner := ipintel.NewLearner(ids, removals, testenv.Quiet())
+	go func() { _ = learner.Run(ctx) }()
 	s := api.New(cfg, api.Deps{ClickHouse: conn, Tenants: tenants, Visitors: visitors, Erased: erased, IPData: testenv.IPData(t),
-		Ready: func(context.Context) error { return nil }}, reg, testenv.Quiet())
+		Learned: learner, Ready: func(context.Context) error { return nil }}, reg, testenv.Quiet())
 	handler = s.Handler()
 	exec := func(q string, args ...any) {
 		t.Helper()
@@ -89,7 +94,7 @@ func startAPIWith(t testing.TB, configure func(cfg *api.Config, url string)) (*t
 			t.Fatal(err)
 		}
 	}
-	return &testAPI{srv: srv, tenants: tenants, visitors: visitors, conn: conn, owner: owner, bus: b, server: s}, exec
+	return &testAPI{srv: srv, tenants: tenants, visitors: visitors, conn: conn, owner: owner, bus: b, server: s, learner: learner}, exec
 }
 
 func (a *testAPI) call(t testing.TB, key, method, path, body string) (int, map[string]any) {

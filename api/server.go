@@ -91,6 +91,15 @@ type IPData interface {
 	DB() *ipintel.DB
 }
 
+// LearnedNetworks are the networks learned from identifications;
+// *ipintel.Learner is one.
+type LearnedNetworks interface {
+	Lookup(ip netip.Addr) (*ipintel.LearnedNetwork, bool)
+	Networks() []*ipintel.LearnedNetwork
+	Remove(ctx context.Context, network netip.Prefix, by string) (bool, error)
+	Forget(ctx context.Context, site, visitor string) (int, error)
+}
+
 // RDAPAnswers gives the RDAP answer known for an IP's network, without
 // asking a registry; *ipintel.RDAP is one.
 type RDAPAnswers interface {
@@ -111,6 +120,7 @@ type Server struct {
 	ipdata   IPData
 	ptr      PTR
 	rdap     RDAPAnswers
+	learned  LearnedNetworks
 	visitors *visitorid.Keys
 	erased   *visitorid.Erased
 	audit    *auditLog
@@ -136,6 +146,8 @@ type Deps struct {
 	PTR PTR
 	// RDAP may be nil: RDAP off.
 	RDAP RDAPAnswers
+	// Learned may be nil: no learned networks.
+	Learned LearnedNetworks
 	// Ready reports whether the whole pipeline can take and serve hits;
 	// /readyz answers from it.
 	Ready func(context.Context) error
@@ -144,7 +156,7 @@ type Deps struct {
 // New builds the API; its own metrics are registered with reg.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, db: store.New(deps.ClickHouse), tenants: deps.Tenants, visitors: deps.Visitors, erased: deps.Erased,
-		ipdata: deps.IPData, ptr: deps.PTR, rdap: deps.RDAP, ready: deps.Ready, log: log}
+		ipdata: deps.IPData, ptr: deps.PTR, rdap: deps.RDAP, learned: deps.Learned, ready: deps.Ready, log: log}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "leadpipe_api_requests_total", Help: "API requests by route and status class.",
 	}, []string{"route", "code"})
@@ -184,6 +196,8 @@ func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Se
 	s.route(mux, "GET /api/v1/sites/{site}/export", tenant.RoleAnalyst, s.export)
 	s.route(mux, "GET /api/v1/ip/{ip}", tenant.RoleViewer, s.ip)
 	s.route(mux, "GET /api/v1/audit", tenant.RoleAdmin, s.auditEntries)
+	s.route(mux, "GET /api/v1/learned", tenant.RoleAdmin, s.listLearned)
+	s.route(mux, "DELETE /api/v1/learned/{network...}", tenant.RoleAdmin, s.removeLearned)
 	s.route(mux, "GET /api/v1/sites/{site}/visitors/{cid}/export", tenant.RoleAdmin, s.exportVisitor)
 	s.route(mux, "DELETE /api/v1/sites/{site}/visitors/{cid}", tenant.RoleAdmin, s.eraseVisitor)
 	s.dashboardRoutes(mux)

@@ -74,9 +74,18 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 		writeError(w, http.StatusServiceUnavailable, "visitors: stored hits erased, but queued ones could not be marked; retry")
 		return
 	}
-	id := s.recordRequest(r.Context(), site.ID, "erasure", key.ID, requested, n)
+	// So are the networks the visitor's identifications taught.
+	forgotten := 0
+	if s.learned != nil {
+		if forgotten, err = s.learned.Forget(r.Context(), site.ID, strconv.FormatUint(vid, 16)); err != nil {
+			s.log.Error("erasing identifications", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "visitors: stored hits erased, but identifications could not be; retry")
+			return
+		}
+	}
+	id := s.recordRequest(r.Context(), site.ID, "erasure", key.ID, requested, n+uint64(forgotten))
 	setRows(w, int(n))
-	writeJSON(w, http.StatusOK, map[string]any{"request": id, "deleted": n})
+	writeJSON(w, http.StatusOK, map[string]any{"request": id, "deleted": n, "identifications": forgotten})
 }
 
 // recordRequest writes a completed data subject request; a failure to

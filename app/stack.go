@@ -184,6 +184,7 @@ type Stack struct {
 	proc      *processor.Processor
 	rdns      *ipintel.RDNS
 	rdap      *ipintel.RDAP
+	learner   *ipintel.Learner
 	reloadSub *nats.Subscription
 	pprofLn   net.Listener
 	lock      *os.File
@@ -311,13 +312,10 @@ func (s *Stack) open(ctx, runCtx context.Context) (backends, error) {
 	if s.Tenants, err = tenant.Open(runCtx, s.Bus.JS, log); err != nil {
 		return b, err
 	}
-	if needsData && cfg.IPData.RDAP {
-		kv, err := s.Bus.JS.KeyValue(ctx, bus.RDAPBucket)
-		if err != nil {
-			return b, fmt.Errorf("bucket %s: %w", bus.RDAPBucket, err)
+	if needsData {
+		if err := s.openLayers(ctx); err != nil {
+			return b, err
 		}
-		s.rdap = ipintel.NewRDAP(cfg.IPData.RDAPConfig(), kv, s.IPData.Classifier(), log.With("component", "rdap"))
-		registerRDAPMetrics(s.Registry, s.rdap)
 	}
 	if needsData {
 		if s.ClickHouse, err = chengine.Start(ctx, cfg.ClickHouse, cfg.DataDir, log); err != nil {
@@ -393,6 +391,9 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 	if s.rdap != nil {
 		stage("rdap", func() error { return s.rdap.Run(runCtx) })
 	}
+	if s.learner != nil {
+		stage("learner", func() error { return s.learner.Run(runCtx) })
+	}
 	if s.ClickHouse != nil && s.ClickHouse.Managed() {
 		// A managed engine that exits is restarted; one that cannot be
 		// brought back stops the process rather than leave it half up.
@@ -405,6 +406,9 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		}
 		if s.rdap != nil {
 			deps.RDAP = s.rdap
+		}
+		if s.learner != nil {
+			deps.Learned = s.learner
 		}
 		s.proc = processor.New(cfg.Processor, deps, s.Registry, log.With("component", "processor"))
 		stage("processor", func() error { return s.proc.Run(procCtx) })
@@ -428,6 +432,10 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		if s.rdap != nil {
 			rdap = s.rdap
 		}
+		var learned api.LearnedNetworks
+		if s.learner != nil {
+			learned = s.learner
+		}
 		apiCfg := cfg.API
 		if apiCfg.CollectorURL == "" && s.CollectorAddr != "" {
 			apiCfg.CollectorURL = "http://" + s.CollectorAddr
@@ -436,7 +444,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 			}
 		}
 		api := api.New(apiCfg, api.Deps{ClickHouse: s.conn, Tenants: s.Tenants, Visitors: visitorid.NewKeys(s.Bus.JS), Erased: b.erased,
-			IPData: s.IPData, PTR: ptr, RDAP: rdap, Ready: s.Ready}, s.Registry, log.With("component", "api"))
+			IPData: s.IPData, PTR: ptr, RDAP: rdap, Learned: learned, Ready: s.Ready}, s.Registry, log.With("component", "api"))
 		stage("api", func() error { return api.Run(runCtx, ln.api) })
 	}
 	if ln.metrics != nil {

@@ -55,6 +55,9 @@ type hitInput struct {
 	HeldMS    *int64 `json:"held_ms"`
 	EngagedMS *int64 `json:"engaged_ms"`
 	Consent   string `json:"consent"`
+	// Email is an identify hit's: the address the visitor gave. Only its
+	// registrable domain goes further.
+	Email string `json:"email"`
 }
 
 // ParseHit decodes and validates one hit body. It does not know the visitor
@@ -80,11 +83,11 @@ func ParseHit(body []byte, now time.Time) (bus.Hit, error) {
 		return h, fieldErr("site", "is not a site id")
 	}
 	switch h.Type {
-	case "pageview", "engagement":
+	case "pageview", "engagement", "identify":
 	case "":
-		return h, fieldErr("type", "is required (pageview or engagement)")
+		return h, fieldErr("type", "is required (pageview, engagement or identify)")
 	default:
-		return h, fieldErr("type", "%q is not pageview or engagement", truncate(h.Type, 32))
+		return h, fieldErr("type", "%q is not pageview, engagement or identify", truncate(h.Type, 32))
 	}
 	if h.URL == "" {
 		return h, fieldErr("url", "is required")
@@ -130,6 +133,20 @@ func ParseHit(body []byte, now time.Time) (bus.Hit, error) {
 			return h, fieldErr("held_ms", "must be between 0 and %d (7 days)", maxPastTS.Milliseconds())
 		}
 		h.TS = h.ReceivedAt - *in.HeldMS
+	}
+	if h.Type == "identify" {
+		if h.Consent != "granted" || h.ClientID == "" {
+			return h, fieldErr("consent", "identify needs consent granted and a client id (cid)")
+		}
+		d, free, ok := EmailDomain(in.Email)
+		if !ok {
+			return h, fieldErr("email", "is not an e-mail address")
+		}
+		if !free {
+			h.Domain = d
+		}
+	} else if in.Email != "" {
+		return h, fieldErr("email", "is for identify hits only")
 	}
 	switch {
 	case h.Type == "engagement" && in.EngagedMS == nil:

@@ -50,7 +50,7 @@ func TestParseHit(t *testing.T) {
 	bad(`{"site":"ABC!","type":"pageview","url":"https://example.com/"}`, "site", "not a site id")
 	bad(`{"site":123,"type":"pageview","url":"https://example.com/"}`, "site", "must be a string")
 	bad(`{"site":"abc","url":"https://example.com/"}`, "type", "required")
-	bad(`{"site":"abc","type":"click","url":"https://example.com/"}`, "type", "not pageview or engagement")
+	bad(`{"site":"abc","type":"click","url":"https://example.com/"}`, "type", "not pageview, engagement or identify")
 	bad(`{"site":"abc","type":"pageview"}`, "url", "required")
 	bad(`{"site":"abc","type":"pageview","url":"/relative"}`, "url", "absolute")
 	bad(`{"site":"abc","type":"pageview","url":"javascript:alert(1)"}`, "url", "absolute")

@@ -246,6 +246,13 @@ func (s *Server) handleHit(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.SetBytesV("Access-Control-Allow-Origin", origin)
 		ctx.Response.Header.Set("Vary", "Origin")
 	}
+	if hit.Type == "identify" && hit.Domain == "" {
+		// A free-mail address says nothing of an employer: nothing is
+		// queued, and the answer says so.
+		s.metrics.identifyFreeMail.Inc()
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
 	if !s.limiter(site.ID).Allow() {
 		s.metrics.rejected.WithLabelValues("rate_limited").Inc()
 		ctx.Response.Header.Set("Retry-After", "1")
@@ -445,11 +452,13 @@ func (p slogPrinter) Printf(format string, args ...any) {
 }
 
 type metrics struct {
-	accepted       prometheus.Counter
-	duplicates     prometheus.Counter
-	rejected       *prometheus.CounterVec
-	publishSeconds prometheus.Histogram
-	hitsPerMessage prometheus.Histogram
+	accepted   prometheus.Counter
+	duplicates prometheus.Counter
+	rejected   *prometheus.CounterVec
+	// identifyFreeMail counts identify hits with a free-mail address.
+	identifyFreeMail prometheus.Counter
+	publishSeconds   prometheus.Histogram
+	hitsPerMessage   prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -475,6 +484,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{"malformed", "unknown_site", "origin", "too_large", "bad_request", "unavailable", "stream_full", "rate_limited", "unauthorized"} {
 		m.rejected.WithLabelValues(r)
 	}
-	reg.MustRegister(m.accepted, m.duplicates, m.rejected, m.publishSeconds, m.hitsPerMessage)
+	m.identifyFreeMail = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "leadpipe_collector_identify_free_mail_total", Help: "Identify hits not queued: the address was a free or disposable mail provider's (answered 204).",
+	})
+	reg.MustRegister(m.accepted, m.duplicates, m.rejected, m.publishSeconds, m.hitsPerMessage, m.identifyFreeMail)
 	return m
 }

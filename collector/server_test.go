@@ -156,10 +156,14 @@ func TestCollectorStatusCodes(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET /v1/hit: %d, want 405", resp.StatusCode)
 	}
-	if n := c.streamMsgs(t); n != 2 {
-		t.Errorf("stream holds %d hits, want exactly the 2 accepted", n)
+	identify := `{"site":"` + c.site.ID + `","type":"identify","url":"https://example.com/a","consent":"granted","cid":"c1","email":"jane@`
+	check(identify+`gmail.com"}`, http.StatusNoContent, "") // free mail: nothing queued
+	check(identify+`paper-mill.fi"}`, http.StatusAccepted, "")
+	check(`{"site":"`+c.site.ID+`","type":"identify","url":"https://example.com/a","email":"jane@paper-mill.fi"}`, http.StatusBadRequest, "consent:")
+	if n := c.streamMsgs(t); n != 3 {
+		t.Errorf("stream holds %d hits, want exactly the 3 accepted", n)
 	}
-	for reason, want := range map[string]float64{"malformed": 2, "unknown_site": 1, "origin": 2, "too_large": 1} {
+	for reason, want := range map[string]float64{"malformed": 3, "unknown_site": 1, "origin": 2, "too_large": 1} {
 		if got := c.rejected(t, reason); got != want {
 			t.Errorf("rejected{reason=%s} = %v, want %v", reason, got, want)
 		}

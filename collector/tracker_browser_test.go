@@ -403,3 +403,34 @@ func TestTrackerLoadedTwice(t *testing.T) {
 		t.Errorf("%d pageviews for one load and one navigation with the tag twice, want 2", n)
 	}
 }
+
+// TestTrackerIdentify: leadpipe('identify', {email}) sends nothing without
+// consent; with it granted, the queued hit holds the address's domain and
+// nothing else of it; a free-mail address is not queued.
+func TestTrackerIdentify(t *testing.T) {
+	e := startBrowserEnv(t, page("required", ""))
+	e.run(t, chromedp.Navigate(e.pages.URL+"/contact"))
+	var ignored any
+	e.eval(t, `leadpipe('identify', {email: 'before.consent@paper-mill.example'}); 1`, &ignored)
+	e.eval(t, `leadpipe('consent', 'granted'); 1`, &ignored)
+	e.waitHit(t, "pageview", func(h bus.Hit) bool { return h.Type == "pageview" })
+	e.eval(t, `leadpipe('identify', {email: 'jane@gmail.com'}); leadpipe('identify', {email: 'Jane.Doe@Sales.Paper-Mill.co.uk'}); 1`, &ignored)
+	got := e.waitHit(t, "identify", func(h bus.Hit) bool { return h.Type == "identify" })
+	if got.Domain != "paper-mill.co.uk" || got.ClientID == "" || got.Consent != "granted" {
+		t.Errorf("identify hit: %+v", got)
+	}
+	time.Sleep(500 * time.Millisecond) // anything else sent would be queued by now
+	n := 0
+	for _, h := range e.hits(t) {
+		raw, _ := h.Encode()
+		if strings.Contains(strings.ToLower(string(raw)), "jane") || strings.Contains(string(raw), "before.consent") {
+			t.Errorf("a queued hit holds part of an address: %s", raw)
+		}
+		if h.Type == "identify" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d identify hits queued, want 1 (none before consent, none for free mail)", n)
+	}
+}

@@ -382,7 +382,7 @@ func applyOverride(r *Result, ov *Override) {
 // only when it is more confident than what decided it so far, and never
 // against the operator's own data.
 func ApplyPTR(r *Result, sig PTRSignal) {
-	if sig.Type == "" || sig.Type == TypeUnknown || r.Source == "override" || r.Source == "companies" {
+	if sig.Type == "" || sig.Type == TypeUnknown || r.Source == "override" || r.Source == "companies" || r.Source == SourceLearned {
 		return
 	}
 	if r.Source == SourceRegistry {
@@ -401,12 +401,24 @@ func ApplyPTR(r *Result, sig PTRSignal) {
 	}
 }
 
+// Signals are what the layers outside the IP data files know of an
+// address: each nil when its layer is off or knows nothing yet.
+type Signals struct {
+	PTR     *PTRSignal      // reverse DNS
+	RDAP    *RDAPAnswer     // the registry's answer for the network
+	Learned *LearnedNetwork // the network learned from identifications
+}
+
 // Explain answers what leadpipe knows about ip with the evidence of every
-// source: the shape of GET /api/v1/ip/{ip}. ptr, if not nil, is the
-// reverse-DNS signal known for ip; rdap the RDAP answer for its network.
-func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal, rdap *RDAPAnswer) Answer {
+// source: the shape of GET /api/v1/ip/{ip}. It decides as the processor
+// does.
+func (db *DB) Explain(ip netip.Addr, sig Signals) Answer {
 	ip = ip.Unmap()
+	ptr, rdap := sig.PTR, sig.RDAP
 	r := db.Enrich(ip)
+	if sig.Learned != nil {
+		ApplyLearned(&r, sig.Learned)
+	}
 	if ptr != nil {
 		ApplyPTR(&r, *ptr)
 	}
@@ -434,6 +446,9 @@ func (db *DB) Explain(ip netip.Addr, ptr *PTRSignal, rdap *RDAPAnswer) Answer {
 	}
 	if ov, ok := db.overrides.ForIP(ip); ok {
 		a.Evidence = append(a.Evidence, Evidence{Source: "override", Says: overrideSays(ov)})
+	}
+	if sig.Learned != nil {
+		a.Evidence = append(a.Evidence, Evidence{Source: SourceLearned, Says: sig.Learned.Says()})
 	}
 	if rdap != nil {
 		a.Evidence = append(a.Evidence, Evidence{Source: SourceRDAP, Says: rdap.Says()})

@@ -63,7 +63,7 @@ func TestEnrichPrecedence(t *testing.T) {
 	if r.Country != "DE" {
 		t.Errorf("SAP's first network: country %q, want DE from the geo database", r.Country)
 	}
-	a := db.Explain(comcast, nil, nil)
+	a := db.Explain(comcast, Signals{})
 	if a.Company == nil || a.Company.Domain != "acme.example" || a.Decided != "companies" || len(a.Evidence) < 3 {
 		t.Errorf("Explain(%s) = %+v", comcast, a)
 	}

@@ -130,7 +130,7 @@ func isOrganisation(t string) bool {
 func (db *DB) Evaluate(cases []EvalCase) EvalReport {
 	rep := EvalReport{ByLayer: map[string][2]int{}, BusinessByLayer: map[string][2]int{}}
 	for _, c := range cases {
-		a := db.Explain(c.IP, nil, nil)
+		a := db.Explain(c.IP, Signals{})
 		rep.Cases++
 		identified := a.Company != nil && isOrganisation(a.NetworkType)
 		right := a.NetworkType == c.Type

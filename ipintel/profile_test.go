@@ -69,7 +69,7 @@ func TestProfiledNetworksAnswerWithTheirProfile(t *testing.T) {
 			continue
 		}
 		networks++
-		a := db.Explain(addr, nil, nil)
+		a := db.Explain(addr, Signals{})
 		c := a.Company
 		if c != nil && c.Name == p.Name && c.Domain == p.Domain && c.Industry == p.Industry && c.Country == p.Country && c.City == p.City &&
 			c.Sources["name"] != "" {
@@ -154,12 +154,12 @@ func TestProfilePrecedence(t *testing.T) {
 		netip.PrefixFrom(comcast, 32).String()+",Example Maschinen (Werk 2),example-maschinen.de,Esslingen\n"), 0o600)
 	db := loadRealDB(t, src)
 
-	c := db.Explain(comcast, nil, nil).Company
+	c := db.Explain(comcast, Signals{}).Company
 	if c == nil || c.Name != "Example Maschinen (Werk 2)" || c.City != "Esslingen" || c.Country != "DE" || c.Size != "201-500" ||
 		c.Sources["name"] != "company ranges file" || c.Sources["size"] != "dataset bigpicture.csv" {
 		t.Errorf("company ranges record completed by the dataset: %+v", c)
 	}
-	sap := db.Explain(loadReal(t).PrefixesOf(212794)[0].Addr(), nil, nil).Company
+	sap := db.Explain(loadReal(t).PrefixesOf(212794)[0].Addr(), Signals{}).Company
 	if sap == nil || sap.Name != "SAP" || sap.City != "Walldorf" || sap.LinkedIn != "https://linkedin.com/company/sap" ||
 		!strings.HasPrefix(sap.Sources["name"], "leadpipe curated: ") || sap.Sources["linkedin"] != "dataset bigpicture.csv" {
 		t.Errorf("curated SAP completed by the dataset: %+v", sap)
@@ -225,7 +225,7 @@ func TestFallBackByAddressSpace(t *testing.T) {
 		want string
 		says string
 	}{{26662, TypeBusiness, "legacy space"}, {7992, TypeUnknown, "legacy space"}, {198949, TypeUnknown, "/8 blocks"}} {
-		a := db.Explain(loadReal(t).PrefixesOf(c.asn)[0].Addr().Next(), nil, nil)
+		a := db.Explain(loadReal(t).PrefixesOf(c.asn)[0].Addr().Next(), Signals{})
 		if a.NetworkType != c.want || a.Decided != SourceAddressSpace || !strings.Contains(a.Evidence[1].Says, c.says) {
 			t.Errorf("AS%d %s: %s by %s, evidence %v; want %s by %s", c.asn, a.ASOrg, a.NetworkType, a.Decided, a.Evidence, c.want, SourceAddressSpace)
 		}
@@ -287,7 +287,7 @@ func TestProfiledNetworkTypeFollowsIndustry(t *testing.T) {
 		asn  uint32
 		want string
 	}{{3923, TypeGovernment}, {62600, TypeEducation}, {22390, TypeBusiness}} {
-		a := db.Explain(tab.PrefixesOf(c.asn)[0].Addr().Next(), nil, nil)
+		a := db.Explain(tab.PrefixesOf(c.asn)[0].Addr().Next(), Signals{})
 		if a.NetworkType != c.want || a.Decided != "profiles" || a.Company == nil {
 			t.Errorf("AS%d %s: %s by %s, company %v; want %s by profiles", c.asn, a.ASOrg, a.NetworkType, a.Decided, a.Company, c.want)
 		}

@@ -133,7 +133,7 @@ func TestRDAPAnswersLaterHitsAndSharesThem(t *testing.T) {
 	if res.Type != ipintel.TypeBusiness || res.Source != ipintel.SourceRDAP || res.CompanyName != "Example Paper Mill Oy" || !res.Identified() {
 		t.Errorf("applied: %+v", res)
 	}
-	ans := testenv.IPData(t).DB().Explain(netip.MustParseAddr("198.51.100.9"), nil, a)
+	ans := testenv.IPData(t).DB().Explain(netip.MustParseAddr("198.51.100.9"), ipintel.Signals{RDAP: a})
 	if ans.Decided != ipintel.SourceRDAP || ans.Company == nil || ans.Company.Name != "Example Paper Mill Oy" ||
 		!slices.ContainsFunc(ans.Evidence, func(e ipintel.Evidence) bool {
 			return e.Source == ipintel.SourceRDAP && strings.Contains(e.Says, "Example Paper Mill Oy holds 198.51.100.0/28 (ASSIGNED PA")

@@ -105,6 +105,9 @@ func (p *Processor) buildHit(ctx context.Context, b *batch, db *ipintel.DB, m je
 		p.drop(b, m, raw, &hit, ts, ReasonInvalid)
 		return nil
 	}
+	if hit.Type == "identify" {
+		return p.identify(ctx, db, &hit, ip)
+	}
 	res, reason := p.enrich(ctx, db, &hit, ip)
 	if reason != "" {
 		p.drop(b, m, raw, &hit, ts, reason)
@@ -150,6 +153,12 @@ func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip
 		return ipintel.Result{}, ReasonBot
 	}
 	res := db.Enrich(ip)
+	if p.learned != nil {
+		if n, ok := p.learned.Lookup(ip); ok {
+			ipintel.ApplyLearned(&res, n)
+			db.AttachProfile(&res)
+		}
+	}
 	var rdap *ipintel.RDAPAnswer
 	if p.rdap != nil {
 		// Asked with what the IP data says: a registry's answer outranks

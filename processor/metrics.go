@@ -16,6 +16,7 @@ type metrics struct {
 	pending           prometheus.Gauge
 	oldestAge         prometheus.Gauge
 	deadLetters       prometheus.Counter
+	identifications   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,7 +36,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.filtered.WithLabelValues(r)
 	}
 	m.deadLetters = prometheus.NewCounter(prometheus.CounterOpts{Name: "leadpipe_processor_dead_letters_total", Help: "Hits that can never be processed, set aside in the dead-letter stream."})
-	reg.MustRegister(m.pending, m.oldestAge, m.deadLetters)
+	m.identifications = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leadpipe_processor_identifications_total",
+		Help: "Identify hits, by outcome: recorded, or why not (no_consent, mobile, bot, erased)."}, []string{"outcome"})
+	for _, o := range []string{identifyRecorded, identifyNoConsent, identifyMobile, identifyBot, identifyErased} {
+		m.identifications.WithLabelValues(o)
+	}
+	reg.MustRegister(m.pending, m.oldestAge, m.deadLetters, m.identifications)
 	reg.MustRegister(m.inserted, m.insertErrors, m.redelivered, m.duplicatesSkipped, m.filtered, m.insertSeconds, m.batchSeconds, m.batchHits)
 	return m
 }

@@ -38,6 +38,12 @@ type RDAP interface {
 	Peek(ip netip.Addr, res *ipintel.Result) (*ipintel.RDAPAnswer, bool)
 }
 
+// Learned gives the network learned from identifications that contains an
+// IP; *ipintel.Learner is one.
+type Learned interface {
+	Lookup(ip netip.Addr) (*ipintel.LearnedNetwork, bool)
+}
+
 // Sites gives a site's settings; *tenant.Store is one.
 type Sites interface {
 	LookupSite(ctx context.Context, id string) (tenant.Site, bool)
@@ -54,8 +60,11 @@ type Deps struct {
 	// PTR is nil when reverse DNS is off.
 	PTR PTR
 	// RDAP is nil when RDAP is off.
-	RDAP  RDAP
-	Sites Sites
+	RDAP RDAP
+	// Learned is nil when no networks are learned from identifications
+	// (identify hits are still recorded).
+	Learned Learned
+	Sites   Sites
 	// Erased, if set, names visitors erased on request whose queued hits
 	// must be dropped on arrival.
 	Erased *visitorid.Erased
@@ -86,6 +95,7 @@ type Processor struct {
 	ipdata   IPData
 	ptr      PTR
 	rdap     RDAP
+	learned  Learned
 	sites    Sites
 	keys     *visitorid.Keys
 	erased   *visitorid.Erased
@@ -106,7 +116,7 @@ type Processor struct {
 // New builds a processor.
 func New(cfg Config, deps Deps, reg prometheus.Registerer, log *slog.Logger) *Processor {
 	db := store.New(deps.ClickHouse)
-	return &Processor{cfg: cfg, js: deps.JS, db: db, ipdata: deps.IPData, ptr: deps.PTR, rdap: deps.RDAP, sites: deps.Sites,
+	return &Processor{cfg: cfg, js: deps.JS, db: db, ipdata: deps.IPData, ptr: deps.PTR, rdap: deps.RDAP, learned: deps.Learned, sites: deps.Sites,
 		keys: visitorid.NewKeys(deps.JS), erased: deps.Erased, sessions: newSessions(db), log: log, metrics: newMetrics(reg)}
 }
 

@@ -1058,3 +1058,85 @@ func TestRDAPCompanyStored(t *testing.T) {
 		t.Errorf("%d RDAP queries for three networks", n)
 	}
 }
+
+// TestIdentifyTeachesNetwork: three visitors who identify, with consent,
+// with addresses at one company from one network teach the network: a
+// later pageview from it, by anyone, is stored under that company. The
+// identify hits themselves store nothing in ClickHouse; an identification
+// from a mobile carrier's network is not recorded.
+func TestIdentifyTeachesNetwork(t *testing.T) {
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	ctx := context.Background()
+	ids, _ := b.JS.KeyValue(ctx, bus.IdentitiesBucket)
+	removals, _ := b.JS.KeyValue(ctx, bus.LearnedBucket)
+	learner := ipintel.NewLearner(ids, removals, testenv.Quiet())
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- learner.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	d := deps(t, b, conn)
+	d.Learned = learner
+	reg := prometheus.NewRegistry()
+	run(t, New(testConfig(), d, reg, testenv.Quiet()))
+
+	now := time.Now().UnixMilli()
+	mobile := businessIPs(t, testenv.ASN(t), 22394, 1)[0] // Verizon Wireless: mobile
+	for i, ip := range []string{"198.51.100.10", "198.51.100.11", "198.51.100.12", mobile.String()} {
+		publishHit(t, b.JS, bus.Hit{ID: fmt.Sprintf("id-%d", i), Site: "ident", Type: "identify", URL: "https://example.com/contact",
+			Consent: "granted", ClientID: fmt.Sprintf("visitor-%d", i), TS: now, ReceivedAt: now, IP: ip, UserAgent: browserUA, Lang: "en",
+			Domain: "paper-mill.example"})
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if _, ok := learner.Lookup(netip.MustParseAddr("198.51.100.99")); !ok {
+			return fmt.Errorf("198.51.100.0/24 not learned yet (recorded %v, no consent %v)", testutilCount(t, reg, "leadpipe_processor_identifications_total", "recorded"), testutilCount(t, reg, "leadpipe_processor_identifications_total", "no_consent"))
+		}
+		return nil
+	})
+	if n := testutilCount(t, reg, "leadpipe_processor_identifications_total", "mobile"); n != 1 {
+		t.Errorf("identifications from a mobile network: %v counted, want 1 (not recorded)", n)
+	}
+	publish(t, b.JS, "ident", []netip.Addr{netip.MustParseAddr("198.51.100.99"), netip.MustParseAddr("203.0.113.9")}, "page")
+	expectCounts(t, conn, "ident", 1, 1)
+	var name, domain, typ string
+	if err := conn.QueryRow(ctx, "SELECT company_name, company_domain, toString(network_type) FROM hits WHERE site_id = 'ident'").
+		Scan(&name, &domain, &typ); err != nil {
+		t.Fatal(err)
+	}
+	if got := name + " " + domain + " " + typ; got != "paper-mill.example paper-mill.example business" {
+		t.Errorf("stored %q, want the learned company", got)
+	}
+	keys, err := ids.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	if n != 3 {
+		t.Errorf("%d identifications recorded, want 3 (not the mobile one)", n)
+	}
+}
+
+// testutilCount reads a counter of reg with one label value.
+func testutilCount(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
+}

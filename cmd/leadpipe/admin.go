@@ -269,7 +269,7 @@ func runIPLookup(args []string, stdout, stderr io.Writer) error {
 	db := store.DB()
 	enc := json.NewEncoder(stdout)
 	for _, ip := range ips {
-		if err := enc.Encode(db.Explain(ip, nil, nil)); err != nil {
+		if err := enc.Encode(db.Explain(ip, ipintel.Signals{})); err != nil {
 			return err
 		}
 	}

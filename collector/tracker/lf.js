@@ -21,6 +21,11 @@
  *   data-hash         "true" counts #hash changes as page views.
  *   data-heartbeat    seconds between engagement reports on a long page (15).
  *
+ * Commands: leadpipe('consent', 'granted'|'denied'); leadpipe('pageview') after
+ * an in-app navigation the history API did not signal; leadpipe('identify',
+ * {email: …}) when a visitor gives an e-mail address (a form): only with
+ * consent granted, and the collector keeps only the address's domain.
+ *
  * Calls made before this script loads are queued by the one-line stub:
  *   window.leadpipe=window.leadpipe||function(){(leadpipe.q=leadpipe.q||[]).push(arguments)};
  *
@@ -332,12 +337,24 @@
     w.addEventListener('popstate', guard(navigated));
     if (trackHash) w.addEventListener('hashchange', guard(navigated));
 
+    // ---- identify: the visitor's employer, only with consent ----------------
+    // leadpipe('identify', {email: …}) after a form is sent: with consent
+    // granted, the address goes to the collector, which keeps only its
+    // registrable domain (never the address, never a free-mail domain).
+    // Without consent nothing is sent.
+    function identify(arg) {
+      var email = arg && typeof arg === 'object' ? arg.email : arg;
+      if (typeof email !== 'string' || email.indexOf('@') < 1 || consentField() !== 'granted') return;
+      send(payload('identify', { email: email }));
+    }
+
     // ---- public API and the queue of early calls ------------------------
     var queued = (w.leadpipe && w.leadpipe.q) || [];
     w.leadpipe = function (cmd, arg) {
       try {
         if (cmd === 'consent') setConsent(arg);
         else if (cmd === 'pageview') navigated();
+        else if (cmd === 'identify') identify(arg);
       } catch (e) { /* ignore */ }
     };
     for (var q = 0; q < queued.length; q++) w.leadpipe.apply(null, queued[q]);

@@ -40,10 +40,11 @@ import (
 )
 
 // Buckets are the key-value buckets a backup holds. The logins bucket
-// (sign-ins in progress, ten minutes) and the RDAP answers (a cache the
-// registries refill) are not among them.
+// (sign-ins in progress, ten minutes), the RDAP answers (a cache the
+// registries refill) and the identifications (pseudonymous, 30 days) are
+// not among them.
 var Buckets = []string{bus.AccountsBucket, bus.SitesBucket, bus.KeysBucket, bus.UsersBucket,
-	bus.SecretsBucket, bus.SaltsBucket, bus.FeedsBucket, bus.ErasedBucket}
+	bus.SecretsBucket, bus.SaltsBucket, bus.FeedsBucket, bus.ErasedBucket, bus.LearnedBucket}
 
 // Manifest describes a backup; restore checks the restored database
 // against it.

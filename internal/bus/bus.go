@@ -38,6 +38,11 @@ const (
 	UsersBucket    = "leadpipe_users"
 	LoginsBucket   = "leadpipe_logins"
 	RDAPBucket     = "leadpipe_rdap"
+	// IdentitiesBucket holds consented identifications: network, site and
+	// keyed visitor id → the domain of the address given; LearnedBucket
+	// the administrators' removals of learned networks.
+	IdentitiesBucket = "leadpipe_identities"
+	LearnedBucket    = "leadpipe_learned"
 )
 
 // Dead letters: hits that can never be processed, kept with the reason for
@@ -467,6 +472,10 @@ func (b *Bus) ensure(ctx context.Context) error {
 		// keyed by network (never by visitor address): answers are used
 		// for 30 days, misses for one; the age limit deletes both.
 		{Bucket: RDAPBucket, Description: "RDAP answers: network → registrant organisation or why none", TTL: 31 * 24 * time.Hour},
+		// Identifications count for 30 days (ipintel.LearnWindow); a
+		// removal holds as long as the identifications that made it.
+		{Bucket: IdentitiesBucket, Description: "identifications: <network>.<site>.<visitor id> → e-mail domain", TTL: 30 * 24 * time.Hour},
+		{Bucket: LearnedBucket, Description: "learned networks an administrator removed: <network> → domain, by whom", TTL: 30 * 24 * time.Hour},
 		{Bucket: ErasedBucket, Description: "erased visitors: <site>.<visitor id> → until when their queued hits are dropped", TTL: max(b.cfg.HitsMaxAge+time.Hour, ErasedKept)},
 	}
 	for _, kv := range buckets {

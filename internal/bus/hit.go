@@ -27,6 +27,9 @@ type Hit struct {
 	// Lang is the first language of Accept-Language; empty when the
 	// request had none (which no real browser does).
 	Lang string `json:"lang,omitempty"`
+	// Domain is an identify hit's: the registrable domain of the e-mail
+	// address the visitor gave (the address itself is never kept).
+	Domain string `json:"domain,omitempty"`
 }
 
 // MsgID is the JetStream deduplication id: a retried hit has the same one.
@@ -63,8 +66,11 @@ func DecodeHit(data []byte) (Hit, error) {
 	}
 	// What the collector guarantees, checked again: a message that breaks
 	// it did not come from a collector and cannot be stored as a hit.
-	if h.Type != "pageview" && h.Type != "engagement" {
-		return h, fmt.Errorf("hit schema: type %q is not pageview or engagement", h.Type)
+	switch {
+	case h.Type == "identify" && h.Domain == "":
+		return h, fmt.Errorf("hit schema: an identify hit without a domain")
+	case h.Type != "pageview" && h.Type != "engagement" && h.Type != "identify":
+		return h, fmt.Errorf("hit schema: type %q is not pageview, engagement or identify", h.Type)
 	}
 	if h.ReceivedAt <= 0 || h.TS < h.ReceivedAt-MaxHitAge.Milliseconds() || h.TS > h.ReceivedAt+MaxHitLead.Milliseconds() {
 		return h, fmt.Errorf("hit schema: ts %d is not within %v before and %v after received_at %d", h.TS, MaxHitAge, MaxHitLead, h.ReceivedAt)

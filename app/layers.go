@@ -1,9 +1,46 @@
 package app
 
 import (
+	"context"
+	"fmt"
+
+	"github.com/leadpipe/leadpipe/internal/bus"
 	"github.com/leadpipe/leadpipe/ipintel"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// openLayers makes the IP intelligence layers that live in NATS: the
+// networks learned from identifications (always: empty until a site
+// identifies visitors) and RDAP (when configured).
+func (s *Stack) openLayers(ctx context.Context) error {
+	kv := func(name string) (jetstream.KeyValue, error) {
+		b, err := s.Bus.JS.KeyValue(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", name, err)
+		}
+		return b, nil
+	}
+	ids, err := kv(bus.IdentitiesBucket)
+	if err != nil {
+		return err
+	}
+	removals, err := kv(bus.LearnedBucket)
+	if err != nil {
+		return err
+	}
+	s.learner = ipintel.NewLearner(ids, removals, s.log.With("component", "learner"))
+	if !s.cfg.IPData.RDAP {
+		return nil
+	}
+	answers, err := kv(bus.RDAPBucket)
+	if err != nil {
+		return err
+	}
+	s.rdap = ipintel.NewRDAP(s.cfg.IPData.RDAPConfig(), answers, s.IPData.Classifier(), s.log.With("component", "rdap"))
+	registerRDAPMetrics(s.Registry, s.rdap)
+	return nil
+}
 
 // registerRDAPMetrics exports what the RDAP layer did.
 func registerRDAPMetrics(reg prometheus.Registerer, r *ipintel.RDAP) {
