@@ -326,7 +326,19 @@ func (db *DB) ASN() *Table { return db.asn }
 // ranges; a registry assignment (`leadpipe rir import`); the network's
 // classification (curated ASN list, then name rules, then the default).
 // It does not allocate.
-func (db *DB) Enrich(ip netip.Addr) Result {
+func (db *DB) Enrich(ip netip.Addr) Result { return db.enrich(ip, 0) }
+
+// layerMask names layers an evaluation leaves out (EvalOptions.Without).
+type layerMask uint8
+
+const (
+	skipOverrides layerMask = 1 << iota
+	skipCompanies
+	skipRegistry
+)
+
+// enrich is Enrich without the layers of skip.
+func (db *DB) enrich(ip netip.Addr, skip layerMask) Result {
 	ip = ip.Unmap()
 	r := Result{Type: TypeUnknown}
 	cell, _ := db.cells.Lookup(ip)
@@ -338,7 +350,7 @@ func (db *DB) Enrich(ip netip.Addr) Result {
 			r.applyProfile(p)
 		}
 	}
-	if a, ok := db.registry.Lookup(ip); ok {
+	if a, ok := db.registry.Lookup(ip); ok && skip&skipRegistry == 0 {
 		// A registry assigned this range to an organisation (not a
 		// person, not its ISP): the company is that organisation.
 		r.Known = true
@@ -346,7 +358,7 @@ func (db *DB) Enrich(ip netip.Addr) Result {
 		r.Industry, r.Size, r.CompanyCountry, r.Profile = "", "", "", nil
 		r.Type, r.Confidence, r.Source = TypeBusiness, confRegistry, SourceRegistry
 	}
-	if c, ok := db.companies.Lookup(ip); ok {
+	if c, ok := db.companies.Lookup(ip); ok && skip&skipCompanies == 0 {
 		r.Known = true
 		r.CompanyID, r.CompanyName, r.CompanyDomain = c.ID, c.Name, c.Domain
 		r.Industry, r.Size, r.Profile = c.Industry, c.Size, nil
@@ -354,10 +366,10 @@ func (db *DB) Enrich(ip netip.Addr) Result {
 		// The operator says this range is an organisation's own.
 		r.Type, r.Confidence, r.Source = TypeBusiness, 0.9, "companies"
 	}
-	if ov, ok := db.overrides.ForASN(r.ASN); ok && r.ASN != 0 {
+	if ov, ok := db.overrides.ForASN(r.ASN); ok && r.ASN != 0 && skip&skipOverrides == 0 {
 		applyOverride(&r, ov)
 	}
-	if ov, ok := db.overrides.ForIP(ip); ok {
+	if ov, ok := db.overrides.ForIP(ip); ok && skip&skipOverrides == 0 {
 		applyOverride(&r, ov)
 	}
 	if c := cell & 0xffff; c > 0 && r.Country == "" {
@@ -412,10 +424,13 @@ type Signals struct {
 // Explain answers what leadpipe knows about ip with the evidence of every
 // source: the shape of GET /api/v1/ip/{ip}. It decides as the processor
 // does.
-func (db *DB) Explain(ip netip.Addr, sig Signals) Answer {
+func (db *DB) Explain(ip netip.Addr, sig Signals) Answer { return db.explain(ip, sig, 0) }
+
+// explain is Explain without the layers of skip.
+func (db *DB) explain(ip netip.Addr, sig Signals, skip layerMask) Answer {
 	ip = ip.Unmap()
 	ptr, rdap := sig.PTR, sig.RDAP
-	r := db.Enrich(ip)
+	r := db.enrich(ip, skip)
 	if sig.Learned != nil {
 		ApplyLearned(&r, sig.Learned)
 	}
@@ -434,17 +449,17 @@ func (db *DB) Explain(ip netip.Addr, sig Signals) Answer {
 	} else {
 		a.Evidence = append(a.Evidence, Evidence{Source: "asn", Says: "no announced network contains this address"})
 	}
-	if rec, ok := db.registry.Lookup(ip); ok {
+	if rec, ok := db.registry.Lookup(ip); ok && skip&skipRegistry == 0 {
 		a.Evidence = append(a.Evidence, Evidence{Source: SourceRegistry, Says: fmt.Sprintf("%s holds %s (%s, netname %s, %s) per %s",
 			rec.Name, rec.Prefix, rec.Status, rec.NetName, rec.Country, rec.Source)})
 	}
-	if c, ok := db.companies.Lookup(ip); ok {
+	if c, ok := db.companies.Lookup(ip); ok && skip&skipCompanies == 0 {
 		a.Evidence = append(a.Evidence, Evidence{Source: "companies", Says: fmt.Sprintf("%s (%s) per the company ranges file", c.Name, c.Domain)})
 	}
-	if ov, ok := db.overrides.ForASN(r.ASN); ok && r.ASN != 0 {
+	if ov, ok := db.overrides.ForASN(r.ASN); ok && r.ASN != 0 && skip&skipOverrides == 0 {
 		a.Evidence = append(a.Evidence, Evidence{Source: "override", Says: overrideSays(ov)})
 	}
-	if ov, ok := db.overrides.ForIP(ip); ok {
+	if ov, ok := db.overrides.ForIP(ip); ok && skip&skipOverrides == 0 {
 		a.Evidence = append(a.Evidence, Evidence{Source: "override", Says: overrideSays(ov)})
 	}
 	if sig.Learned != nil {

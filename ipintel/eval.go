@@ -1,6 +1,8 @@
 package ipintel
 
 import (
+	"cmp"
+	"context"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -93,9 +95,57 @@ type EvalReport struct {
 	// identified, how many it gave that domain.
 	DomainCases, DomainRight int
 	// ByLayer counts cases and correct answers by the source that decided;
-	// BusinessByLayer business verdicts and right ones.
+	// BusinessByLayer business verdicts and right ones; Named, by layer,
+	// the cases shown as a company: how many, how many of them are
+	// organisations (precision), how many are not (false identification).
 	ByLayer, BusinessByLayer map[string][2]int
+	Named                    map[string]LayerNamed
 	Misses                   []EvalMiss
+}
+
+// LayerNamed counts one layer's named companies.
+type LayerNamed struct{ Named, Organisations, Others int }
+
+// EvalOptions change how an evaluation answers.
+type EvalOptions struct {
+	// Without leaves layers out, to measure what each adds: "override",
+	// "companies", "registry", "rdap" (EvalLayers).
+	Without string
+	// RDAP, when set, asks the registries about every case an ISP's
+	// space holds, waiting for each answer (RDAP.Ask).
+	RDAP *RDAP
+	Ctx  context.Context
+}
+
+// EvalLayers are the layers an evaluation can leave out: those of
+// evidence beyond the ASN data, which an installation may or may not have.
+var EvalLayers = []string{"override", "companies", SourceRegistry, SourceRDAP}
+
+// skipOf is the layer mask an evaluation without layer uses.
+func skipOf(layer string) layerMask {
+	switch layer {
+	case "override":
+		return skipOverrides
+	case "companies":
+		return skipCompanies
+	case SourceRegistry:
+		return skipRegistry
+	}
+	return 0
+}
+
+// HasLayer reports whether db holds data for an evaluation layer (RDAP
+// aside, which is not data of the DB).
+func (db *DB) HasLayer(layer string) bool {
+	switch layer {
+	case "override":
+		return db.overrides != nil
+	case "companies":
+		return db.companies != nil
+	case SourceRegistry:
+		return db.registry.Len() > 0
+	}
+	return false
 }
 
 // EvalMiss is a case leadpipe got wrong.
@@ -127,10 +177,17 @@ func isOrganisation(t string) bool {
 }
 
 // Evaluate answers every case (without reverse DNS) and compares.
-func (db *DB) Evaluate(cases []EvalCase) EvalReport {
-	rep := EvalReport{ByLayer: map[string][2]int{}, BusinessByLayer: map[string][2]int{}}
+func (db *DB) Evaluate(cases []EvalCase, opt EvalOptions) EvalReport {
+	rep := EvalReport{ByLayer: map[string][2]int{}, BusinessByLayer: map[string][2]int{}, Named: map[string]LayerNamed{}}
+	skip := skipOf(opt.Without)
+	ctx := cmp.Or(opt.Ctx, context.Background())
 	for _, c := range cases {
-		a := db.Explain(c.IP, Signals{})
+		var sig Signals
+		if opt.RDAP != nil && opt.Without != SourceRDAP {
+			res := db.enrich(c.IP, skip)
+			sig.RDAP = opt.RDAP.Ask(ctx, c.IP, &res)
+		}
+		a := db.explain(c.IP, sig, skip)
 		rep.Cases++
 		identified := a.Company != nil && isOrganisation(a.NetworkType)
 		right := a.NetworkType == c.Type
@@ -160,6 +217,14 @@ func (db *DB) Evaluate(cases []EvalCase) EvalReport {
 		}
 		if identified {
 			rep.Identified++
+			n := rep.Named[layer]
+			n.Named++
+			if isOrganisation(c.Type) {
+				n.Organisations++
+			} else {
+				n.Others++
+			}
+			rep.Named[layer] = n
 		}
 		if a.NetworkType == TypeBusiness {
 			b := rep.BusinessByLayer[layer]

@@ -194,7 +194,8 @@ type registryState struct {
 }
 
 // NewRDAP returns the RDAP layer over the bucket kv, judging holders'
-// names with cls. It does no I/O; Run starts the work.
+// names with cls. It does no I/O; Run starts the work. Without a bucket
+// (kv nil) answers are kept in memory only and only Ask is of use.
 func NewRDAP(cfg RDAPConfig, kv jetstream.KeyValue, cls *Classifier, log *slog.Logger) *RDAP {
 	cfg = cfg.withDefaults()
 	return &RDAP{cfg: cfg, kv: kv, cls: cls, log: log, client: &http.Client{Timeout: cfg.Timeout},
@@ -440,6 +441,23 @@ func (r *RDAP) ask(ctx context.Context, job rdapJob) {
 	r.keep(ctx, ans, ttl)
 }
 
+// Ask is Peek that waits: it asks the registry now, within the same
+// limits, when no fresh answer is known, and returns what is then known.
+// It is for evaluations (`leadpipe ip eval --ipdb.rdap`), not for hits.
+func (r *RDAP) Ask(ctx context.Context, ip netip.Addr, res *Result) *RDAPAnswer {
+	ip = ip.Unmap()
+	if !ip.IsGlobalUnicast() || ip.IsPrivate() || !worthAsking(res) {
+		return nil
+	}
+	if a, ok := r.Lookup(ip); !ok || !time.Now().Before(a.Expires) {
+		r.ask(ctx, rdapJob{net: queryPrefix(ip), isp: res.ASOrg})
+	}
+	if a, ok := r.Lookup(ip); ok && time.Now().Before(a.Expires) {
+		return a
+	}
+	return nil
+}
+
 // keep stores an answer in the bucket and in this process's tree.
 func (r *RDAP) keep(ctx context.Context, a *RDAPAnswer, ttl time.Duration) {
 	a.Checked = time.Now().UTC().Truncate(time.Second)
@@ -448,6 +466,9 @@ func (r *RDAP) keep(ctx context.Context, a *RDAPAnswer, ttl time.Duration) {
 	raw, err := json.Marshal(a)
 	if err != nil {
 		panic("BUG: RDAP answer does not marshal: " + err.Error())
+	}
+	if r.kv == nil { // an evaluation's: answers live as long as the process
+		return
 	}
 	if _, err := r.kv.Put(ctx, rdapKey(a.Prefix), raw); err != nil && ctx.Err() == nil {
 		r.log.Warn("keeping an RDAP answer failed", "network", a.Prefix, "err", err)

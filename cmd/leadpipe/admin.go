@@ -310,15 +310,36 @@ func runIPEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("IP data: %w", err)
 	}
-	rep := store.DB().Evaluate(cases)
+	opt := ipintel.EvalOptions{Ctx: context.Background()}
+	if cfg.RDAP {
+		// Asked now, case by case, within the configured limits; the
+		// answers are kept in memory for the evaluation only.
+		opt.RDAP = ipintel.NewRDAP(cfg.RDAPConfig(), nil, store.Classifier(), slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	}
+	db := store.DB()
+	rep := db.Evaluate(cases, opt)
 	for _, m := range rep.Misses {
 		fmt.Fprintf(stdout, "miss: line %d %s: labelled %s, answered %s by %s (AS%d %s)\n",
 			m.Case.Line, m.Case.IP, m.Case.Type, m.Answer.NetworkType, m.Answer.Decided, m.Answer.ASN, m.Answer.ASOrg)
 	}
 	for _, l := range rep.Layers() {
-		n, b := rep.ByLayer[l], rep.BusinessByLayer[l]
-		fmt.Fprintf(stdout, "layer: %s cases=%d correct=%d accuracy=%.3f business_verdicts=%d business_precision=%.3f\n",
-			l, n[0], n[1], ipintel.Ratio(n[1], n[0]), b[0], ipintel.Ratio(b[1], b[0]))
+		n, b, named := rep.ByLayer[l], rep.BusinessByLayer[l], rep.Named[l]
+		fmt.Fprintf(stdout, "layer: %s cases=%d correct=%d accuracy=%.3f business_verdicts=%d business_precision=%.3f named=%d coverage=%.3f precision=%.3f false_identification=%.3f\n",
+			l, n[0], n[1], ipintel.Ratio(n[1], n[0]), b[0], ipintel.Ratio(b[1], b[0]),
+			named.Named, ipintel.Ratio(named.Organisations, rep.Organisations), ipintel.Ratio(named.Organisations, named.Named),
+			ipintel.Ratio(named.Others, rep.Others))
+	}
+	// What each layer adds: the evaluation again without it, for every
+	// layer this installation has.
+	for _, l := range ipintel.EvalLayers {
+		if !db.HasLayer(l) && (l != ipintel.SourceRDAP || opt.RDAP == nil) {
+			continue
+		}
+		w := opt
+		w.Without = l
+		r := db.Evaluate(cases, w)
+		fmt.Fprintf(stdout, "without: %s business_coverage=%.3f precision=%.3f false_identification=%.3f\n",
+			l, ipintel.Ratio(r.Covered, r.Organisations), ipintel.Ratio(r.BusinessRight, r.BusinessVerdicts), ipintel.Ratio(r.FalseIdentifications, r.Others))
 	}
 	// decision: whether leadpipe shows the address as a company's when it
 	// is one, and drops it when it is not — what the feed gets right.

@@ -429,3 +429,46 @@ func TestIPEval(t *testing.T) {
 		t.Errorf("a bad label: exit %d, %s", code, stderr)
 	}
 }
+
+// TestIPEvalLayers: `leadpipe ip eval` reports each deciding layer's
+// coverage, precision and false identification, and the figures without
+// each layer the installation has: with registry assignments imported
+// and RDAP asked (a local RDAP server), the paper mill's two networks are
+// covered; without the registry, RDAP still names the IPv4 one; without
+// RDAP, the registry names both.
+func TestIPEvalLayers(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runCmd(t, "rir", "import", "--data-dir", dir,
+		"../../ipintel/testdata/rpsl/networks.db", "../../ipintel/testdata/rpsl/organisations.db"); code != 0 {
+		t.Fatalf("rir import: exit %d: %s", code, stderr)
+	}
+	srv := testenv.StartRDAP(t, "../../ipintel/testdata/rdap")
+	file := filepath.Join(t.TempDir(), "cases.csv")
+	// 198.51.100.5 is the paper mill's by both layers; 2001:db8:1234::1
+	// by the registry only; 198.51.100.66 a person's, 198.51.100.200 a
+	// pool's: neither is an organisation's.
+	os.WriteFile(file, []byte("ip,expected_type,expected_domain,source\n198.51.100.5,business,,registry fixture\n"+
+		"2001:db8:1234::1,business,,registry fixture\n198.51.100.66,residential,,RDAP fixture: a person's /29\n"+
+		"198.51.100.200,residential,,RDAP fixture: an FTTH pool\n"), 0o600)
+	code, out, stderr := runCmd(t, "ip", "eval", "--data-dir", dir, "--ipdb.rdap", "--ipdb.rdap-bootstrap", srv.Bootstrap,
+		"--ipdb.rdap-rate", "100", file)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		"layer: registry cases=2 correct=2 accuracy=1.000 business_verdicts=2 business_precision=1.000 named=2 coverage=1.000 precision=1.000 false_identification=0.000",
+		"without: registry business_coverage=0.500 precision=1.000 false_identification=0.000",
+		"without: rdap business_coverage=1.000 precision=1.000 false_identification=0.000",
+		"eval: cases=4 business_coverage=1.000 precision=1.000 false_identification=0.000",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
+	}
+	// Asked about: the person's and the pool's networks (no imported
+	// assignment), then, in the run without the registry, the paper
+	// mill's two; each once, however many runs need the answer.
+	if q := srv.Queries(); len(q) != 4 {
+		t.Errorf("RDAP queries %v: want each of the four networks asked about once", q)
+	}
+}
