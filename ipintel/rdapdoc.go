@@ -153,12 +153,6 @@ func parseRDAPAddr(s string) (netip.Addr, error) {
 	return netip.ParseAddr(strings.Join(parts, "."))
 }
 
-// rdapAssignmentStatuses are the RDAP types of networks assigned to an end
-// user beyond the RPSL ones: ARIN's and LACNIC's spellings.
-var rdapAssignmentStatuses = map[string]bool{
-	"DIRECT ASSIGNMENT": true, "REASSIGNMENT": true, "REASSIGNED": true,
-}
-
 // RDAPVerdict is what leadpipe makes of an RDAP network for one address:
 // the company it is assigned to, or why it is not counted as one (the
 // Skip* reasons of a registry import).
@@ -174,7 +168,7 @@ type RDAPVerdict struct {
 // pool, and not a carrier, hoster or mobile operator by the name rules.
 func JudgeRDAP(n RDAPNetwork, isp string, cls *Classifier) RDAPVerdict {
 	switch {
-	case !assignmentStatuses[n.Status] && !rdapAssignmentStatuses[n.Status]:
+	case !assignmentStatuses[n.Status]:
 		return RDAPVerdict{Skip: SkipNotAssignment}
 	case tooLarge(n.First, n.Last):
 		return RDAPVerdict{Skip: SkipTooLarge}

@@ -3,6 +3,7 @@ package ipintel
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/csv"
 	"errors"
@@ -172,6 +173,8 @@ func (s RegistryStats) SkippedTotal() int {
 // (RIPE, APNIC and AFRINIC spellings).
 var assignmentStatuses = map[string]bool{
 	"ASSIGNED PA": true, "ASSIGNED PI": true, "ASSIGNED": true, "ASSIGNED PORTABLE": true, "ASSIGNED NON-PORTABLE": true,
+	// ARIN's NetType, as its bulk WHOIS and RDAP spell it.
+	"DIRECT ASSIGNMENT": true, "REASSIGNED": true, "REASSIGNMENT": true, "ASSIGNMENT": true,
 }
 
 // allocationStatuses are the statuses of the ISPs' own blocks, whose
@@ -179,6 +182,7 @@ var assignmentStatuses = map[string]bool{
 var allocationStatuses = map[string]bool{
 	"ALLOCATED PA": true, "ALLOCATED PI": true, "ALLOCATED UNSPECIFIED": true, "ALLOCATED-BY-RIR": true,
 	"ALLOCATED PORTABLE": true, "ALLOCATED NON-PORTABLE": true, "SUB-ALLOCATED PA": true, "ALLOCATED-BY-LIR": true,
+	"DIRECT ALLOCATION": true, "REALLOCATED": true, "REALLOCATION": true, "ALLOCATION": true,
 }
 
 // poolWords name an ISP's pools of customer addresses, not a company
@@ -208,7 +212,7 @@ type RegistryImport struct {
 	stats       RegistryStats
 }
 
-type rpslOrg struct{ name, typ string }
+type rpslOrg struct{ name, typ, country string }
 
 type allocation struct {
 	first, last netip.Addr
@@ -245,38 +249,71 @@ func (ri *RegistryImport) Read(r io.Reader, name string) error {
 			ri.orgs[o.Get("organisation")] = rpslOrg{name: o.Get("org-name"), typ: strings.ToUpper(o.Get("org-type"))}
 		case "inetnum", "inet6num":
 			ri.network(o, name)
+		// ARIN's bulk WHOIS: networks (NetHandle), organisations (OrgID)
+		// and the customers of simple reassignments (CustID).
+		case "nethandle":
+			ri.arinNetwork(o, name)
+		case "orgid":
+			ri.orgs[o.Get("orgid")] = rpslOrg{name: o.Get("orgname"), country: strings.ToUpper(o.Get("country"))}
+		case "custid", "custhandle":
+			ri.orgs[arinCustomer(o.Get(o.Class()))] = rpslOrg{name: o.Get("custname"), country: strings.ToUpper(o.Get("country"))}
 		}
 		return nil
 	})
 }
 
 func (ri *RegistryImport) network(o *RPSLObject, file string) {
-	ri.stats.Networks++
 	first, last, ok := parseRPSLRange(o.Get(o.Class()))
-	if !ok {
+	ri.consider(RegistryAssignment{First: first, Last: last, NetName: o.Get("netname"), Descr: strings.Join(o.All("descr"), " "),
+		Status: strings.ToUpper(o.Get("status")), Country: strings.ToUpper(o.Get("country")), OrgID: o.Get("org"), Source: file}, ok)
+}
+
+// arinNetwork reads a network of ARIN's bulk WHOIS: its range (NetRange,
+// or StartAddress and EndAddress), NetType, and its holder, an
+// organisation (OrgID) or, for a simple reassignment, a customer (CustID).
+// ARIN networks carry no country: the holder's is used.
+func (ri *RegistryImport) arinNetwork(o *RPSLObject, file string) {
+	r := o.Get("netrange")
+	if r == "" {
+		r = o.Get("startaddress") + " - " + o.Get("endaddress")
+	}
+	first, last, ok := parseRPSLRange(r)
+	holder := o.Get("orgid")
+	if c := cmp.Or(o.Get("custid"), o.Get("customer")); holder == "" && c != "" {
+		holder = arinCustomer(c)
+	}
+	ri.consider(RegistryAssignment{First: first, Last: last, NetName: o.Get("netname"), Descr: strings.Join(o.All("comment"), " "),
+		Status: strings.ToUpper(o.Get("nettype")), OrgID: holder, Source: file}, ok)
+}
+
+// arinCustomer keys a customer apart from organisations.
+func arinCustomer(id string) string { return "cust:" + id }
+
+// consider counts a network and keeps it as a candidate when it is an
+// assignment small enough and held by an organisation; Result judges the
+// holder.
+func (ri *RegistryImport) consider(a RegistryAssignment, rangeOK bool) {
+	ri.stats.Networks++
+	if !rangeOK {
 		ri.stats.Skipped[SkipBadRange]++
 		return
 	}
-	status := strings.ToUpper(o.Get("status"))
-	if allocationStatuses[status] {
-		ri.allocations = append(ri.allocations, allocation{first, last, o.Get("org")})
+	if allocationStatuses[a.Status] {
+		ri.allocations = append(ri.allocations, allocation{a.First, a.Last, a.OrgID})
 	}
-	country := strings.ToUpper(o.Get("country"))
 	switch {
-	case !assignmentStatuses[status]:
+	case !assignmentStatuses[a.Status]:
 		ri.stats.Skipped[SkipNotAssignment]++
-	case len(ri.Countries) > 0 && !ri.Countries[country]:
+	case len(ri.Countries) > 0 && a.Country != "" && !ri.Countries[a.Country]:
 		ri.stats.Skipped[SkipCountry]++
-	case tooLarge(first, last):
+	case tooLarge(a.First, a.Last):
 		ri.stats.Skipped[SkipTooLarge]++
-	case o.Get("org") == "":
+	case a.OrgID == "":
 		// Without an organisation object the holder is a person or
 		// unnamed: nothing to show, and a person's name must not be.
 		ri.stats.Skipped[SkipNoOrg]++
 	default:
-		ri.candidates = append(ri.candidates, RegistryAssignment{First: first, Last: last, NetName: o.Get("netname"),
-			Descr: strings.Join(o.All("descr"), " "), Status: status, Country: country,
-			OrgID: o.Get("org"), Source: file})
+		ri.candidates = append(ri.candidates, a)
 	}
 }
 
@@ -293,7 +330,12 @@ func (ri *RegistryImport) Result() ([]RegistryAssignment, RegistryStats) {
 			continue
 		}
 		c.OrgName = org.name
+		if c.Country == "" {
+			c.Country = org.country
+		}
 		switch {
+		case len(ri.Countries) > 0 && !ri.Countries[c.Country]:
+			ri.stats.Skipped[SkipCountry]++
 		case org.typ == "LIR" || org.typ == "RIR" || org.typ == "NIR" || org.typ == "IANA" || ri.parentOrg(c.First) == c.OrgID:
 			ri.stats.Skipped[SkipISP]++
 		case hasPoolWord(c.NetName) || hasPoolWord(c.Descr) || hasPoolWord(org.name):

@@ -130,3 +130,37 @@ func TestRegistryImportByCountry(t *testing.T) {
 		t.Errorf("kept %v, stats %+v; want none kept, 6 of another country", kept, stats)
 	}
 }
+
+// TestRegistryImportReadsARINBulk reads ARIN's bulk WHOIS layout: the
+// paper company's reassignment and direct assignment and a business
+// customer's simple reassignment are kept; the ISP's allocation and a
+// reallocation are not assignments, a "Private Customer" is a pool, the
+// ISP's reassignment to itself is the ISP's. ARIN networks take their
+// holder's country.
+func TestRegistryImportReadsARINBulk(t *testing.T) {
+	ri := NewRegistryImport(nil)
+	if err := ri.ReadFiles("testdata/rpsl/arin.txt"); err != nil {
+		t.Fatal(err)
+	}
+	kept, stats := ri.Result()
+	var got []string
+	for _, a := range kept {
+		got = append(got, a.Prefixes()[0].String()+" "+a.OrgName+" "+a.Country)
+	}
+	want := []string{"203.0.113.0/28 Example Paper Company US", "203.0.113.128/26 Harbour Logistics LLC US",
+		"2001:db8:abcd::/48 Example Paper Company US"}
+	if !slices.Equal(got, want) {
+		t.Errorf("kept %q, want %q", got, want)
+	}
+	if stats.Networks != 7 || stats.Skipped[SkipNotAssignment] != 2 || stats.Skipped[SkipPool] != 1 || stats.Skipped[SkipISP] != 1 {
+		t.Errorf("stats %+v", stats)
+	}
+	ri = NewRegistryImport(nil)
+	ri.Countries = map[string]bool{"FI": true}
+	if err := ri.ReadFiles("testdata/rpsl/arin.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if kept, stats := ri.Result(); len(kept) != 0 || stats.Skipped[SkipCountry] != 5 {
+		t.Errorf("--countries FI: kept %d, skipped %v; want none kept, the five assignments with holders elsewhere", len(kept), stats.Skipped)
+	}
+}

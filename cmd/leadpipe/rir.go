@@ -12,9 +12,9 @@ import (
 )
 
 // runRIR handles `leadpipe rir import [--data-dir DIR] FILE…`: it reads the
-// registry files the operator obtained (RPSL split dumps, plain or gzip),
-// keeps the assignments that are a company's own network and writes them to
-// the data dir, where serve, process, query and ip lookup read them (a
+// registry files the operator obtained (RPSL split dumps or ARIN's bulk
+// WHOIS, plain or gzip), keeps the assignments that are a company's own
+// network and writes them to the data dir, where serve, process, query and ip lookup read them (a
 // running serve after `leadpipe ipdb reload`). The last line is the summary
 // scripts read.
 func runRIR(args []string, stdout, stderr io.Writer) error {
@@ -29,7 +29,7 @@ func runRIR(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usageError{errors.New("usage: leadpipe rir import [--data-dir DIR] FILE [FILE ...] (RPSL: inetnum, inet6num and organisation objects, gzip or plain)")}
+		return usageError{errors.New("usage: leadpipe rir import [--data-dir DIR] FILE [FILE ...] (RPSL inetnum, inet6num and organisation objects, or ARIN bulk WHOIS nets, orgs and customers; gzip or plain)")}
 	}
 	cls, err := ipintel.DefaultClassifier()
 	if err != nil {
