@@ -11,8 +11,8 @@ import (
 )
 
 // openLayers makes the IP intelligence layers that live in NATS: the
-// networks learned from identifications (always: empty until a site
-// identifies visitors) and RDAP (when configured).
+// networks learned from identifications (--ipdb.learn, on by default,
+// empty until a site identifies visitors) and RDAP (off by default).
 func (s *Stack) openLayers(ctx context.Context) error {
 	kv := func(name string) (jetstream.KeyValue, error) {
 		b, err := s.Bus.JS.KeyValue(ctx, name)
@@ -21,6 +21,9 @@ func (s *Stack) openLayers(ctx context.Context) error {
 		}
 		return b, nil
 	}
+	// Made even when learning is off: erasures must still find the
+	// identifications recorded while it was on. Off, it is not run, so it
+	// learns nothing and names nothing.
 	ids, err := kv(bus.IdentitiesBucket)
 	if err != nil {
 		return err

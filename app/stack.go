@@ -391,7 +391,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 	if s.rdap != nil {
 		stage("rdap", func() error { return s.rdap.Run(runCtx) })
 	}
-	if s.learner != nil {
+	if s.learner != nil && cfg.IPData.Learn {
 		stage("learner", func() error { return s.learner.Run(runCtx) })
 	}
 	if s.ClickHouse != nil && s.ClickHouse.Managed() {
@@ -407,7 +407,7 @@ func (s *Stack) run(runCtx context.Context, ln *listeners, b backends) {
 		if s.rdap != nil {
 			deps.RDAP = s.rdap
 		}
-		if s.learner != nil {
+		if s.learner != nil && cfg.IPData.Learn {
 			deps.Learned = s.learner
 		}
 		s.proc = processor.New(cfg.Processor, deps, s.Registry, log.With("component", "processor"))

@@ -584,7 +584,7 @@ func TestStagesRunSeparately(t *testing.T) {
 
 func ipDataConfig() ipintel.Config {
 	src := testenv.IPSources()
-	return ipintel.Config{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
+	return ipintel.Config{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1, Learn: true}
 }
 
 // TestIPDataReloadOverNATS changes an overrides file under a running stack

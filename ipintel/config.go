@@ -33,8 +33,11 @@ type Config struct {
 	// networks visitors come from.
 	RDAP          bool
 	RDAPBootstrap string
-	RDAPRate      float64
-	RDAPDailyCap  int
+	// Learn turns on learning networks from the identifications sites
+	// send (leadpipe('identify')); off, identify hits are dropped.
+	Learn        bool
+	RDAPRate     float64
+	RDAPDailyCap int
 }
 
 // RegisterFlags registers the ipdb.* flags.
@@ -56,6 +59,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RDAPBootstrap, "ipdb.rdap-bootstrap", DefaultRDAPBootstrap, "where the RDAP bootstrap files ipv4.json and ipv6.json are read from")
 	fs.Float64Var(&c.RDAPRate, "ipdb.rdap-rate", 1, "most RDAP queries per second to one registry")
 	fs.IntVar(&c.RDAPDailyCap, "ipdb.rdap-daily-cap", 5000, "most RDAP queries a process sends in a UTC day")
+	fs.BoolVar(&c.Learn, "ipdb.learn", true, "record sites' consented identifications (leadpipe('identify')) and learn networks from them; false drops identify hits")
 }
 
 // Validate checks the files exist, naming the flag.

@@ -19,6 +19,7 @@ const (
 	identifyMobile    = "mobile"     // a carrier's network: its addresses are shared by thousands
 	identifyBot       = "bot"
 	identifyErased    = "erased"
+	identifyOff       = "off" // learning from identifications is off (--ipdb.learn=false)
 )
 
 // identify records a consented identification: the visitor, keyed, gave an
@@ -30,6 +31,10 @@ const (
 func (p *Processor) identify(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip netip.Addr) error {
 	outcome := identifyRecorded
 	defer func() { p.metrics.identifications.WithLabelValues(outcome).Inc() }()
+	if p.learned == nil {
+		outcome = identifyOff
+		return nil
+	}
 	if hit.Consent != "granted" || hit.Domain == "" || hit.ClientID == "" {
 		outcome = identifyNoConsent
 		return nil

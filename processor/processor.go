@@ -61,8 +61,8 @@ type Deps struct {
 	PTR PTR
 	// RDAP is nil when RDAP is off.
 	RDAP RDAP
-	// Learned is nil when no networks are learned from identifications
-	// (identify hits are still recorded).
+	// Learned is nil when learning from identifications is off
+	// (--ipdb.learn=false): identify hits are then dropped, not recorded.
 	Learned Learned
 	Sites   Sites
 	// Erased, if set, names visitors erased on request whose queued hits

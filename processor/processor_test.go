@@ -1140,3 +1140,25 @@ func testutilCount(t *testing.T, reg *prometheus.Registry, name, label string) f
 	}
 	return -1
 }
+
+// TestIdentifyOff: with learning off (no learner), identify hits are
+// dropped and counted, and nothing is recorded.
+func TestIdentifyOff(t *testing.T) {
+	b := testenv.Bus(t)
+	conn, _ := testenv.Database(t)
+	reg := prometheus.NewRegistry()
+	run(t, New(testConfig(), deps(t, b, conn), reg, testenv.Quiet()))
+	now := time.Now().UnixMilli()
+	publishHit(t, b.JS, bus.Hit{ID: "id-off", Site: "off", Type: "identify", URL: "https://example.com/contact", Consent: "granted",
+		ClientID: "v1", TS: now, ReceivedAt: now, IP: "198.51.100.10", UserAgent: browserUA, Lang: "en", Domain: "paper-mill.example"})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if n := testutilCount(t, reg, "leadpipe_processor_identifications_total", "off"); n != 1 {
+			return fmt.Errorf("identifications{outcome=off} = %v", n)
+		}
+		return nil
+	})
+	ids, _ := b.JS.KeyValue(context.Background(), bus.IdentitiesBucket)
+	if st, err := ids.Status(context.Background()); err != nil || st.Values() != 0 {
+		t.Errorf("identifications recorded with learning off: %v, %v", st, err)
+	}
+}

@@ -259,7 +259,7 @@ func TestSQLReachesRunningServe(t *testing.T) {
 
 func ipDataConfig() ipintel.Config {
 	src := testenv.IPSources()
-	return ipintel.Config{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1}
+	return ipintel.Config{ASNDir: src.ASNDir, CountryMMDB: src.CountryMMDB, RDNSRate: 1, Learn: true}
 }
 
 // TestDeadLetters: a hit that can never be processed is set aside with its
