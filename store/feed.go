@@ -73,7 +73,7 @@ HAVING 1`
 	feedIndustry  = ` AND anyLast(company_industry) = {industry:String}`
 	feedSource    = ` AND sum(sources[{source:String}]) > 0`
 	feedMinVisits = ` AND sum(visits) >= {min_visits:UInt64}`
-	feedConfirmed = ` AND max(confirmed) = 1`
+	feedConfirmed = ` AND ` + confirmedSQL
 	feedSearch    = ` AND (positionCaseInsensitive(anyLast(company_name), {q:String}) > 0 OR positionCaseInsensitive(anyLast(company_domain), {q:String}) > 0)`
 	feedLimit     = `
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}`
@@ -190,6 +190,11 @@ type ExportRow struct {
 	LastSeen       string `json:"last_seen"`
 }
 
+// confirmedSQL holds for a company some source other than the
+// address-space fall-back named over the rows aggregated (a candidate
+// otherwise): the feed's and the export's one rule.
+const confirmedSQL = `max(confirmed) = 1`
+
 const (
 	exportSQL = `
 SELECT day, company_id, ` + companyAggregates + `
@@ -200,7 +205,7 @@ WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}`
 	exportConfirmed = `
   AND company_id IN (SELECT company_id FROM company_daily
                      WHERE site_id = {site:String} AND day BETWEEN {from:Date} AND {to:Date}
-                     GROUP BY company_id HAVING max(confirmed) = 1)`
+                     GROUP BY company_id HAVING ` + confirmedSQL + `)`
 	exportEnd = `
 GROUP BY day, company_id
 ORDER BY day, company_id`
