@@ -65,8 +65,17 @@ func (o *RPSLObject) All(key string) []string {
 // starting with % or # are comments; a blank line ends an object; a line
 // starting with a space, a tab or + continues the attribute before it.
 // Objects of any class may share a file. A line that is neither is an
-// error naming the file and line.
+// error naming the file and line. fn must not keep the object after it
+// returns: the next one reuses it.
 func ReadRPSL(r io.Reader, name string, fn func(*RPSLObject) error) error {
+	return readRPSL(r, name, nil, fn)
+}
+
+// readRPSL is ReadRPSL keeping, of each object, its first attribute (the
+// class) and the attributes keep names (all when keep is nil): a dump's
+// objects are mostly contacts, maintainers and dates no reader needs, and
+// not copying them saves most of a large import's allocations.
+func readRPSL(r io.Reader, name string, keep map[string]bool, fn func(*RPSLObject) error) error {
 	br := bufio.NewReaderSize(r, 1<<16)
 	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
@@ -79,12 +88,15 @@ func ReadRPSL(r io.Reader, name string, fn func(*RPSLObject) error) error {
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
 	var obj RPSLObject
+	keys := map[string]string{} // interned lower-case keys
+	var lower []byte
+	kept := false // whether the last attribute was kept, for its continuations
 	flush := func() error {
 		if len(obj.Attrs) == 0 {
 			return nil
 		}
 		err := fn(&obj)
-		obj = RPSLObject{}
+		obj = RPSLObject{Attrs: obj.Attrs[:0]}
 		return err
 	}
 	for line := 0; sc.Scan(); {
@@ -100,6 +112,9 @@ func ReadRPSL(r io.Reader, name string, fn func(*RPSLObject) error) error {
 			if len(obj.Attrs) == 0 {
 				return fmt.Errorf("%s line %d: a continuation line outside any object", name, line)
 			}
+			if !kept {
+				continue
+			}
 			last := &obj.Attrs[len(obj.Attrs)-1]
 			if v := strings.TrimSpace(string(b[1:])); v != "" {
 				last[1] = strings.TrimSpace(last[1] + " " + v)
@@ -109,7 +124,20 @@ func ReadRPSL(r io.Reader, name string, fn func(*RPSLObject) error) error {
 			if !ok || len(key) == 0 || bytes.ContainsAny(key, " \t") {
 				return fmt.Errorf("%s line %d: %q is not an attribute (key: value)", name, line, truncate(string(b), 60))
 			}
-			obj.Attrs = append(obj.Attrs, [2]string{strings.ToLower(string(key)), strings.TrimSpace(string(value))})
+			lower = append(lower[:0], key...)
+			for i, c := range lower {
+				if 'A' <= c && c <= 'Z' {
+					lower[i] = c + 'a' - 'A'
+				}
+			}
+			k, interned := keys[string(lower)]
+			if !interned {
+				k = string(lower)
+				keys[k] = k
+			}
+			if kept = len(obj.Attrs) == 0 || keep == nil || keep[k]; kept {
+				obj.Attrs = append(obj.Attrs, [2]string{k, string(bytes.TrimSpace(value))})
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -241,9 +269,16 @@ func (ri *RegistryImport) ReadFiles(names ...string) error {
 	return nil
 }
 
+// importKeys are the attributes an import reads (RPSL, then ARIN's).
+var importKeys = map[string]bool{
+	"netname": true, "descr": true, "status": true, "country": true, "org": true, "org-name": true, "org-type": true,
+	"orgid": true, "orgname": true, "custid": true, "customer": true, "custname": true, "netrange": true,
+	"startaddress": true, "endaddress": true, "nettype": true, "comment": true,
+}
+
 // Read reads one RPSL file.
 func (ri *RegistryImport) Read(r io.Reader, name string) error {
-	return ReadRPSL(r, name, func(o *RPSLObject) error {
+	return readRPSL(r, name, importKeys, func(o *RPSLObject) error {
 		switch o.Class() {
 		case "organisation":
 			ri.orgs[o.Get("organisation")] = rpslOrg{name: o.Get("org-name"), typ: strings.ToUpper(o.Get("org-type"))}
