@@ -15,7 +15,8 @@ import (
 
 // This file reads the regional registries' WHOIS databases in RPSL (the
 // split dumps RIPE, APNIC and AFRINIC publish: ripe.db.inetnum.gz,
-// ripe.db.inet6num.gz, ripe.db.organisation.gz) and picks the assignments
+// ripe.db.inet6num.gz, ripe.db.organisation.gz) and ARIN's bulk WHOIS in
+// its text layout, and picks the assignments
 // that are a company's own network: a /28 of an ISP assigned to a paper
 // mill, which the ASN data can only call the ISP's. The operator obtains
 // the files under the registry's terms; leadpipe never fetches them.
