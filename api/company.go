@@ -57,7 +57,8 @@ func (s *Server) company(w http.ResponseWriter, r *http.Request, key tenant.Key)
 	// truncated: older visits of the range are not shown (narrow the range).
 	writeJSON(w, http.StatusOK, map[string]any{"company": s.withProfiles([]store.Company{act.Company})[0], "visits": visits, "from": from, "to": to,
 		"truncated": truncated || len(visits) == maxVisits,
-		"score":     act.Score, "daily": act.Daily, "top_pages": act.TopPages, "sources": nonNil(act.Sources), "countries": nonNil(act.Countries)})
+		"score":     act.Score, "daily": act.Daily, "top_pages": act.TopPages, "sources": nonNil(act.Sources), "countries": nonNil(act.Countries),
+		"decided_by": nonNil(act.DecidedBy)})
 }
 
 func nonNil(m map[string]uint64) map[string]uint64 {

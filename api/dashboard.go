@@ -75,6 +75,7 @@ type pageData struct {
 	TopPages     []TopPage
 	VisitSources []keyCount
 	Countries    []keyCount
+	IdentifiedBy []keyCount // the company's hits by the layer that named it, in words
 	Score        Score
 	Status       trackerStatus
 	Logos        bool // show the companies' favicons (--api.logos)
@@ -311,6 +312,7 @@ func (s *Server) companyPage(w http.ResponseWriter, r *http.Request, key string)
 		TopPages  []TopPage `json:"top_pages"`
 		Sources   map[string]uint64
 		Countries map[string]uint64
+		DecidedBy map[string]uint64 `json:"decided_by"`
 		Score     Score
 	}
 	d := pageData{Title: "Company", SignedIn: true, Site: site}
@@ -323,8 +325,32 @@ func (s *Server) companyPage(w http.ResponseWriter, r *http.Request, key string)
 	d.Title, d.Company, d.Visits, d.From, d.To = out.Company.Name, out.Company, out.Visits, out.From, out.To
 	d.Chart = visitsChart(out.Daily, out.From, out.To)
 	d.TopPages, d.VisitSources, d.Countries = out.TopPages, byCount(out.Sources), byCount(out.Countries)
+	d.IdentifiedBy = byCount(layerWords(out.DecidedBy))
 	d.Score = out.Score
 	s.render(w, "company.html", d)
+}
+
+// layerNames say in words which layer of the IP intelligence named a
+// company (ipintel's decided_by).
+var layerNames = map[string]string{
+	"override":      "your overrides file",
+	"companies":     "your company ranges",
+	"learned":       "a network learned from visitors who identified",
+	"registry":      "a registry assignment (imported)",
+	"rdap":          "a registry assignment (RDAP)",
+	"rdns":          "reverse DNS",
+	"asn-list":      "the network's owner (curated list)",
+	"name-rule":     "the network's owner (by its name)",
+	"address-space": "the network's address space (likely)",
+}
+
+// layerWords renames a breakdown by layer into words.
+func layerWords(byLayer map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(byLayer))
+	for l, n := range byLayer {
+		out[cmp.Or(layerNames[l], l)] += n
+	}
+	return out
 }
 
 // keyCount is one entry of a breakdown (visits by source, pageviews by

@@ -33,8 +33,8 @@ func TestDashboard(t *testing.T) {
 				// stamped as the processor stores them.
 				visit, start, opens := uint64(n-p), now.Add(time.Duration(v)*47*time.Minute), p == 0
 				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, source, visitor_id,
-					visit_id, visit_start, new_visit, consent, engaged_ms, company_id, company_name, company_domain, asn, as_org, network_type, country)
-					VALUES (?, ?, ?, ?, 'pageview', ?, ?, ?, 'https://www.google.com/', 'search', ?, ?, ?, ?, 'granted', 0, ?, ?, ?, 1, 'x', 'business', ?)`,
+					visit_id, visit_start, new_visit, consent, engaged_ms, company_id, company_name, company_domain, asn, as_org, network_type, country, decided_by)
+					VALUES (?, ?, ?, ?, 'pageview', ?, ?, ?, 'https://www.google.com/', 'search', ?, ?, ?, ?, 'granted', 0, ?, ?, ?, 1, 'x', 'business', ?, 'learned')`,
 					site, ts, ts, fmt.Sprint("d", n), "https://acme.example"+path, path, "Acme – "+strings.TrimPrefix(path, "/"), uint64(v),
 					visit, start, opens, c.id, c.name, c.domain, c.country)
 				exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, source, visitor_id, visit_id, visit_start,
@@ -103,7 +103,8 @@ func TestDashboard(t *testing.T) {
 	if visits != 3 {
 		t.Errorf("%d visits on the timeline, want 3", visits)
 	}
-	for _, want := range []string{"Top pages", "Acme – customers", "search\t3", "CH\t9", "Why score", "high-intent page views (pricing, plans"} {
+	for _, want := range []string{"Top pages", "Acme – customers", "search\t3", "CH\t9", "Why score", "high-intent page views (pricing, plans",
+		"Identified by", "a network learned from visitors who identified\t9 hits"} {
 		if !strings.Contains(breakdowns, want) {
 			t.Errorf("breakdowns lack %q: %q", want, breakdowns)
 		}

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -586,10 +588,14 @@ func TestCompanyPage(t *testing.T) {
 	base := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
 	insert := func(site string, visitor uint64, offset time.Duration, typ, url string, engagedMS uint32) {
 		t.Helper()
+		decided := "name-rule"
+		if typ == "engagement" {
+			decided = "learned"
+		}
 		exec(`INSERT INTO hits (site_id, ts, received_at, hit_id, type, url, path, title, referrer, visitor_id, consent, engaged_ms,
-			company_id, company_name, asn, as_org, network_type, country)
-			VALUES (?, ?, ?, ?, ?, ?, '/', 'Title', '', ?, 'granted', ?, 'c42', 'Acme AG', 1, 'Acme AG', 'business', 'DE')`,
-			site, base.Add(offset), base.Add(offset), testenv.RandomHex(8), typ, url, visitor, engagedMS)
+			company_id, company_name, asn, as_org, network_type, country, decided_by)
+			VALUES (?, ?, ?, ?, ?, ?, '/', 'Title', '', ?, 'granted', ?, 'c42', 'Acme AG', 1, 'Acme AG', 'business', 'DE', ?)`,
+			site, base.Add(offset), base.Add(offset), testenv.RandomHex(8), typ, url, visitor, engagedMS, decided)
 	}
 	insert(site, 1, 0, "pageview", "https://delta.example/", 0)
 	insert(site, 1, 2*time.Minute, "engagement", "https://delta.example/", 42000)
@@ -604,6 +610,9 @@ func TestCompanyPage(t *testing.T) {
 	visits := out["visits"].([]any)
 	if company["name"] != "Acme AG" || company["pageviews"] != float64(2) || len(visits) != 2 {
 		t.Fatalf("company page: %v", out)
+	}
+	if d := fmt.Sprint(out["decided_by"]); d != "map[learned:1 name-rule:2]" {
+		t.Errorf("hits by the layer that named the company: %s", d)
 	}
 	latest := visits[0].(map[string]any)
 	earlier := visits[1].(map[string]any)
@@ -795,6 +804,23 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 	if visitsOf(mine) != 2 || visitsOf(other) != 1 {
 		t.Fatalf("visits before erasure: %d and %d", visitsOf(mine), visitsOf(other))
 	}
+	// The visitor identified once, with consent; the other visitor too.
+	ids, _ := a.bus.JS.KeyValue(ctx, bus.IdentitiesBucket)
+	for _, vid := range []uint64{mine, other} {
+		raw, _ := json.Marshal(ipintel.Identification{Domain: "acme.example", At: time.Now().UTC()})
+		if _, err := ids.Put(ctx, ipintel.IdentificationKey(netip.MustParsePrefix("198.51.100.0/24"), site, strconv.FormatUint(vid, 16)), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	identified := func(cid string) []any {
+		t.Helper()
+		_, out := a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/"+cid+"/export", "")
+		l, _ := out["identifications"].([]any)
+		return l
+	}
+	if l := identified("LF1.1.abc.1"); len(l) != 1 || l[0].(map[string]any)["domain"] != "acme.example" || l[0].(map[string]any)["network"] != "198.51.100.0/24" {
+		t.Errorf("the export's identifications: %v", l)
+	}
 	analyst := a.createKey(t, "analyst", site)
 	if code, _ := a.call(t, analyst, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1/export", ""); code != http.StatusForbidden {
 		t.Errorf("an analyst exporting a visitor: %d, want 403", code)
@@ -804,8 +830,11 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 		t.Fatalf("visitor export: %d %v", code, out)
 	}
 	code, out = a.call(t, a.owner, "DELETE", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1", "")
-	if code != 200 || out["deleted"] != float64(2) {
+	if code != 200 || out["deleted"] != float64(2) || out["identifications"] != float64(1) {
 		t.Fatalf("visitor erasure: %d %v", code, out)
+	}
+	if mineLeft, otherLeft := identified("LF1.1.abc.1"), identified("LF1.1.other.2"); len(mineLeft) != 0 || len(otherLeft) != 1 {
+		t.Errorf("identifications after the erasure: %v of the erased visitor, %v of the other", mineLeft, otherLeft)
 	}
 	code, out = a.call(t, a.owner, "GET", "/api/v1/sites/"+site+"/visitors/LF1.1.abc.1/export", "")
 	if hits, _ := out["hits"].([]any); code != 200 || len(hits) != 0 {
@@ -835,8 +864,8 @@ func TestVisitorAccessAndErasure(t *testing.T) {
 	if err := a.conn.QueryRow(ctx, "SELECT count() FROM data_requests WHERE site_id = ? AND completed_at >= requested_at", site).Scan(&requests); err != nil {
 		t.Fatal(err)
 	}
-	if requests != 4 {
-		t.Errorf("%d data requests recorded, want 4 (3 exports, 1 erasure)", requests)
+	if requests != 7 {
+		t.Errorf("%d data requests recorded, want 7 (6 exports, 1 erasure)", requests)
 	}
 }
 

@@ -98,6 +98,7 @@ type LearnedNetworks interface {
 	Networks() []*ipintel.LearnedNetwork
 	Remove(ctx context.Context, network netip.Prefix, by string) (bool, error)
 	Forget(ctx context.Context, site, visitor string) (int, error)
+	Identifications(ctx context.Context, site, visitor string) ([]ipintel.VisitorIdentification, error)
 }
 
 // RDAPAnswers gives the RDAP answer known for an IP's network, without

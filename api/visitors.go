@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/leadpipe/leadpipe/internal/tenant"
+	"github.com/leadpipe/leadpipe/ipintel"
 	"github.com/leadpipe/leadpipe/store"
 )
 
@@ -44,10 +45,25 @@ func (s *Server) exportVisitor(w http.ResponseWriter, r *http.Request, key tenan
 		s.dbUnavailable(w, "reading visitor data", err)
 		return
 	}
-	id := s.recordRequest(r.Context(), site.ID, "access", key.ID, requested, uint64(len(hits)))
+	// With the identifications the visitor gave (the domain of an address,
+	// from which network, when).
+	ids := []ipintel.VisitorIdentification{}
+	if s.learned != nil {
+		if ids, err = s.learned.Identifications(r.Context(), site.ID, strconv.FormatUint(vid, 16)); err != nil {
+			s.log.Error("reading identifications", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "visitors: identifications unavailable, retry")
+			return
+		}
+	}
+	id := s.recordRequest(r.Context(), site.ID, "access", key.ID, requested, uint64(len(hits)+len(ids)))
 	setRows(w, len(hits))
-	writeJSON(w, http.StatusOK, map[string]any{"request": id, "site": site.ID, "client_id": r.PathValue("cid"), "hits": hits})
+	writeJSON(w, http.StatusOK, map[string]any{"request": id, "site": site.ID, "client_id": r.PathValue("cid"), "hits": hits,
+		"identifications": ids})
 }
+
+// forgetAgainAfter is when an erasure looks for identifications again:
+// well past the time a processor takes to see the erasure marker.
+const forgetAgainAfter = 10 * time.Second
 
 // eraseVisitor answers an erasure request: the visitor's hits and visits are
 // deleted (a lightweight delete: gone from every query at once; then a
@@ -74,14 +90,24 @@ func (s *Server) eraseVisitor(w http.ResponseWriter, r *http.Request, key tenant
 		writeError(w, http.StatusServiceUnavailable, "visitors: stored hits erased, but queued ones could not be marked; retry")
 		return
 	}
-	// So are the networks the visitor's identifications taught.
+	// So are the visitor's identifications (and what they taught, at the
+	// learner's next rebuild). A processor that recorded one just before
+	// it saw the erasure marker is caught by a second pass a little later.
 	forgotten := 0
 	if s.learned != nil {
-		if forgotten, err = s.learned.Forget(r.Context(), site.ID, strconv.FormatUint(vid, 16)); err != nil {
+		visitor := strconv.FormatUint(vid, 16)
+		if forgotten, err = s.learned.Forget(r.Context(), site.ID, visitor); err != nil {
 			s.log.Error("erasing identifications", "err", err)
 			writeError(w, http.StatusServiceUnavailable, "visitors: stored hits erased, but identifications could not be; retry")
 			return
 		}
+		time.AfterFunc(forgetAgainAfter, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := s.learned.Forget(ctx, site.ID, visitor); err != nil {
+				s.log.Error("erasing identifications, second pass", "err", err)
+			}
+		})
 	}
 	id := s.recordRequest(r.Context(), site.ID, "erasure", key.ID, requested, n+uint64(forgotten))
 	setRows(w, int(n))

@@ -80,6 +80,12 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx) {
 		if err == nil && hit.Site != site.ID {
 			err = fieldErr("site", "is not the site of this secret")
 		}
+		if err == nil && hit.Type == "identify" {
+			// Here the sender, not the visitor's connection, names the
+			// address: identifications would teach any network as any
+			// company. They come from the tracker only.
+			err = fieldErr("type", "identify hits come from the tracker (POST /v1/hit), not from a batch")
+		}
 		var extra batchExtra
 		if err == nil {
 			_ = json.Unmarshal(raw, &extra) // ParseHit accepted it as JSON

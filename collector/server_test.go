@@ -473,7 +473,10 @@ func TestCollectorBatch(t *testing.T) {
 	}
 	ndjson := hit("b1", "198.51.100.1") + "\n\n" + hit("b2", "2001:db8::7") + "\n" +
 		`{"site":"` + c.site.ID + `","type":"pageview","url":"https://example.com/","id":"b3"}` + "\n" +
-		`{"site":"othersite","type":"pageview","url":"https://example.com/","ip":"198.51.100.1"}`
+		`{"site":"othersite","type":"pageview","url":"https://example.com/","ip":"198.51.100.1"}` + "\n" +
+		// A sender naming the address could teach any network as any
+		// company: identifications come from the tracker only.
+		`{"site":"` + c.site.ID + `","type":"identify","url":"https://example.com/","consent":"granted","cid":"c1","email":"a@paper-mill.example","ip":"198.51.100.1","ua":"Mozilla/5.0 Chrome/131","lang":"fr"}`
 	code, out := post(secret, "application/x-ndjson", ndjson)
 	if code != http.StatusOK {
 		t.Fatalf("batch: %d %v", code, out)
@@ -482,7 +485,7 @@ func TestCollectorBatch(t *testing.T) {
 	want := []struct {
 		status float64
 		err    string
-	}{{202, ""}, {202, ""}, {400, "ip: is required"}, {400, "site: is not the site of this secret"}}
+	}{{202, ""}, {202, ""}, {400, "ip: is required"}, {400, "site: is not the site of this secret"}, {400, "type: identify hits come from the tracker"}}
 	for i, w := range want {
 		r := results[i].(map[string]any)
 		if r["status"] != w.status || (w.err != "" && !strings.Contains(fmt.Sprint(r["error"]), w.err)) {

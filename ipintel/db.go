@@ -431,8 +431,16 @@ func (db *DB) explain(ip netip.Addr, sig Signals, skip layerMask) Answer {
 	ip = ip.Unmap()
 	ptr, rdap := sig.PTR, sig.RDAP
 	r := db.enrich(ip, skip)
+	if sig.Learned != nil && !db.LearnedApplies(ip, sig.Learned) {
+		sig.Learned = nil
+	}
 	if sig.Learned != nil {
 		ApplyLearned(&r, sig.Learned)
+	}
+	// As the processor does: RDAP is asked only about what the layers
+	// above leave open, and outranks reverse DNS.
+	if rdap != nil && !worthAsking(&r) {
+		rdap = nil
 	}
 	if ptr != nil {
 		ApplyPTR(&r, *ptr)

@@ -180,7 +180,7 @@ func (l *Learner) Run(ctx context.Context) error {
 			return nil
 		case e, ok := <-ids.Updates():
 			if !ok {
-				return nil
+				return watchEnded(ctx, "identifications")
 			}
 			if e == nil {
 				idsIn = true
@@ -189,7 +189,7 @@ func (l *Learner) Run(ctx context.Context) error {
 			}
 		case e, ok := <-rem.Updates():
 			if !ok {
-				return nil
+				return watchEnded(ctx, "learned-network removals")
 			}
 			if e == nil {
 				remIn = true
@@ -302,8 +302,17 @@ func learn(p netip.Prefix, ids map[string]Identification) (*LearnedNetwork, bool
 	return n, n.Visitors >= LearnMinVisitors && n.Agreement >= LearnMinAgreement
 }
 
+// LearnedApplies reports whether the learned network n may name ip's
+// company: not when an imported registry assignment holding ip is more
+// specific (another company's /28 inside the learned /24).
+func (db *DB) LearnedApplies(ip netip.Addr, n *LearnedNetwork) bool {
+	a, ok := db.registry.Lookup(ip.Unmap())
+	return !ok || a.Prefix.Bits() <= n.Prefix.Bits()
+}
+
 // ApplyLearned folds a learned network into a result: below the operator's
-// files, above registry assignments, RDAP, reverse DNS and the ASN.
+// files, above registry assignments, RDAP, reverse DNS and the ASN (the
+// caller checks LearnedApplies).
 func ApplyLearned(r *Result, n *LearnedNetwork) {
 	if n == nil || r.Source == "override" || r.Source == "companies" {
 		return
@@ -335,6 +344,38 @@ func (l *Learner) Remove(ctx context.Context, network netip.Prefix, by string) (
 	return true, nil
 }
 
+// VisitorIdentification is one of a visitor's identifications, as an
+// access request shows it.
+type VisitorIdentification struct {
+	Network netip.Prefix `json:"network"`
+	Identification
+}
+
+// Identifications lists a visitor's identifications on a site.
+func (l *Learner) Identifications(ctx context.Context, site, visitor string) ([]VisitorIdentification, error) {
+	lister, err := l.ids.ListKeysFiltered(ctx, "*."+site+"."+visitor)
+	if err != nil {
+		return nil, err
+	}
+	out := []VisitorIdentification{}
+	for k := range lister.Keys() {
+		e, err := l.ids.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		network, _, _ := strings.Cut(k, ".")
+		var v VisitorIdentification
+		if v.Network, err = parseNetKey(network); err != nil || json.Unmarshal(e.Value(), &v.Identification) != nil {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 // Forget deletes the identifications of a visitor of a site (visitor "*":
 // of every visitor of the site), as an erasure request or a site's
 // deletion asks; what they taught is unlearned at the next rebuild.
@@ -352,5 +393,21 @@ func (l *Learner) Forget(ctx context.Context, site, visitor string) (int, error)
 			return 0, err
 		}
 	}
+	if len(keys) > 0 {
+		// A purge leaves a marker holding the key (network, site and
+		// visitor id): removed too.
+		if err := l.ids.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(-1)); err != nil {
+			return 0, err
+		}
+	}
 	return len(keys), nil
+}
+
+// watchEnded is the error of a bucket watch that stopped: the stage must
+// fail rather than go on with answers it no longer updates.
+func watchEnded(ctx context.Context, what string) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("the watch of the %s ended", what)
 }

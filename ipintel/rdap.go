@@ -108,6 +108,7 @@ type RDAPAnswer struct {
 	Registry string       `json:"registry,omitempty"`
 	Checked  time.Time    `json:"checked"`
 	Expires  time.Time    `json:"expires"`
+	rev      uint64       // its revision in the bucket, once known
 }
 
 // Says is the answer as evidence.
@@ -122,6 +123,7 @@ func (a *RDAPAnswer) Says() string {
 // Why an RDAP query did not give an answer worth keeping.
 const (
 	SkipNotFound = "not-found" // 404: the registry has no network for the address
+	SkipRefused  = "refused"   // another 4xx: the registry will not answer for it
 )
 
 // RDAP asks the regional registries, over RDAP (RFC 9083), who holds the
@@ -290,8 +292,8 @@ func rdapKey(p netip.Prefix) string {
 	return hex.EncodeToString(p.Addr().AsSlice()) + "." + strconv.Itoa(p.Bits())
 }
 
-// Run loads the bootstrap, follows the shared answers and asks the
-// registries about queued networks until ctx ends.
+// Run follows the shared answers and asks the registries about queued
+// networks until ctx ends. It needs the bucket (NewRDAP's kv).
 func (r *RDAP) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("BUG: RDAP.Run called twice")
@@ -301,23 +303,35 @@ func (r *RDAP) Run(ctx context.Context) error {
 		return fmt.Errorf("watching the RDAP answers: %w", err)
 	}
 	defer w.Stop()
+	watchCtx := ctx // the watch's: its end is Run's end when this one ends
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var wg sync.WaitGroup
-	wg.Go(func() { r.follow(ctx, w) })
+	wg.Go(func() {
+		if err := r.follow(watchCtx, w); err != nil {
+			cancel(err)
+		}
+	})
 	wg.Go(func() { r.sweepEvery(ctx, time.Hour) })
 	wg.Go(func() { r.work(ctx) })
 	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
 	return nil
 }
 
-// follow inserts every answer written to the bucket, by any process.
-func (r *RDAP) follow(ctx context.Context, w jetstream.KeyWatcher) {
+// follow inserts every answer written to the bucket, by any process. A
+// watch that ends before ctx (the watch's own) is an error: the answers
+// would no longer be shared.
+func (r *RDAP) follow(ctx context.Context, w jetstream.KeyWatcher) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				return
+				return watchEnded(ctx, "RDAP answers")
 			}
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue // nil: the initial values are all in
@@ -327,6 +341,7 @@ func (r *RDAP) follow(ctx context.Context, w jetstream.KeyWatcher) {
 				r.log.Warn("RDAP answer unreadable; ignored", "key", e.Key(), "err", err)
 				continue
 			}
+			a.rev = e.Revision()
 			r.insert(&a)
 		}
 	}
@@ -349,16 +364,22 @@ func (r *RDAP) sweepEvery(ctx context.Context, every time.Duration) {
 			return
 		case now := <-t.C:
 			r.mu.Lock()
-			var stale []netip.Prefix
+			var stale []*RDAPAnswer
 			for p, a := range r.table.All() {
 				if !now.Before(a.Expires) {
-					stale = append(stale, p)
+					stale = append(stale, a)
+					r.table.Delete(p)
 				}
 			}
-			for _, p := range stale {
-				r.table.Delete(p)
-			}
 			r.mu.Unlock()
+			// Deleted from the bucket too, unless another process
+			// answered again meanwhile (a newer revision): the bucket's
+			// own age limit is a month, a miss is kept for a day.
+			for _, a := range stale {
+				if r.kv != nil && a.rev != 0 {
+					_ = r.kv.Purge(ctx, rdapKey(a.Prefix), jetstream.LastRevision(a.rev))
+				}
+			}
 		}
 	}
 }
@@ -417,11 +438,12 @@ func (r *RDAP) ask(ctx context.Context, job rdapJob) {
 	if !allowed {
 		return
 	}
-	if err := reg.limiter.Wait(ctx); err != nil {
-		return
-	}
+	// The cap first: a capped network must not wait its turn for nothing.
 	if !r.spend() {
 		r.counters.capped.Add(1)
+		return
+	}
+	if err := reg.limiter.Wait(ctx); err != nil {
 		return
 	}
 	r.counters.queries.Add(1)
@@ -462,17 +484,18 @@ func (r *RDAP) Ask(ctx context.Context, ip netip.Addr, res *Result) *RDAPAnswer 
 func (r *RDAP) keep(ctx context.Context, a *RDAPAnswer, ttl time.Duration) {
 	a.Checked = time.Now().UTC().Truncate(time.Second)
 	a.Expires = a.Checked.Add(ttl)
-	r.insert(a)
 	raw, err := json.Marshal(a)
 	if err != nil {
 		panic("BUG: RDAP answer does not marshal: " + err.Error())
 	}
-	if r.kv == nil { // an evaluation's: answers live as long as the process
-		return
+	if r.kv != nil { // without: an evaluation's, kept as long as the process
+		rev, err := r.kv.Put(ctx, rdapKey(a.Prefix), raw)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("keeping an RDAP answer failed", "network", a.Prefix, "err", err)
+		}
+		a.rev = rev
 	}
-	if _, err := r.kv.Put(ctx, rdapKey(a.Prefix), raw); err != nil && ctx.Err() == nil {
-		r.log.Warn("keeping an RDAP answer failed", "network", a.Prefix, "err", err)
-	}
+	r.insert(a)
 }
 
 // ApplyRDAP folds an RDAP answer naming a company into a result: it names

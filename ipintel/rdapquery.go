@@ -60,7 +60,9 @@ func (r *RDAP) record(host string, err error) {
 			reg.opens++
 			wait := min(r.cfg.Cooldown<<min(reg.opens-1, 6), time.Hour)
 			reg.openTil = time.Now().Add(wait)
-			reg.failures = 0
+			// Half open after the cooldown: the first query goes through,
+			// and its failure opens the circuit again at once.
+			reg.failures = r.cfg.FailuresToOpen - 1
 			r.log.Warn("RDAP registry failing; not asked for a while", "registry", host, "for", wait)
 		}
 	}
@@ -108,6 +110,10 @@ func (r *RDAP) query(ctx context.Context, base string, job rdapJob) (*RDAPAnswer
 		return &RDAPAnswer{Prefix: missPrefix(at), Skip: SkipNotFound}, r.cfg.MissTTL, nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
 		return nil, 0, &retryAfterError{wait: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		// Refused (400, 403…): the registry will not answer for this
+		// network; asking again at every hit would only spend the cap.
+		return &RDAPAnswer{Prefix: missPrefix(at), Skip: SkipRefused}, r.cfg.MissTTL, nil
 	case resp.StatusCode != http.StatusOK:
 		return nil, 0, fmt.Errorf("RDAP %s: %s", req.URL.Host, resp.Status)
 	}
@@ -119,10 +125,12 @@ func (r *RDAP) query(ctx context.Context, base string, job rdapJob) (*RDAPAnswer
 		return nil, 0, fmt.Errorf("RDAP %s answered %s - %s, which does not contain the network asked about", req.URL.Host, n.First, n.Last)
 	}
 	v := JudgeRDAP(n, job.isp, r.cls)
-	a := &RDAPAnswer{First: n.First, Last: n.Last, Handle: n.Handle, NetName: n.NetName, Status: n.Status, Country: n.Country,
-		Company: v.Company, Skip: v.Skip}
+	// Of a network that is not an organisation's, only why is kept: its
+	// name and handle may be a person's.
+	a := &RDAPAnswer{Skip: v.Skip}
 	if v.Company != "" {
-		a.Type = organisationType(v.Company, r.cls)
+		a = &RDAPAnswer{First: n.First, Last: n.Last, Handle: n.Handle, NetName: n.NetName, Status: n.Status, Country: n.Country,
+			Company: v.Company, Type: organisationType(v.Company, r.cls)}
 	}
 	// The answer is kept for the registry's network; a miss for no more
 	// than the /24 (/48) around the address, so that another company's

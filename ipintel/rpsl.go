@@ -453,9 +453,13 @@ func tooLarge(first, last netip.Addr) bool {
 // parseRPSLRange reads an inetnum ("192.0.2.0 - 192.0.2.255") or an
 // inet6num ("2001:db8::/48").
 func parseRPSLRange(s string) (first, last netip.Addr, ok bool) {
-	if lo, hi, found := strings.Cut(s, "-"); found {
-		a, err1 := netip.ParseAddr(strings.TrimSpace(lo))
-		b, err2 := netip.ParseAddr(strings.TrimSpace(hi))
+	if lo, hi, found := strings.Cut(s, " - "); found || strings.Count(s, "-") == 1 {
+		if !found {
+			lo, hi, _ = strings.Cut(s, "-")
+		}
+		// parseRDAPAddr: ARIN writes some addresses zero-padded.
+		a, err1 := parseRDAPAddr(lo)
+		b, err2 := parseRDAPAddr(hi)
 		if err1 != nil || err2 != nil || a.BitLen() != b.BitLen() || b.Less(a) {
 			return netip.Addr{}, netip.Addr{}, false
 		}

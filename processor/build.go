@@ -141,7 +141,7 @@ func (p *Processor) buildHit(ctx context.Context, b *batch, db *ipintel.DB, m je
 		CompanyID: res.CompanyID, CompanyName: res.CompanyName, CompanyDomain: res.CompanyDomain,
 		CompanyIndustry: res.Industry, CompanySize: res.Size, CompanyCountry: res.CompanyCountry, ASOrg: res.ASOrg, ASN: res.ASN,
 		NetworkType: res.Type, Country: res.Country, City: db.City(ip), Lang: hit.Lang, StreamSeq: seq,
-		RetentionDays: retention, Candidate: candidate,
+		RetentionDays: retention, Candidate: candidate, DecidedBy: res.Source,
 	}, msg: m, raw: raw})
 	return nil
 }
@@ -154,7 +154,7 @@ func (p *Processor) enrich(ctx context.Context, db *ipintel.DB, hit *bus.Hit, ip
 	}
 	res := db.Enrich(ip)
 	if p.learned != nil {
-		if n, ok := p.learned.Lookup(ip); ok {
+		if n, ok := p.learned.Lookup(ip); ok && db.LearnedApplies(ip, n) {
 			ipintel.ApplyLearned(&res, n)
 			db.AttachProfile(&res)
 		}

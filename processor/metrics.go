@@ -37,8 +37,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.deadLetters = prometheus.NewCounter(prometheus.CounterOpts{Name: "leadpipe_processor_dead_letters_total", Help: "Hits that can never be processed, set aside in the dead-letter stream."})
 	m.identifications = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leadpipe_processor_identifications_total",
-		Help: "Identify hits, by outcome: recorded, or why not (no_consent, mobile, bot, erased, off)."}, []string{"outcome"})
-	for _, o := range []string{identifyRecorded, identifyNoConsent, identifyMobile, identifyBot, identifyErased, identifyOff} {
+		Help: "Identify hits, by outcome: recorded, or why not (no_consent, mobile, residential, bot, erased, off)."}, []string{"outcome"})
+	for _, o := range []string{identifyRecorded, identifyNoConsent, identifyMobile, identifyResidential, identifyBot, identifyErased, identifyOff} {
 		m.identifications.WithLabelValues(o)
 	}
 	reg.MustRegister(m.pending, m.oldestAge, m.deadLetters, m.identifications)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -96,6 +97,8 @@ type Processor struct {
 	ptr      PTR
 	rdap     RDAP
 	learned  Learned
+	idsMu    sync.Mutex
+	ids      jetstream.KeyValue // the identifications bucket, once opened
 	sites    Sites
 	keys     *visitorid.Keys
 	erased   *visitorid.Erased

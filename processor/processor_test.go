@@ -996,14 +996,14 @@ func TestRegistryAndCandidateStamped(t *testing.T) {
 	ips := []netip.Addr{netip.MustParseAddr("198.51.100.5"), legacy, netip.MustParseAddr("198.51.100.20")}
 	publish(t, b.JS, "reg", ips, "reg")
 	expectCounts(t, conn, "reg", 2, 1)
-	for ip, want := range map[string]string{"reg-0": "Example Paper Mill Oy business 0", "reg-1": "XEROX CORPORATION business 1"} {
-		var name, typ string
+	for ip, want := range map[string]string{"reg-0": "Example Paper Mill Oy business 0 registry", "reg-1": "XEROX CORPORATION business 1 address-space"} {
+		var name, typ, decided string
 		var candidate uint8
-		if err := conn.QueryRow(context.Background(), "SELECT company_name, toString(network_type), candidate FROM hits WHERE site_id = 'reg' AND hit_id = ?", ip).
-			Scan(&name, &typ, &candidate); err != nil {
+		if err := conn.QueryRow(context.Background(), "SELECT company_name, toString(network_type), candidate, decided_by FROM hits WHERE site_id = 'reg' AND hit_id = ?", ip).
+			Scan(&name, &typ, &candidate, &decided); err != nil {
 			t.Fatal(err)
 		}
-		if got := fmt.Sprintf("%s %s %d", name, typ, candidate); got != want {
+		if got := fmt.Sprintf("%s %s %d %s", name, typ, candidate, decided); got != want {
 			t.Errorf("%s: stored %q, want %q", ip, got, want)
 		}
 	}
@@ -1047,11 +1047,12 @@ func TestRDAPCompanyStored(t *testing.T) {
 	expectCounts(t, conn, "rdap", 1, 5)
 	var name, typ string
 	var candidate uint8
-	if err := conn.QueryRow(context.Background(), "SELECT company_name, toString(network_type), candidate FROM hits WHERE site_id = 'rdap'").
-		Scan(&name, &typ, &candidate); err != nil {
+	var decided string
+	if err := conn.QueryRow(context.Background(), "SELECT company_name, toString(network_type), candidate, decided_by FROM hits WHERE site_id = 'rdap'").
+		Scan(&name, &typ, &candidate, &decided); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprintf("%s %s %d", name, typ, candidate); got != "Example Paper Mill Oy business 0" {
+	if got := fmt.Sprintf("%s %s %d %s", name, typ, candidate, decided); got != "Example Paper Mill Oy business 0 rdap" {
 		t.Errorf("stored %q, want the paper mill, confirmed", got)
 	}
 	if n := len(srv.Queries()); n != 3 {
@@ -1063,7 +1064,7 @@ func TestRDAPCompanyStored(t *testing.T) {
 // with addresses at one company from one network teach the network: a
 // later pageview from it, by anyone, is stored under that company. The
 // identify hits themselves store nothing in ClickHouse; an identification
-// from a mobile carrier's network is not recorded.
+// from a mobile carrier's or a consumer ISP's network is not recorded.
 func TestIdentifyTeachesNetwork(t *testing.T) {
 	b := testenv.Bus(t)
 	conn, _ := testenv.Database(t)
@@ -1082,7 +1083,8 @@ func TestIdentifyTeachesNetwork(t *testing.T) {
 
 	now := time.Now().UnixMilli()
 	mobile := businessIPs(t, testenv.ASN(t), 22394, 1)[0] // Verizon Wireless: mobile
-	for i, ip := range []string{"198.51.100.10", "198.51.100.11", "198.51.100.12", mobile.String()} {
+	comcast := businessIPs(t, testenv.ASN(t), 7922, 1)[0] // a consumer ISP: residential
+	for i, ip := range []string{"198.51.100.10", "198.51.100.11", "198.51.100.12", mobile.String(), comcast.String()} {
 		publishHit(t, b.JS, bus.Hit{ID: fmt.Sprintf("id-%d", i), Site: "ident", Type: "identify", URL: "https://example.com/contact",
 			Consent: "granted", ClientID: fmt.Sprintf("visitor-%d", i), TS: now, ReceivedAt: now, IP: ip, UserAgent: browserUA, Lang: "en",
 			Domain: "paper-mill.example"})
@@ -1093,17 +1095,19 @@ func TestIdentifyTeachesNetwork(t *testing.T) {
 		}
 		return nil
 	})
-	if n := testutilCount(t, reg, "leadpipe_processor_identifications_total", "mobile"); n != 1 {
-		t.Errorf("identifications from a mobile network: %v counted, want 1 (not recorded)", n)
+	for _, outcome := range []string{"mobile", "residential"} {
+		if n := testutilCount(t, reg, "leadpipe_processor_identifications_total", outcome); n != 1 {
+			t.Errorf("identifications{outcome=%s}: %v, want 1 (not recorded)", outcome, n)
+		}
 	}
 	publish(t, b.JS, "ident", []netip.Addr{netip.MustParseAddr("198.51.100.99"), netip.MustParseAddr("203.0.113.9")}, "page")
 	expectCounts(t, conn, "ident", 1, 1)
-	var name, domain, typ string
-	if err := conn.QueryRow(ctx, "SELECT company_name, company_domain, toString(network_type) FROM hits WHERE site_id = 'ident'").
-		Scan(&name, &domain, &typ); err != nil {
+	var name, domain, typ, decided string
+	if err := conn.QueryRow(ctx, "SELECT company_name, company_domain, toString(network_type), decided_by FROM hits WHERE site_id = 'ident'").
+		Scan(&name, &domain, &typ, &decided); err != nil {
 		t.Fatal(err)
 	}
-	if got := name + " " + domain + " " + typ; got != "paper-mill.example paper-mill.example business" {
+	if got := name + " " + domain + " " + typ + " " + decided; got != "paper-mill.example paper-mill.example business learned" {
 		t.Errorf("stored %q, want the learned company", got)
 	}
 	keys, err := ids.ListKeys(ctx)
@@ -1115,7 +1119,7 @@ func TestIdentifyTeachesNetwork(t *testing.T) {
 		n++
 	}
 	if n != 3 {
-		t.Errorf("%d identifications recorded, want 3 (not the mobile one)", n)
+		t.Errorf("%d identifications recorded, want 3 (not the mobile or the residential one)", n)
 	}
 }
 

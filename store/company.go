@@ -133,6 +133,14 @@ SELECT visit_key, ts, type, url, title, referrer, engaged_ms, opening_source FRO
     ORDER BY ts DESC
     LIMIT {limit:UInt32})
 ORDER BY visit_key, ts`
+	// companyDecidedSQL counts the company's hits by the layer that named
+	// it (hits stored before the layer was recorded say nothing).
+	companyDecidedSQL = `
+SELECT decided_by, count()
+FROM hits
+WHERE site_id = {site:String} AND company_id = {company:String} AND decided_by != ''
+  AND ts >= toDateTime64({from:Date}, 3, 'UTC') AND ts < toDateTime64({to:Date} + 1, 3, 'UTC')
+GROUP BY decided_by`
 )
 
 // Day is one day of a company's activity.
@@ -168,16 +176,19 @@ type CompanyHit struct {
 type CompanyActivity struct {
 	Company            Company
 	Sources, Countries map[string]uint64
-	Daily              []Day
-	TopPages           []TopPage
-	Score              Score
+	// DecidedBy counts the company's hits of the range by the IP
+	// intelligence layer that named the company (ipintel's decided_by).
+	DecidedBy map[string]uint64
+	Daily     []Day
+	TopPages  []TopPage
+	Score     Score
 	// Hits are the company's latest hits of the range, at most the limit
 	// asked for, ordered by visit then time.
 	Hits []CompanyHit
 }
 
 // CompanyActivity reads a company's page: sql.ErrNoRows when the company
-// has no visits to the site in the range. Its four reads are independent,
+// has no visits to the site in the range. Its five reads are independent,
 // and each mostly waits on per-part work in ClickHouse: they run at once.
 func (db *DB) CompanyActivity(ctx context.Context, site, company, from, to string, maxHits int) (CompanyActivity, error) {
 	var a CompanyActivity
@@ -210,6 +221,21 @@ func (db *DB) CompanyActivity(ctx context.Context, site, company, from, to strin
 			var tp TopPage
 			return tp, rows.Scan(&tp.Path, &tp.Title, &tp.Pageviews, &tp.EngagedSeconds)
 		})
+		return err
+	})
+	g.Go(func() error {
+		type layer struct {
+			name string
+			hits uint64
+		}
+		layers, err := readAll(ctx, db.conn, companyDecidedSQL, func(rows driver.Rows) (layer, error) {
+			var l layer
+			return l, rows.Scan(&l.name, &l.hits)
+		})
+		a.DecidedBy = make(map[string]uint64, len(layers))
+		for _, l := range layers {
+			a.DecidedBy[l.name] = l.hits
+		}
 		return err
 	})
 	g.Go(func() (err error) {

@@ -46,6 +46,7 @@ type Hit struct {
 	CompanyCountry  string    `ch:"company_country"` // headquarters, from the company's profile
 	Intent          uint8     `ch:"intent"`          // 1: a view of one of the site's high-intent pages
 	Candidate       uint8     `ch:"candidate"`       // 1: a company only the address-space fall-back names
+	DecidedBy       string    `ch:"decided_by"`      // the IP intelligence layer that named the company
 }
 
 // Filtered is one row of filtered_hits: a hit the processor did not keep,
@@ -113,7 +114,7 @@ type hitColumns struct {
 	siteID, hitID, typ, url, path, referrer, source, title, consent []string
 	companyID, companyName, companyDomain, companyIndustry          []string
 	companySize, asOrg, networkType, country, city, lang            []string
-	companyCountry                                                  []string
+	companyCountry, decidedBy                                       []string
 	ts, receivedAt, visitStart                                      []time.Time
 	visitorID, visitID, streamSeq                                   []uint64
 	newVisit, intent, candidate                                     []uint8
@@ -124,7 +125,7 @@ type hitColumns struct {
 func (c *hitColumns) grow(n int) {
 	for _, s := range []*[]string{&c.siteID, &c.hitID, &c.typ, &c.url, &c.path, &c.referrer, &c.source, &c.title, &c.consent,
 		&c.companyID, &c.companyName, &c.companyDomain, &c.companyIndustry, &c.companySize, &c.asOrg, &c.networkType,
-		&c.country, &c.city, &c.lang, &c.companyCountry} {
+		&c.country, &c.city, &c.lang, &c.companyCountry, &c.decidedBy} {
 		*s = make([]string, 0, n)
 	}
 	c.ts, c.receivedAt, c.visitStart = make([]time.Time, 0, n), make([]time.Time, 0, n), make([]time.Time, 0, n)
@@ -166,6 +167,7 @@ func (c *hitColumns) add(h *Hit) {
 	c.companyCountry = append(c.companyCountry, h.CompanyCountry)
 	c.intent = append(c.intent, h.Intent)
 	c.candidate = append(c.candidate, h.Candidate)
+	c.decidedBy = append(c.decidedBy, h.DecidedBy)
 }
 
 // columns are the slices in Hit's field order, which is the order of
@@ -174,7 +176,7 @@ func (c *hitColumns) columns() []any {
 	return []any{c.siteID, c.ts, c.receivedAt, c.hitID, c.typ, c.url, c.path, c.referrer, c.source, c.title,
 		c.visitorID, c.visitID, c.visitStart, c.newVisit, c.consent, c.engagedMS, c.companyID, c.companyName,
 		c.companyDomain, c.companyIndustry, c.companySize, c.asn, c.asOrg, c.networkType, c.country, c.city, c.lang,
-		c.streamSeq, c.retentionDays, c.companyCountry, c.intent, c.candidate}
+		c.streamSeq, c.retentionDays, c.companyCountry, c.intent, c.candidate, c.decidedBy}
 }
 
 // InsertFiltered records filtered hits as one block under the

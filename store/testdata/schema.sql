@@ -327,6 +327,7 @@ CREATE TABLE leadpipe.hits
     `engaged_ms` UInt32 COMMENT 'Engaged time the hit reports, in milliseconds (engagement pings)',
     `intent` UInt8 COMMENT '1 when the hit is a view of one of the site\'s high-intent pages (its intent_pages when stored)',
     `candidate` UInt8 COMMENT '1 when only the address-space fall-back named the hit\'s company (a candidate)',
+    `decided_by` LowCardinality(String) COMMENT 'the IP intelligence layer that named the company: override, companies, learned, registry, rdap, rdns, asn-list, name-rule, address-space',
     `company_id` String COMMENT 'The identified organisation (stable id)',
     `company_name` LowCardinality(String) COMMENT 'The organisation\'s name',
     `company_domain` String COMMENT 'The organisation\'s domain, when known',
