@@ -57,6 +57,16 @@ var demoFiltered = []struct {
 	{202200, "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}, // a crawler, from a company network
 }
 
+// demoLearned is a company the ASN data cannot name: its office network
+// is a block of addresses no organisation announces. Its visitors give
+// their work address on the contact form, with consent; from three of
+// them on, the network is learned as the company's (README, layer 2a).
+var demoLearned = struct {
+	network  netip.Prefix
+	domain   string
+	visitors int
+}{netip.MustParsePrefix("198.51.100.0/24"), "northwind.example", 5}
+
 var demoPages = []struct{ path, title string }{
 	{"/", "Acme Analytics – B2B analytics platform"},
 	{"/pricing", "Pricing – Acme Analytics"},
@@ -143,7 +153,12 @@ type demoVisit struct {
 // traffic the processor drops, one of each reason in turn.
 func (d *demoTraffic) visit(r *rand.Rand, start time.Time) demoVisit {
 	v := demoVisit{userAgent: BrowserUserAgent}
-	if r.IntN(6) == 0 {
+	cid := fmt.Sprintf("demo.%d", r.Uint32())
+	identify := false
+	if r.IntN(12) == 0 {
+		v.ip = ipintel.RandomAddr(demoLearned.network, r)
+		cid, identify = fmt.Sprintf("demo.northwind.%d", r.IntN(demoLearned.visitors)), true
+	} else if r.IntN(6) == 0 {
 		i := r.IntN(len(demoFiltered))
 		if p := d.filtered[i]; len(p) > 0 {
 			v.ip, v.userAgent = ipintel.RandomAddr(p[r.IntN(len(p))], r), demoFiltered[i].userAgent
@@ -155,7 +170,6 @@ func (d *demoTraffic) visit(r *rand.Rand, start time.Time) demoVisit {
 		prefixes := d.networks[min(k, len(d.networks)-1)]
 		v.ip = ipintel.RandomAddr(prefixes[r.IntN(len(prefixes))], r)
 	}
-	cid := fmt.Sprintf("demo.%d", r.Uint32())
 	entry := demoEntries[r.IntN(len(demoEntries))]
 	referrer, query := entry.referrer, entry.query
 	at := start
@@ -168,6 +182,12 @@ func (d *demoTraffic) visit(r *rand.Rand, start time.Time) demoVisit {
 		view.Type, view.Title, view.Referrer, view.TS = "pageview", page.title, referrer, at.UnixMilli()
 		ping.Type, ping.EngagedMS, ping.TS = "engagement", uint32(engaged.Milliseconds()), at.Add(engaged).UnixMilli()
 		v.hits = append(v.hits, view, ping)
+		if identify {
+			// The contact form, sent: the tracker's leadpipe('identify').
+			id := base
+			id.Type, id.Domain, id.TS = "identify", demoLearned.domain, at.Add(engaged).UnixMilli()
+			v.hits, identify = append(v.hits, id), false
+		}
 		referrer, query = "https://demo.leadpipe.test/", ""
 		at = at.Add(engaged + time.Duration(5+r.IntN(30))*time.Second)
 	}
@@ -227,8 +247,12 @@ func (d *demoTraffic) run(ctx context.Context, log *slog.Logger) {
 		v := d.visit(r, time.Now())
 		for _, h := range v.hits {
 			// What the tracker posts; live hits are dated by the collector.
-			body, _ := json.Marshal(map[string]any{"site": h.Site, "type": h.Type, "url": h.URL, "title": h.Title,
-				"referrer": h.Referrer, "cid": h.ClientID, "consent": h.Consent, "engaged_ms": h.EngagedMS})
+			fields := map[string]any{"site": h.Site, "type": h.Type, "url": h.URL, "title": h.Title,
+				"referrer": h.Referrer, "cid": h.ClientID, "consent": h.Consent, "engaged_ms": h.EngagedMS}
+			if h.Type == "identify" {
+				fields["email"] = "visitor@" + h.Domain
+			}
+			body, _ := json.Marshal(fields)
 			postDemoHit(ctx, client, url, body, v.ip, v.userAgent)
 		}
 	}

@@ -428,6 +428,12 @@ func TestDemoFillsTheFeed(t *testing.T) {
 				return fmt.Errorf("no demo traffic filtered as %s: %v", reason, filtered.Reasons)
 			}
 		}
+		// The company no ASN names, learned from its visitors' identifications.
+		var learned struct{ Companies []struct{ Domain string } }
+		c.do(t, "GET", "/api/v1/sites/"+site+"/companies?q=northwind.example", nil, &learned)
+		if len(learned.Companies) != 1 || learned.Companies[0].Domain != "northwind.example" {
+			return fmt.Errorf("the learned company is not in the demo feed: %+v", learned)
+		}
 		return nil
 	})
 	demoScreenshots(t, "http://"+c.api, c.key, site)
