@@ -83,7 +83,8 @@ func (db *DB) LearnNetwork(ip netip.Addr) netip.Prefix {
 	return missPrefix(ip)
 }
 
-// netKey writes a network as a bucket key token ("c6336400-24").
+// netKey writes a network as one bucket key token: its address in hex and
+// its length ("c6336400-24"), as keys allow neither ':' nor '/'.
 func netKey(p netip.Prefix) string {
 	return hex.EncodeToString(p.Addr().AsSlice()) + "-" + strconv.Itoa(p.Bits())
 }

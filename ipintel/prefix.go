@@ -74,6 +74,12 @@ func appendPrefixes(dst []netip.Prefix, first, last netip.Addr) []netip.Prefix {
 	}
 }
 
+// prefixEnd is the highest address of p.
+func prefixEnd(p netip.Prefix) netip.Addr {
+	base := p.Masked().Addr()
+	return fromAddr(base).or(lowBits(base.BitLen() - p.Bits())).addr(base.Is4())
+}
+
 // RandomAddr returns an address chosen uniformly at random inside p, or the
 // zero Addr if p is not valid. The demo traffic generator and the tests use it
 // to aim at a known network.

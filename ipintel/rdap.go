@@ -3,14 +3,12 @@ package ipintel
 import (
 	"cmp"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -266,12 +264,7 @@ func (r *RDAP) Stats() RDAPStats {
 }
 
 // missPrefix is the network a miss is kept for: the /24 or /48 of ip.
-func missPrefix(ip netip.Addr) netip.Prefix {
-	if ip.Is4() {
-		return netip.PrefixFrom(ip, 24).Masked()
-	}
-	return netip.PrefixFrom(ip, 48).Masked()
-}
+func missPrefix(ip netip.Addr) netip.Prefix { return around(ip, 24, 48) }
 
 // queryPrefix is what a registry is asked about for a visitor's address:
 // its /29 (IPv4) or /48 (IPv6), so that the registry never learns the
@@ -279,17 +272,14 @@ func missPrefix(ip netip.Addr) netip.Prefix {
 // containing all of it: a company's assignment of a /29 or more (nearly
 // all of them), or the ISP's block. Hits from the same /29 meanwhile
 // queue nothing more.
-func queryPrefix(ip netip.Addr) netip.Prefix {
-	if ip.Is4() {
-		return netip.PrefixFrom(ip, 29).Masked()
-	}
-	return netip.PrefixFrom(ip, 48).Masked()
-}
+func queryPrefix(ip netip.Addr) netip.Prefix { return around(ip, 29, 48) }
 
-// rdapKey is an answer's key in the bucket: the prefix's address in hex
-// and its length ("c6336400.24"), as bucket keys allow neither ':' nor '/'.
-func rdapKey(p netip.Prefix) string {
-	return hex.EncodeToString(p.Addr().AsSlice()) + "." + strconv.Itoa(p.Bits())
+// around is the network of ip with bits4 (IPv4) or bits6 (IPv6) bits.
+func around(ip netip.Addr, bits4, bits6 int) netip.Prefix {
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, bits4).Masked()
+	}
+	return netip.PrefixFrom(ip, bits6).Masked()
 }
 
 // Run follows the shared answers and asks the registries about queued
@@ -353,8 +343,7 @@ func (r *RDAP) insert(a *RDAPAnswer) {
 	r.table.Insert(a.Prefix, a)
 }
 
-// sweepEvery drops expired answers from the radix tree (the bucket's own
-// age limit deletes them from the bucket).
+// sweepEvery drops expired answers from the radix tree and the bucket.
 func (r *RDAP) sweepEvery(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -377,7 +366,7 @@ func (r *RDAP) sweepEvery(ctx context.Context, every time.Duration) {
 			// own age limit is a month, a miss is kept for a day.
 			for _, a := range stale {
 				if r.kv != nil && a.rev != 0 {
-					_ = r.kv.Purge(ctx, rdapKey(a.Prefix), jetstream.LastRevision(a.rev))
+					_ = r.kv.Purge(ctx, netKey(a.Prefix), jetstream.LastRevision(a.rev))
 				}
 			}
 		}
@@ -489,7 +478,7 @@ func (r *RDAP) keep(ctx context.Context, a *RDAPAnswer, ttl time.Duration) {
 		panic("BUG: RDAP answer does not marshal: " + err.Error())
 	}
 	if r.kv != nil { // without: an evaluation's, kept as long as the process
-		rev, err := r.kv.Put(ctx, rdapKey(a.Prefix), raw)
+		rev, err := r.kv.Put(ctx, netKey(a.Prefix), raw)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("keeping an RDAP answer failed", "network", a.Prefix, "err", err)
 		}

@@ -185,7 +185,7 @@ func TestRDAPAnswersLaterHitsAndSharesThem(t *testing.T) {
 	}
 	slices.Sort(got)
 	// 198.51.100.0/28, .64/29, .128/25, the /24s of .40 and of 203.0.113.7.
-	want = []string{"c6336400.24", "c6336400.28", "c6336440.29", "c6336480.25", "cb007100.24"}
+	want = []string{"c6336400-24", "c6336400-28", "c6336440-29", "c6336480-25", "cb007100-24"}
 	if !slices.Equal(got, want) {
 		t.Errorf("bucket keys %v, want the networks %v", got, want)
 	}

@@ -97,7 +97,7 @@ func ParseRDAPNetwork(body []byte) (RDAPNetwork, error) {
 	}
 	first, err1 := parseRDAPAddr(o.StartAddress)
 	last, err2 := parseRDAPAddr(o.EndAddress)
-	if err1 != nil || err2 != nil || first.BitLen() != last.BitLen() || last.Less(first) {
+	if err1 != nil || err2 != nil || checkRange(first, last) != nil {
 		return RDAPNetwork{}, fmt.Errorf("RDAP network has no valid range (%q - %q)", o.StartAddress, o.EndAddress)
 	}
 	n := RDAPNetwork{First: first, Last: last, Handle: o.Handle, NetName: o.Name,
@@ -176,14 +176,9 @@ func JudgeRDAP(n RDAPNetwork, isp string, cls *Classifier) RDAPVerdict {
 		return RDAPVerdict{Skip: SkipNoOrg}
 	case isp != "" && sameOrganisation(n.Registrant, isp):
 		return RDAPVerdict{Skip: SkipISP}
-	case hasPoolWord(n.NetName) || hasPoolWord(n.Remarks) || hasPoolWord(n.Registrant):
-		return RDAPVerdict{Skip: SkipPool}
 	}
-	if cls != nil {
-		switch cls.ClassifyName(n.Registrant).Type {
-		case TypeResidential, TypeMobile, TypeHosting:
-			return RDAPVerdict{Skip: SkipProvider}
-		}
+	if skip := holderSkip(cls, n.Registrant, n.NetName, n.Remarks); skip != "" {
+		return RDAPVerdict{Skip: skip}
 	}
 	return RDAPVerdict{Company: n.Registrant}
 }

@@ -90,7 +90,7 @@ func (e *retryAfterError) Error() string { return "registry asks to retry after 
 // query asks base about job's network (RFC 9082 ip/address/length) and
 // judges the answer.
 func (r *RDAP) query(ctx context.Context, base string, job rdapJob) (*RDAPAnswer, time.Duration, error) {
-	at, end := job.net.Addr(), prefixLast(job.net)
+	at, end := job.net.Addr(), prefixEnd(job.net)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"ip/"+job.net.String(), nil)
 	if err != nil {
 		return nil, 0, err
@@ -121,7 +121,7 @@ func (r *RDAP) query(ctx context.Context, base string, job rdapJob) (*RDAPAnswer
 	if err != nil {
 		return nil, 0, err
 	}
-	if at.BitLen() != n.First.BitLen() || at.Less(n.First) || n.Last.Less(end) {
+	if at.Is4() != n.First.Is4() || at.Less(n.First) || n.Last.Less(end) {
 		return nil, 0, fmt.Errorf("RDAP %s answered %s - %s, which does not contain the network asked about", req.URL.Host, n.First, n.Last)
 	}
 	v := JudgeRDAP(n, job.isp, r.cls)
@@ -136,7 +136,7 @@ func (r *RDAP) query(ctx context.Context, base string, job rdapJob) (*RDAPAnswer
 	// than the /24 (/48) around the address, so that another company's
 	// assignment next door is still asked about.
 	var network netip.Prefix
-	for _, p := range rangePrefixes(n.First, n.Last) {
+	for _, p := range appendPrefixes(nil, n.First, n.Last) {
 		if p.Contains(at) {
 			network = p
 		}

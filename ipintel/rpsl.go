@@ -163,7 +163,7 @@ type RegistryAssignment struct {
 }
 
 // Prefixes are the assignment's range as CIDR prefixes.
-func (a *RegistryAssignment) Prefixes() []netip.Prefix { return rangePrefixes(a.First, a.Last) }
+func (a *RegistryAssignment) Prefixes() []netip.Prefix { return appendPrefixes(nil, a.First, a.Last) }
 
 // Why a registry network is not counted as a company's (RegistryStats).
 const (
@@ -369,12 +369,12 @@ func (ri *RegistryImport) Result() ([]RegistryAssignment, RegistryStats) {
 			ri.stats.Skipped[SkipCountry]++
 		case org.typ == "LIR" || org.typ == "RIR" || org.typ == "NIR" || org.typ == "IANA" || ri.parentOrg(c.First) == c.OrgID:
 			ri.stats.Skipped[SkipISP]++
-		case hasPoolWord(c.NetName) || hasPoolWord(c.Descr) || hasPoolWord(org.name):
-			ri.stats.Skipped[SkipPool]++
-		case ri.provider(org.name):
-			ri.stats.Skipped[SkipProvider]++
 		default:
-			out = append(out, c)
+			if skip := holderSkip(ri.cls, org.name, c.NetName, c.Descr); skip != "" {
+				ri.stats.Skipped[skip]++
+			} else {
+				out = append(out, c)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b RegistryAssignment) int { return a.First.Compare(b.First) })
@@ -400,17 +400,22 @@ func (ri *RegistryImport) parentOrg(ip netip.Addr) string {
 	return ""
 }
 
-// provider reports whether the name rules say the holder is a carrier,
-// hoster or mobile operator: their customers' networks are not theirs.
-func (ri *RegistryImport) provider(name string) bool {
-	if ri.cls == nil {
-		return false
+// holderSkip is why a network held by holder, named netname and described
+// by descr, is not a company's own, or "": it is named like a pool of an
+// ISP's customers, or the name rules (cls, when set) say its holder is a
+// carrier, hoster or mobile operator, whose customers' networks are not
+// theirs. A registry import and an RDAP answer are judged by it alike.
+func holderSkip(cls *Classifier, holder, netname, descr string) string {
+	if hasPoolWord(netname) || hasPoolWord(descr) || hasPoolWord(holder) {
+		return SkipPool
 	}
-	switch ri.cls.ClassifyName(name).Type {
-	case TypeResidential, TypeMobile, TypeHosting:
-		return true
+	if cls != nil {
+		switch cls.ClassifyName(holder).Type {
+		case TypeResidential, TypeMobile, TypeHosting:
+			return SkipProvider
+		}
 	}
-	return false
+	return ""
 }
 
 func hasPoolWord(s string) bool {
@@ -428,10 +433,7 @@ func hasPoolWord(s string) bool {
 // tooLarge reports whether a range is larger than an IPv4 /22 (1,024
 // addresses) or an IPv6 /40: the size of a company's own assignment.
 func tooLarge(first, last netip.Addr) bool {
-	ps := rangePrefixes(first, last)
-	if len(ps) == 0 {
-		return true
-	}
+	ps := appendPrefixes(nil, first, last)
 	if first.Is4() {
 		n := 0
 		for _, p := range ps {
@@ -460,51 +462,15 @@ func parseRPSLRange(s string) (first, last netip.Addr, ok bool) {
 		// parseRDAPAddr: ARIN writes some addresses zero-padded.
 		a, err1 := parseRDAPAddr(lo)
 		b, err2 := parseRDAPAddr(hi)
-		if err1 != nil || err2 != nil || a.BitLen() != b.BitLen() || b.Less(a) {
+		if err1 != nil || err2 != nil || checkRange(a, b) != nil {
 			return netip.Addr{}, netip.Addr{}, false
 		}
 		return a, b, true
 	}
 	p, err := netip.ParsePrefix(strings.TrimSpace(s))
-	if err != nil {
+	if err != nil || checkRange(p.Addr(), p.Addr()) != nil {
 		return netip.Addr{}, netip.Addr{}, false
 	}
 	p = p.Masked()
-	return p.Addr(), prefixLast(p), true
-}
-
-// prefixLast is the last address of p.
-func prefixLast(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
-// rangePrefixes splits [first, last] into the fewest CIDR prefixes.
-func rangePrefixes(first, last netip.Addr) []netip.Prefix {
-	var out []netip.Prefix
-	bits := first.BitLen()
-	for !last.Less(first) {
-		// The largest prefix starting at first that stays inside the range.
-		n := bits
-		for n > 0 {
-			p := netip.PrefixFrom(first, n-1).Masked()
-			if p.Addr() != first || prefixLast(p).Compare(last) > 0 {
-				break
-			}
-			n--
-		}
-		p := netip.PrefixFrom(first, n)
-		out = append(out, p)
-		end := prefixLast(p)
-		next := end.Next()
-		if !next.IsValid() || next.BitLen() != bits || end == last {
-			break
-		}
-		first = next
-	}
-	return out
+	return p.Addr(), prefixEnd(p), true
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"maps"
-	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -74,29 +73,6 @@ func TestReadRPSLRejectsNonsense(t *testing.T) {
 		err := ReadRPSL(strings.NewReader(in), "x.db", func(*RPSLObject) error { return nil })
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
 			t.Errorf("%q: error %v, want %q", in, err, want)
-		}
-	}
-}
-
-// TestRangePrefixes splits ranges into the fewest prefixes.
-func TestRangePrefixes(t *testing.T) {
-	for _, c := range []struct {
-		first, last string
-		want        string
-	}{
-		{"10.0.0.1", "10.0.0.6", "10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32"},
-		{"10.0.0.0", "10.0.0.255", "10.0.0.0/24"},
-		{"10.0.0.0", "10.0.2.255", "10.0.0.0/23 10.0.2.0/24"},
-		{"255.255.255.254", "255.255.255.255", "255.255.255.254/31"},
-		{"0.0.0.0", "255.255.255.255", "0.0.0.0/0"},
-		{"2001:db8::", "2001:db8::ffff", "2001:db8::/112"},
-	} {
-		var got []string
-		for _, p := range rangePrefixes(netip.MustParseAddr(c.first), netip.MustParseAddr(c.last)) {
-			got = append(got, p.String())
-		}
-		if strings.Join(got, " ") != c.want {
-			t.Errorf("%s - %s: %v, want %s", c.first, c.last, got, c.want)
 		}
 	}
 }

@@ -32,7 +32,18 @@ type RDAPServer struct {
 
 type rdapDoc struct {
 	first, last netip.Addr
+	prefixes    []netip.Prefix // the range as prefixes
 	body        []byte
+}
+
+// holds reports whether the document's network holds all of p.
+func (d *rdapDoc) holds(p netip.Prefix) bool {
+	for _, q := range d.prefixes {
+		if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // StartRDAP starts an RDAPServer over the response documents in dir
@@ -59,7 +70,11 @@ func StartRDAP(t testing.TB, dir string) *RDAPServer {
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		s.docs = append(s.docs, rdapDoc{n.First, n.Last, raw})
+		prefixes, err := ipintel.RangeToPrefixes(n.First, n.Last)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		s.docs = append(s.docs, rdapDoc{n.First, n.Last, prefixes, raw})
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{file}", func(w http.ResponseWriter, r *http.Request) {
@@ -93,12 +108,11 @@ func StartRDAP(t testing.TB, dir string) *RDAPServer {
 			http.Error(w, `{"errorCode":400}`, http.StatusBadRequest)
 			return
 		}
-		first, last := p.Masked().Addr(), lastOf(p)
+		p = p.Masked()
 		var best *rdapDoc
 		for i := range s.docs {
 			d := &s.docs[i]
-			if d.first.BitLen() == first.BitLen() && !first.Less(d.first) && !d.last.Less(last) &&
-				(best == nil || best.first.Less(d.first) || d.last.Less(best.last)) {
+			if d.holds(p) && (best == nil || best.first.Less(d.first) || d.last.Less(best.last)) {
 				best = d
 			}
 		}
@@ -150,14 +164,4 @@ func (s *RDAPServer) FailWith(fail func(w http.ResponseWriter) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fail = fail
-}
-
-// lastOf is the last address of p.
-func lastOf(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
